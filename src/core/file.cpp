@@ -1,0 +1,147 @@
+#include "core/file.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "core/error.h"
+
+namespace qpeft {
+
+namespace fs = std::filesystem;
+
+std::shared_ptr<MappedFile> MappedFile::open(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  QP_CHECK(fd >= 0, "{}: cannot open: {}", path, std::strerror(errno));
+  struct stat st {};
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    fail("{}: not a regular file", path);
+  }
+  auto mf = std::shared_ptr<MappedFile>(new MappedFile());
+  mf->path_ = path;
+  mf->size_ = size_t(st.st_size);
+  if (mf->size_ > 0) {
+    void* p = mmap(nullptr, mf->size_, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (p == MAP_FAILED) {
+      int e = errno;
+      ::close(fd);
+      fail("{}: cannot map {} bytes: {}", path, mf->size_, std::strerror(e));
+    }
+    mf->data_ = static_cast<const uint8_t*>(p);
+  }
+  ::close(fd);
+  return mf;
+}
+
+MappedFile::~MappedFile() {
+  if (data_) munmap(const_cast<uint8_t*>(data_), size_);
+}
+
+std::string read_text_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  QP_CHECK(in, "{}: cannot open for reading", path);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+bool file_exists(const std::string& path) {
+  std::error_code ec;
+  return fs::is_regular_file(path, ec);
+}
+
+bool dir_exists(const std::string& path) {
+  std::error_code ec;
+  return fs::is_directory(path, ec);
+}
+
+void make_dirs(const std::string& path) {
+  std::error_code ec;
+  fs::create_directories(path, ec);
+  QP_CHECK(!ec, "{}: cannot create directory: {}", path, ec.message());
+}
+
+void remove_all(const std::string& path) {
+  std::error_code ec;
+  fs::remove_all(path, ec);
+}
+
+static std::string tmp_suffix() { return ".tmp-" + std::to_string(::getpid()); }
+
+AtomicFile::AtomicFile(std::string path) : path_(std::move(path)), tmp_(path_ + tmp_suffix()) {
+  f_ = std::fopen(tmp_.c_str(), "wb");
+  QP_CHECK(f_, "{}: cannot create: {}", tmp_, std::strerror(errno));
+}
+
+AtomicFile::~AtomicFile() {
+  if (f_) {
+    std::fclose(f_);
+    std::remove(tmp_.c_str());
+  }
+}
+
+void AtomicFile::write(const void* data, size_t n) {
+  QP_CHECK(f_, "{}: write after commit", path_);
+  if (n && std::fwrite(data, 1, n, f_) != n) fail("{}: write failed: {} (disk full?)", tmp_, std::strerror(errno));
+}
+
+void AtomicFile::commit() {
+  QP_CHECK(f_, "{}: committed twice", path_);
+  bool ok = std::fflush(f_) == 0 && fsync(fileno(f_)) == 0;
+  int e = errno;
+  ok = (std::fclose(f_) == 0) && ok;
+  f_ = nullptr;
+  if (!ok) {
+    std::remove(tmp_.c_str());
+    fail("{}: write failed: {}", path_, std::strerror(e));
+  }
+  if (std::rename(tmp_.c_str(), path_.c_str()) != 0) {
+    e = errno;
+    std::remove(tmp_.c_str());
+    fail("{}: cannot rename into place: {}", path_, std::strerror(e));
+  }
+}
+
+void write_file_atomic(const std::string& path, std::string_view contents) {
+  AtomicFile f(path);
+  f.write(contents);
+  f.commit();
+}
+
+AtomicDir::AtomicDir(std::string dir) : dir_(std::move(dir)) {
+  while (!dir_.empty() && dir_.size() > 1 && dir_.back() == '/') dir_.pop_back();
+  tmp_ = dir_ + tmp_suffix();
+  remove_all(tmp_);
+  make_dirs(tmp_);
+}
+
+AtomicDir::~AtomicDir() {
+  if (!committed_) remove_all(tmp_);
+}
+
+void AtomicDir::commit() {
+  std::error_code ec;
+  std::string old = dir_ + ".old" + tmp_suffix();
+  bool had_old = fs::exists(dir_, ec);
+  if (had_old) {
+    fs::rename(dir_, old, ec);
+    QP_CHECK(!ec, "{}: cannot move the previous version aside: {}", dir_, ec.message());
+  }
+  fs::rename(tmp_, dir_, ec);
+  if (ec) {
+    if (had_old) fs::rename(old, dir_, ec);
+    fail("{}: cannot rename into place", dir_);
+  }
+  committed_ = true;
+  if (had_old) remove_all(old);
+}
+
+}  // namespace qpeft

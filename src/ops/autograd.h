@@ -1,0 +1,79 @@
+// Reverse-mode autograd as a tape. Each op computes its forward value and, when any input
+// needs a gradient, records its backward rule (a closure over exactly what it needs) on the
+// Graph. Graph::backward runs the rules in reverse and frees each one after it ran.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace qpeft {
+
+struct VarNode {
+  Tensor value;
+  Tensor grad;  // f32, same shape as value; undefined until a gradient arrives
+  bool requires_grad = false;
+  std::string name;
+};
+
+class Var {
+ public:
+  Var() = default;
+  explicit Var(Tensor value, bool requires_grad = false, std::string name = {});
+
+  bool defined() const { return node_ != nullptr; }
+  const Tensor& value() const { return node_->value; }
+  Tensor& mutable_value() const { return node_->value; }
+  const Tensor& grad() const { return node_->grad; }
+  bool has_grad() const { return node_->grad.defined(); }
+  bool requires_grad() const { return node_ && node_->requires_grad; }
+  const std::string& name() const { return node_->name; }
+  const Shape& shape() const { return node_->value.shape(); }
+
+  // grad += g (g is f32 with the value's shape); copies g on first use.
+  void accumulate_grad(const Tensor& g) const;
+  // Returns the grad buffer, zero-filled on first use, for kernels that add into it.
+  float* grad_buffer() const;
+  void zero_grad() const { node_->grad = Tensor(); }
+
+ private:
+  std::shared_ptr<VarNode> node_;
+};
+
+class Graph {
+ public:
+  explicit Graph(bool grad_enabled = true, uint64_t seed = 0, bool training = false)
+      : grad_enabled_(grad_enabled), training_(training), seed_(seed) {}
+  Graph(const Graph&) = delete;
+  Graph& operator=(const Graph&) = delete;
+
+  bool grad_enabled() const { return grad_enabled_; }
+  bool training() const { return training_; }  // dropout active
+  uint64_t seed() const { return seed_; }
+  // A fresh stream id per random op, in op order: same program, same seed, same bits.
+  uint64_t next_stream() { return stream_++; }
+
+  // True if an op over these inputs must record a backward rule.
+  bool needs_grad(std::initializer_list<const Var*> inputs) const;
+  // Output Var of an op: requires_grad iff needs_grad(inputs).
+  Var make_output(Tensor value, bool requires_grad) const { return Var(std::move(value), requires_grad); }
+  void record(std::function<void()> backward_rule);
+
+  // Seeds d(loss)/d(loss) = 1 (loss must be a single element) and runs every rule in reverse.
+  void backward(const Var& loss);
+  // Seeds loss's gradient with dloss (same shape) and runs every rule in reverse.
+  void backward(const Var& out, const Tensor& dout);
+  size_t num_rules() const { return rules_.size(); }
+
+ private:
+  bool grad_enabled_;
+  bool training_;
+  uint64_t seed_;
+  uint64_t stream_ = 0;
+  std::vector<std::function<void()>> rules_;
+};
+
+}  // namespace qpeft

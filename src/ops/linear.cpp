@@ -1,0 +1,158 @@
+#include "ops/linear.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "core/error.h"
+#include "core/thread_pool.h"
+
+namespace qpeft {
+
+DenseWeight::DenseWeight(Tensor t, std::string name) : t_(std::move(t)), name_(std::move(name)) {
+  QP_CHECK(t_.ndim() == 2, "[linear] weight '{}' must be 2-d [out, in], got {}", name_, t_.describe());
+  QP_CHECK(t_.dtype() == DType::F32 || t_.dtype() == DType::BF16 || t_.dtype() == DType::F16,
+           "[linear] weight '{}' has dtype {}; expected f32, bf16 or f16", name_, dtype_name(t_.dtype()));
+}
+
+const float* DenseWeight::decode_rows(int64_t r0, int64_t r1, float* scratch) const {
+  const int64_t n = t_.dim(1);
+  const char* base = static_cast<const char*>(t_.raw()) + size_t(r0 * n) * dtype_size(t_.dtype());
+  if (t_.dtype() == DType::F32) return reinterpret_cast<const float*>(base);
+  convert_to_f32(base, t_.dtype(), scratch, size_t((r1 - r0) * n));
+  return scratch;
+}
+
+std::string DenseWeight::describe() const { return name_ + " " + t_.describe(); }
+
+void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+           const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  if (M == 0 || N == 0) return;
+  if (K == 0) {
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
+    return;
+  }
+  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, int(M), int(N),
+              int(K), alpha, A, int(lda), B, int(ldb), beta, C, int(ldc));
+}
+
+// y[M, N] = x[M, K] Wᵀ. Threads split the output columns (weight rows), so every weight row
+// is decoded exactly once.
+void linear_forward(const float* x, int64_t M, const FrozenWeight& w, float* y) {
+  const int64_t N = w.rows(), K = w.cols();
+  const int64_t tile = std::max<int64_t>(1, w.row_tile());
+  const int64_t n_tiles = (N + tile - 1) / tile;
+  pool().run([&](int ith, int nth) {
+    int64_t t0, t1;
+    split_range(n_tiles, ith, nth, &t0, &t1);
+    if (t0 >= t1) return;
+    if (w.is_f32()) {
+      int64_t n0 = t0 * tile, n1 = std::min(N, t1 * tile);
+      const float* wr = w.decode_rows(n0, n1, nullptr);
+      sgemm(false, true, M, n1 - n0, K, 1.0f, x, K, wr, K, 0.0f, y + n0, N);
+      return;
+    }
+    std::vector<float> scratch(size_t(tile * K));
+    for (int64_t t = t0; t < t1; ++t) {
+      int64_t n0 = t * tile, n1 = std::min(N, n0 + tile);
+      const float* wr = w.decode_rows(n0, n1, scratch.data());
+      sgemm(false, true, M, n1 - n0, K, 1.0f, x, K, wr, K, 0.0f, y + n0, N);
+    }
+  });
+}
+
+// dx[M, K] (+)= dy[M, N] W[N, K]. Threads split the rows of dx.
+void linear_input_grad(const float* dy, int64_t M, const FrozenWeight& w, float* dx, bool accumulate) {
+  const int64_t N = w.rows(), K = w.cols();
+  const int64_t tile = std::max<int64_t>(1, w.row_tile());
+  pool().run([&](int ith, int nth) {
+    int64_t m0, m1;
+    split_range(M, ith, nth, &m0, &m1);
+    if (m0 >= m1) return;
+    const float* dyi = dy + m0 * N;
+    float* dxi = dx + m0 * K;
+    if (w.is_f32()) {
+      sgemm(false, false, m1 - m0, K, N, 1.0f, dyi, N, w.decode_rows(0, N, nullptr), K, accumulate ? 1.0f : 0.0f,
+            dxi, K);
+      return;
+    }
+    std::vector<float> scratch(size_t(tile * K));
+    for (int64_t n0 = 0; n0 < N; n0 += tile) {
+      int64_t n1 = std::min(N, n0 + tile);
+      const float* wr = w.decode_rows(n0, n1, scratch.data());
+      float beta = (accumulate || n0 > 0) ? 1.0f : 0.0f;
+      sgemm(false, false, m1 - m0, K, n1 - n0, 1.0f, dyi + n0, N, wr, K, beta, dxi, K);
+    }
+  });
+}
+
+static Shape with_last_dim(const Shape& s, int64_t d) {
+  Shape out = s;
+  out.back() = d;
+  return out;
+}
+
+Var linear(Graph& g, const Var& x, const std::shared_ptr<const FrozenWeight>& w) {
+  const Tensor& xv = x.value();
+  QP_CHECK(xv.ndim() >= 1 && xv.dim(-1) == w->cols(), "[linear] input {} does not match weight {}", xv.describe(),
+           w->describe());
+  const int64_t M = xv.numel() / w->cols();
+  Tensor y = Tensor::empty(with_last_dim(xv.shape(), w->rows()));
+  linear_forward(xv.f32(), M, *w, y.f32());
+  bool rg = g.needs_grad({&x});
+  Var out = g.make_output(y, rg);
+  if (rg) {
+    g.record([x, out, w, M] {
+      if (!out.has_grad()) return;
+      // dx[M, in] += dy[M, out] W
+      linear_input_grad(out.grad().f32(), M, *w, x.grad_buffer(), true);
+    });
+  }
+  return out;
+}
+
+Var matmul_nt(Graph& g, const Var& x, const Var& w) {
+  const Tensor& xv = x.value();
+  const Tensor& wv = w.value();
+  QP_CHECK(wv.ndim() == 2 && xv.dim(-1) == wv.dim(1), "[matmul_nt] input {} does not match weight '{}' {}",
+           xv.describe(), w.name(), wv.describe());
+  const int64_t N = wv.dim(0), K = wv.dim(1), M = xv.numel() / K;
+  Tensor y = Tensor::empty(with_last_dim(xv.shape(), N));
+  const float* xp = xv.f32();
+  const float* wp = wv.f32();
+  float* yp = y.f32();
+  // y[M, N] = x[M, K] wᵀ; threads split rows of y (N is usually a small rank here).
+  pool().parallel_for(M, [&](int64_t m0, int64_t m1) {
+    sgemm(false, true, m1 - m0, N, K, 1.0f, xp + m0 * K, K, wp, K, 0.0f, yp + m0 * N, N);
+  });
+  bool rg = g.needs_grad({&x, &w});
+  Var out = g.make_output(y, rg);
+  if (rg) {
+    g.record([x, w, out, M, N, K] {
+      if (!out.has_grad()) return;
+      const float* dy = out.grad().f32();
+      if (x.requires_grad()) {
+        // dx[M, K] += dy[M, N] w[N, K]
+        float* dx = x.grad_buffer();
+        const float* wp = w.value().f32();
+        pool().parallel_for(M, [&](int64_t m0, int64_t m1) {
+          sgemm(false, false, m1 - m0, K, N, 1.0f, dy + m0 * N, N, wp, K, 1.0f, dx + m0 * K, K);
+        });
+      }
+      if (w.requires_grad()) {
+        // dw[N, K] += dyᵀ[N, M] x[M, K]; threads split the columns of dw (deterministic).
+        float* dw = w.grad_buffer();
+        const float* xp = x.value().f32();
+        pool().parallel_for(K, [&](int64_t k0, int64_t k1) {
+          sgemm(true, false, N, k1 - k0, M, 1.0f, dy, N, xp + k0, K, 1.0f, dw + k0, K);
+        });
+      }
+    });
+  }
+  return out;
+}
+
+}  // namespace qpeft

@@ -1,0 +1,59 @@
+// Matrix products. PyTorch's convention throughout: a weight is [out, in] and y = x Wᵀ.
+//
+// FrozenWeight is the seam between dense and packed storage: the GEMM drivers ask it for
+// f32 row blocks, so a bf16 or quantized base is decoded one tile at a time and never held
+// in f32 as a whole. A frozen weight has no gradient, by construction.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "core/tensor.h"
+#include "ops/autograd.h"
+
+namespace qpeft {
+
+class FrozenWeight {
+ public:
+  virtual ~FrozenWeight() = default;
+  virtual int64_t rows() const = 0;  // out features
+  virtual int64_t cols() const = 0;  // in features
+  // Rows [r0, r1) as f32, row-major [r1 - r0, cols]. Returns a pointer into the weight itself
+  // when it is stored as f32; otherwise decodes into scratch, which holds (r1 - r0) * cols floats.
+  virtual const float* decode_rows(int64_t r0, int64_t r1, float* scratch) const = 0;
+  // Rows decoded per tile; formats with blocks make this a multiple of their block.
+  virtual int64_t row_tile() const { return 64; }
+  virtual bool is_f32() const { return false; }
+  virtual std::string describe() const = 0;  // "model.layers.0.self_attn.q_proj.weight bf16[256, 256]"
+};
+
+// f32 / bf16 / f16 tensor [out, in] (zero-copy over an mmap when the file holds it).
+class DenseWeight final : public FrozenWeight {
+ public:
+  DenseWeight(Tensor t, std::string name);
+  int64_t rows() const override { return t_.dim(0); }
+  int64_t cols() const override { return t_.dim(1); }
+  const float* decode_rows(int64_t r0, int64_t r1, float* scratch) const override;
+  bool is_f32() const override { return t_.dtype() == DType::F32; }
+  std::string describe() const override;
+  const Tensor& tensor() const { return t_; }
+
+ private:
+  Tensor t_;
+  std::string name_;
+};
+
+// C[M, N] = alpha · op(A) op(B) + beta · C, row-major, single-threaded (callers partition).
+void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+           const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+
+// Kernels on the thread pool. x is [M, in], y is [M, out], W is [out, in].
+void linear_forward(const float* x, int64_t M, const FrozenWeight& w, float* y);              // y = x Wᵀ
+void linear_input_grad(const float* dy, int64_t M, const FrozenWeight& w, float* dx, bool accumulate);  // dx (+)= dy W
+
+// y[..., out] = x[..., in] · Wᵀ for a frozen weight: gradient flows to x only.
+Var linear(Graph& g, const Var& x, const std::shared_ptr<const FrozenWeight>& w);
+// y[..., out] = x[..., in] · wᵀ for a trainable f32 weight w [out, in]; dw = dyᵀ x, dx = dy w.
+Var matmul_nt(Graph& g, const Var& x, const Var& w);
+
+}  // namespace qpeft

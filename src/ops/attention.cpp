@@ -1,0 +1,149 @@
+#include "ops/attention.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "core/error.h"
+#include "core/thread_pool.h"
+#include "ops/linear.h"
+
+namespace qpeft {
+
+namespace {
+
+constexpr int64_t kQueryTile = 64;
+
+struct AttnShape {
+  int64_t B, Tq, Tk, Hq, Hkv, D;
+  float scale;
+  int64_t q_stride() const { return Hq * D; }    // between consecutive tokens of one head
+  int64_t kv_stride() const { return Hkv * D; }
+  int64_t group() const { return Hq / Hkv; }
+  int64_t offset() const { return Tk - Tq; }
+};
+
+// S[nq, nk] = scale · Q_tile K[0:nk]ᵀ with the causal mask; returns nk (keys visible to the tile).
+int64_t tile_scores(const AttnShape& s, const float* qt, const float* kb, int64_t q0, int64_t q1, float* S) {
+  const int64_t nq = q1 - q0, nk = std::min(s.Tk, q1 + s.offset());
+  sgemm(false, true, nq, nk, s.D, s.scale, qt, s.q_stride(), kb, s.kv_stride(), 0.0f, S, nk);
+  for (int64_t i = 0; i < nq; ++i) {
+    const int64_t last = q0 + i + s.offset();  // last visible key
+    for (int64_t j = last + 1; j < nk; ++j) S[i * nk + j] = -std::numeric_limits<float>::infinity();
+  }
+  return nk;
+}
+
+}  // namespace
+
+Var causal_attention(Graph& g, const Var& q, const Var& k, const Var& v) {
+  const Tensor &qv = q.value(), &kv = k.value(), &vv = v.value();
+  QP_CHECK(qv.ndim() == 4 && kv.ndim() == 4 && kv.shape() == vv.shape(),
+           "[attention] expected q [B, T, Hq, D] and k, v [B, T, Hkv, D]; got q {}, k {}, v {}", qv.describe(),
+           kv.describe(), vv.describe());
+  AttnShape s{qv.dim(0), qv.dim(1), kv.dim(1), qv.dim(2), kv.dim(2), qv.dim(3), 0.0f};
+  QP_CHECK(kv.dim(0) == s.B && kv.dim(3) == s.D && s.Hkv > 0 && s.Hq % s.Hkv == 0 && s.Tk >= s.Tq,
+           "[attention] incompatible q {} and k {}", qv.describe(), kv.describe());
+  s.scale = float(1.0 / std::sqrt(double(s.D)));
+
+  Tensor out_t = Tensor::empty(qv.shape());
+  auto lse = std::make_shared<std::vector<float>>(size_t(s.B * s.Hq * s.Tq));
+  const float *qp = qv.f32(), *kp = kv.f32(), *vp = vv.f32();
+  float* op = out_t.f32();
+
+  // Tasks: (batch, query head). Each writes its own output rows and lse entries.
+  pool().run([&](int ith, int nth) {
+    int64_t t0, t1;
+    split_range(s.B * s.Hq, ith, nth, &t0, &t1);
+    std::vector<float> S(size_t(kQueryTile * s.Tk));
+    for (int64_t task = t0; task < t1; ++task) {
+      const int64_t b = task / s.Hq, h = task % s.Hq, hk = h / s.group();
+      const float* kb = kp + (b * s.Tk * s.Hkv + hk) * s.D;
+      const float* vb = vp + (b * s.Tk * s.Hkv + hk) * s.D;
+      for (int64_t q0 = 0; q0 < s.Tq; q0 += kQueryTile) {
+        const int64_t q1 = std::min(s.Tq, q0 + kQueryTile), nq = q1 - q0;
+        const float* qt = qp + ((b * s.Tq + q0) * s.Hq + h) * s.D;
+        const int64_t nk = tile_scores(s, qt, kb, q0, q1, S.data());
+        for (int64_t i = 0; i < nq; ++i) {
+          float* row = S.data() + i * nk;
+          float m = -std::numeric_limits<float>::infinity();
+          for (int64_t j = 0; j < nk; ++j) m = std::max(m, row[j]);
+          double sum = 0;
+          for (int64_t j = 0; j < nk; ++j) {
+            row[j] = std::exp(row[j] - m);
+            sum += row[j];
+          }
+          const float inv = float(1.0 / sum);
+          for (int64_t j = 0; j < nk; ++j) row[j] *= inv;
+          (*lse)[(b * s.Hq + h) * s.Tq + q0 + i] = m + float(std::log(sum));
+        }
+        // O_tile[nq, D] = P[nq, nk] V[0:nk]
+        sgemm(false, false, nq, s.D, nk, 1.0f, S.data(), nk, vb, s.kv_stride(), 0.0f, op + ((b * s.Tq + q0) * s.Hq + h) * s.D,
+              s.q_stride());
+      }
+    }
+  });
+
+  bool rg = g.needs_grad({&q, &k, &v});
+  Var out = g.make_output(out_t, rg);
+  if (rg) {
+    g.record([q, k, v, out, lse, s] {
+      if (!out.has_grad()) return;
+      const float *qp = q.value().f32(), *kp = k.value().f32(), *vp = v.value().f32();
+      const float *op = out.value().f32(), *dop = out.grad().f32();
+      // All three gradients are written by the owner of the kv head, so allocate them here.
+      float* dq = q.grad_buffer();
+      float* dk = k.grad_buffer();
+      float* dv = v.grad_buffer();
+      // Tasks: (batch, kv head): dK, dV of a kv head accumulate over its query heads and tiles
+      // in a fixed order, so results do not depend on the thread count.
+      pool().run([&](int ith, int nth) {
+        int64_t t0, t1;
+        split_range(s.B * s.Hkv, ith, nth, &t0, &t1);
+        std::vector<float> P(size_t(kQueryTile * s.Tk)), dP(size_t(kQueryTile * s.Tk)), Dsum(kQueryTile);
+        for (int64_t task = t0; task < t1; ++task) {
+          const int64_t b = task / s.Hkv, hk = task % s.Hkv;
+          const int64_t kv_off = (b * s.Tk * s.Hkv + hk) * s.D;
+          for (int64_t h = hk * s.group(); h < (hk + 1) * s.group(); ++h) {
+            for (int64_t q0 = 0; q0 < s.Tq; q0 += kQueryTile) {
+              const int64_t q1 = std::min(s.Tq, q0 + kQueryTile), nq = q1 - q0;
+              const int64_t q_off = ((b * s.Tq + q0) * s.Hq + h) * s.D;
+              const int64_t nk = tile_scores(s, qp + q_off, kp + kv_off, q0, q1, P.data());
+              // P = exp(S − lse); Dsum_i = Σ_d dO_id O_id
+              for (int64_t i = 0; i < nq; ++i) {
+                const float l = (*lse)[(b * s.Hq + h) * s.Tq + q0 + i];
+                float* row = P.data() + i * nk;
+                for (int64_t j = 0; j < nk; ++j) row[j] = std::exp(row[j] - l);
+                const float* o_i = op + q_off + i * s.q_stride();
+                const float* do_i = dop + q_off + i * s.q_stride();
+                double acc = 0;
+                for (int64_t d = 0; d < s.D; ++d) acc += double(o_i[d]) * do_i[d];
+                Dsum[i] = float(acc);
+              }
+              // dV[0:nk] += Pᵀ dO_tile   [nk, D]
+              sgemm(true, false, nk, s.D, nq, 1.0f, P.data(), nk, dop + q_off, s.q_stride(), 1.0f, dv + kv_off,
+                    s.kv_stride());
+              // dP[nq, nk] = dO_tile V[0:nk]ᵀ
+              sgemm(false, true, nq, nk, s.D, 1.0f, dop + q_off, s.q_stride(), vp + kv_off, s.kv_stride(), 0.0f,
+                    dP.data(), nk);
+              // dS = P ⊙ (dP − Dsum) · scale  (stored in dP)
+              for (int64_t i = 0; i < nq; ++i)
+                for (int64_t j = 0; j < nk; ++j)
+                  dP[i * nk + j] = P[i * nk + j] * (dP[i * nk + j] - Dsum[i]) * s.scale;
+              // dQ_tile += dS K[0:nk]   [nq, D]
+              sgemm(false, false, nq, s.D, nk, 1.0f, dP.data(), nk, kp + kv_off, s.kv_stride(), 1.0f, dq + q_off,
+                    s.q_stride());
+              // dK[0:nk] += dSᵀ Q_tile  [nk, D]
+              sgemm(true, false, nk, s.D, nq, 1.0f, dP.data(), nk, qp + q_off, s.q_stride(), 1.0f, dk + kv_off,
+                    s.kv_stride());
+            }
+          }
+        }
+      });
+    });
+  }
+  return out;
+}
+
+}  // namespace qpeft

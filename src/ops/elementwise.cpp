@@ -1,0 +1,173 @@
+#include "ops/elementwise.h"
+
+#include <cmath>
+
+#include "core/error.h"
+#include "core/rng.h"
+#include "core/thread_pool.h"
+
+namespace qpeft {
+
+Var add(Graph& g, const Var& a, const Var& b) {
+  QP_CHECK(a.shape() == b.shape(), "[add] shapes {} and {} differ", a.value().describe(), b.value().describe());
+  Tensor y = Tensor::empty(a.shape());
+  const float *ap = a.value().f32(), *bp = b.value().f32();
+  float* yp = y.f32();
+  pool().parallel_for(y.numel(), [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) yp[i] = ap[i] + bp[i];
+  });
+  bool rg = g.needs_grad({&a, &b});
+  Var out = g.make_output(y, rg);
+  if (rg) {
+    g.record([a, b, out] {
+      if (!out.has_grad()) return;
+      if (a.requires_grad()) a.accumulate_grad(out.grad());
+      if (b.requires_grad()) b.accumulate_grad(out.grad());
+    });
+  }
+  return out;
+}
+
+Var scale(Graph& g, const Var& x, float s) {
+  Tensor y = Tensor::empty(x.shape());
+  const float* xp = x.value().f32();
+  float* yp = y.f32();
+  for (int64_t i = 0; i < y.numel(); ++i) yp[i] = s * xp[i];
+  bool rg = g.needs_grad({&x});
+  Var out = g.make_output(y, rg);
+  if (rg) {
+    g.record([x, out, s] {
+      if (!out.has_grad()) return;
+      float* dx = x.grad_buffer();
+      const float* dy = out.grad().f32();
+      for (int64_t i = 0; i < out.value().numel(); ++i) dx[i] += s * dy[i];
+    });
+  }
+  return out;
+}
+
+Var add_bias(Graph& g, const Var& x, const Var& bias) {
+  const int64_t n = bias.value().numel();
+  QP_CHECK(x.value().dim(-1) == n, "[add_bias] input {} does not match bias '{}' {}", x.value().describe(),
+           bias.name(), bias.value().describe());
+  const int64_t rows = x.value().numel() / n;
+  Tensor y = x.value().clone();
+  float* yp = y.f32();
+  const float* bp = bias.value().f32();
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < n; ++j) yp[r * n + j] += bp[j];
+  bool rg = g.needs_grad({&x, &bias});
+  Var out = g.make_output(y, rg);
+  if (rg) {
+    g.record([x, bias, out, rows, n] {
+      if (!out.has_grad()) return;
+      if (x.requires_grad()) x.accumulate_grad(out.grad());
+      if (bias.requires_grad()) {
+        float* db = bias.grad_buffer();
+        const float* dy = out.grad().f32();
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t j = 0; j < n; ++j) db[j] += dy[r * n + j];
+      }
+    });
+  }
+  return out;
+}
+
+Var silu_mul(Graph& g, const Var& gate, const Var& up) {
+  QP_CHECK(gate.shape() == up.shape(), "[silu_mul] shapes {} and {} differ", gate.value().describe(),
+           up.value().describe());
+  Tensor y = Tensor::empty(gate.shape());
+  const float *gp = gate.value().f32(), *up_ = up.value().f32();
+  float* yp = y.f32();
+  pool().parallel_for(y.numel(), [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      float a = gp[i];
+      yp[i] = a / (1.0f + std::exp(-a)) * up_[i];
+    }
+  });
+  bool rg = g.needs_grad({&gate, &up});
+  Var out = g.make_output(y, rg);
+  if (rg) {
+    g.record([gate, up, out] {
+      if (!out.has_grad()) return;
+      const int64_t n = out.value().numel();
+      const float* dy = out.grad().f32();
+      const float *gp = gate.value().f32(), *upp = up.value().f32();
+      float* dg = gate.requires_grad() ? gate.grad_buffer() : nullptr;
+      float* du = up.requires_grad() ? up.grad_buffer() : nullptr;
+      pool().parallel_for(n, [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i) {
+          float a = gp[i];
+          float sig = 1.0f / (1.0f + std::exp(-a));
+          float silu = a * sig;
+          // d silu / da = sig · (1 + a · (1 − sig))
+          if (dg) dg[i] += dy[i] * upp[i] * sig * (1.0f + a * (1.0f - sig));
+          if (du) du[i] += dy[i] * silu;
+        }
+      });
+    });
+  }
+  return out;
+}
+
+Var mul_lastdim(Graph& g, const Var& x, const Var& v) {
+  const int64_t n = v.value().numel();
+  QP_CHECK(x.value().dim(-1) == n, "[mul_lastdim] input {} does not match vector '{}' {}", x.value().describe(),
+           v.name(), v.value().describe());
+  const int64_t rows = x.value().numel() / n;
+  Tensor y = Tensor::empty(x.shape());
+  const float *xp = x.value().f32(), *vp = v.value().f32();
+  float* yp = y.f32();
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < n; ++j) yp[r * n + j] = xp[r * n + j] * vp[j];
+  bool rg = g.needs_grad({&x, &v});
+  Var out = g.make_output(y, rg);
+  if (rg) {
+    g.record([x, v, out, rows, n] {
+      if (!out.has_grad()) return;
+      const float* dy = out.grad().f32();
+      const float *xp = x.value().f32(), *vp = v.value().f32();
+      if (x.requires_grad()) {
+        float* dx = x.grad_buffer();
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t j = 0; j < n; ++j) dx[r * n + j] += dy[r * n + j] * vp[j];
+      }
+      if (v.requires_grad()) {
+        float* dv = v.grad_buffer();
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t j = 0; j < n; ++j) dv[j] += dy[r * n + j] * xp[r * n + j];
+      }
+    });
+  }
+  return out;
+}
+
+Var dropout(Graph& g, const Var& x, float p) {
+  QP_CHECK(p >= 0.0f && p < 1.0f, "[dropout] probability {} must be in [0, 1)", p);
+  if (!g.training() || p == 0.0f) return x;
+  const uint64_t stream = g.next_stream();
+  const uint64_t seed = g.seed();
+  const float keep_scale = 1.0f / (1.0f - p);
+  Tensor y = Tensor::empty(x.shape());
+  const float* xp = x.value().f32();
+  float* yp = y.f32();
+  pool().parallel_for(y.numel(), [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) yp[i] = hash_uniform(seed, stream, uint64_t(i)) < p ? 0.0f : xp[i] * keep_scale;
+  });
+  bool rg = g.needs_grad({&x});
+  Var out = g.make_output(y, rg);
+  if (rg) {
+    g.record([x, out, p, seed, stream, keep_scale] {
+      if (!out.has_grad()) return;
+      const float* dy = out.grad().f32();
+      float* dx = x.grad_buffer();
+      pool().parallel_for(out.value().numel(), [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i)
+          if (hash_uniform(seed, stream, uint64_t(i)) >= p) dx[i] += dy[i] * keep_scale;
+      });
+    });
+  }
+  return out;
+}
+
+}  // namespace qpeft

@@ -1,0 +1,78 @@
+#include <gtest/gtest.h>
+
+#include "grad_check.h"
+#include "ops/attention.h"
+#include "ops/elementwise.h"
+#include "ops/embedding.h"
+#include "ops/linear.h"
+#include "ops/loss.h"
+#include "ops/norm.h"
+#include "ops/rope.h"
+
+using namespace qpeft;
+using namespace qpeft::testing;
+
+TEST(OpsGrad, Elementwise) {
+  check_gradients("add", {param({3, 5}, 1), param({3, 5}, 2)},
+                  [](Graph& g, const std::vector<Var>& in) { return add(g, in[0], in[1]); });
+  check_gradients("scale", {param({4, 3}, 3)}, [](Graph& g, const std::vector<Var>& in) { return scale(g, in[0], -1.7f); });
+  check_gradients("add_bias", {param({2, 3, 5}, 4), param({5}, 5)},
+                  [](Graph& g, const std::vector<Var>& in) { return add_bias(g, in[0], in[1]); });
+  check_gradients("silu_mul", {param({3, 7}, 6), param({3, 7}, 7)},
+                  [](Graph& g, const std::vector<Var>& in) { return silu_mul(g, in[0], in[1]); });
+  check_gradients("mul_lastdim", {param({3, 7}, 8), param({7}, 9)},
+                  [](Graph& g, const std::vector<Var>& in) { return mul_lastdim(g, in[0], in[1]); });
+  GradCheckOptions train;
+  train.training = true;
+  check_gradients("dropout", {param({6, 9}, 10)},
+                  [](Graph& g, const std::vector<Var>& in) { return dropout(g, in[0], 0.3f); }, train);
+}
+
+TEST(OpsGrad, RmsNorm) {
+  check_gradients("rms_norm", {param({4, 16}, 11), param({16}, 12)},
+                  [](Graph& g, const std::vector<Var>& in) { return rms_norm(g, in[0], in[1], 1e-5f); });
+}
+
+TEST(OpsGrad, Rope) {
+  RopeConfig cfg;
+  cfg.head_dim = 8;
+  cfg.scaling_type = "llama3";
+  cfg.factor = 8;
+  cfg.original_max_position = 4;
+  auto tab = std::make_shared<RopeTable>(cfg, 32);
+  check_gradients("rope", {param({2, 5, 3, 8}, 13)},
+                  [&](Graph& g, const std::vector<Var>& in) { return rope(g, in[0], tab, 3); });
+}
+
+TEST(OpsGrad, AttentionGroupedQueryAcrossTiles) {
+  // T = 70 spans two query tiles of 64; 4 query heads share 2 kv heads.
+  check_gradients("attention", {param({2, 70, 4, 8}, 14, 0.5f), param({2, 70, 2, 8}, 15, 0.5f), param({2, 70, 2, 8}, 16)},
+                  [](Graph& g, const std::vector<Var>& in) { return causal_attention(g, in[0], in[1], in[2]); });
+  // Queries continuing a cache: Tq = 3 new tokens after 5 cached.
+  check_gradients("attention_cached", {param({1, 3, 2, 4}, 17), param({1, 8, 1, 4}, 18), param({1, 8, 1, 4}, 19)},
+                  [](Graph& g, const std::vector<Var>& in) { return causal_attention(g, in[0], in[1], in[2]); });
+}
+
+TEST(OpsGrad, Matmuls) {
+  check_gradients("matmul_nt", {param({2, 3, 6}, 20), param({4, 6}, 21)},
+                  [](Graph& g, const std::vector<Var>& in) { return matmul_nt(g, in[0], in[1]); });
+  for (DType dt : {DType::F32, DType::BF16}) {
+    auto w = std::make_shared<DenseWeight>(random_tensor({130, 9}, 22).to(dt), "w");
+    check_gradients(std::string("linear_") + dtype_name(dt), {param({5, 9}, 23)},
+                    [&](Graph& g, const std::vector<Var>& in) { return linear(g, in[0], w); });
+  }
+}
+
+TEST(OpsGrad, EmbeddingAndLosses) {
+  std::vector<int32_t> ids = {3, 1, 3, 0};
+  check_gradients("embedding", {param({5, 4}, 24)},
+                  [&](Graph& g, const std::vector<Var>& in) { return embedding(g, in[0], ids); });
+  std::vector<int32_t> targets = {2, kIgnoreIndex, 0, 6, 6};
+  check_gradients("cross_entropy", {param({5, 7}, 25)},
+                  [&](Graph& g, const std::vector<Var>& in) { return cross_entropy(g, in[0], targets).loss; });
+  auto head = std::make_shared<DenseWeight>(random_tensor({7, 6}, 26), "head");
+  // Tiny chunk budget: every row is its own chunk.
+  check_gradients("linear_cross_entropy", {param({5, 6}, 27)}, [&](Graph& g, const std::vector<Var>& in) {
+    return linear_cross_entropy(g, in[0], head, targets, 1).loss;
+  });
+}

@@ -1,0 +1,118 @@
+// Fused and tiled ops against plain scalar references.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "grad_check.h"
+#include "ops/attention.h"
+#include "ops/linear.h"
+#include "ops/loss.h"
+#include "ops/norm.h"
+#include "ops/rope.h"
+
+using namespace qpeft;
+using namespace qpeft::testing;
+
+TEST(OpsValues, AttentionMatchesNaiveSoftmax) {
+  const int64_t B = 2, T = 67, Hq = 4, Hkv = 2, D = 8;
+  Var q(random_tensor({B, T, Hq, D}, 1)), k(random_tensor({B, T, Hkv, D}, 2)), v(random_tensor({B, T, Hkv, D}, 3));
+  Graph g(false);
+  Tensor out = causal_attention(g, q, k, v).value();
+  const float* qp = q.value().f32();
+  const float* kp = k.value().f32();
+  const float* vp = v.value().f32();
+  double max_err = 0;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < Hq; ++h)
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t hk = h / (Hq / Hkv);
+        std::vector<double> s(t + 1);
+        double m = -1e300, sum = 0;
+        for (int64_t j = 0; j <= t; ++j) {
+          double acc = 0;
+          for (int64_t d = 0; d < D; ++d) acc += double(qp[((b * T + t) * Hq + h) * D + d]) * kp[((b * T + j) * Hkv + hk) * D + d];
+          s[j] = acc / std::sqrt(double(D));
+          m = std::max(m, s[j]);
+        }
+        for (auto& x : s) sum += (x = std::exp(x - m));
+        for (int64_t d = 0; d < D; ++d) {
+          double o = 0;
+          for (int64_t j = 0; j <= t; ++j) o += s[j] / sum * vp[((b * T + j) * Hkv + hk) * D + d];
+          max_err = std::max(max_err, std::fabs(o - out.f32()[((b * T + t) * Hq + h) * D + d]));
+        }
+      }
+  EXPECT_LT(max_err, 1e-5);
+}
+
+TEST(OpsValues, FusedCrossEntropyMatchesComposite) {
+  const int64_t N = 37, V = 301, d = 16;
+  Tensor h = random_tensor({N, d}, 4);
+  Tensor w = random_tensor({V, d}, 5, 0.3f);
+  std::vector<int32_t> targets(N);
+  for (int64_t i = 0; i < N; ++i) targets[i] = i % 5 == 0 ? kIgnoreIndex : int32_t((i * 37) % V);
+  auto head = std::make_shared<DenseWeight>(w, "head");
+  Var h1(h.clone(), true), h2(h.clone(), true);
+  Var wv(w);
+  Graph g1, g2;
+  LossResult fused = linear_cross_entropy(g1, h1, head, targets, 10 * V * 4);  // 10-row chunks
+  LossResult comp = cross_entropy(g2, matmul_nt(g2, h2, wv), targets);
+  EXPECT_EQ(fused.count, comp.count);
+  EXPECT_NEAR(fused.loss.value().f32()[0], comp.loss.value().f32()[0], 1e-5);
+  g1.backward(fused.loss);
+  g2.backward(comp.loss);
+  for (int64_t i = 0; i < N * d; ++i) EXPECT_NEAR(h1.grad().f32()[i], h2.grad().f32()[i], 1e-6) << i;
+  std::vector<float> lp = target_logprobs(h, *head, targets);
+  double s = 0;
+  for (float x : lp) s -= x;
+  EXPECT_NEAR(s / double(fused.count), fused.loss.value().f32()[0], 1e-5);
+}
+
+TEST(OpsValues, AllTargetsIgnoredGivesZeroLossNotNaN) {
+  auto head = std::make_shared<DenseWeight>(random_tensor({5, 3}, 6), "head");
+  Graph g;
+  Var h(random_tensor({2, 3}, 7), true);
+  LossResult r = linear_cross_entropy(g, h, head, {kIgnoreIndex, kIgnoreIndex});
+  EXPECT_EQ(r.count, 0);
+  EXPECT_EQ(r.loss.value().f32()[0], 0.0f);
+}
+
+TEST(OpsValues, LinearBf16TilesMatchF32) {
+  Tensor w = random_tensor({200, 33}, 8).to(DType::BF16);
+  DenseWeight wb(w, "wb"), wf(w.to(DType::F32), "wf");
+  Tensor x = random_tensor({7, 33}, 9);
+  Tensor y1 = Tensor::empty({7, 200}), y2 = Tensor::empty({7, 200});
+  linear_forward(x.f32(), 7, wb, y1.f32());
+  linear_forward(x.f32(), 7, wf, y2.f32());
+  for (int64_t i = 0; i < y1.numel(); ++i) EXPECT_FLOAT_EQ(y1.f32()[i], y2.f32()[i]);
+  Tensor dy = random_tensor({7, 200}, 10);
+  Tensor d1 = Tensor::empty({7, 33}), d2 = Tensor::empty({7, 33});
+  linear_input_grad(dy.f32(), 7, wb, d1.f32(), false);
+  linear_input_grad(dy.f32(), 7, wf, d2.f32(), false);
+  for (int64_t i = 0; i < d1.numel(); ++i) EXPECT_NEAR(d1.f32()[i], d2.f32()[i], 1e-4);
+}
+
+TEST(OpsValues, RopeLlama3FrequenciesAndRotation) {
+  RopeConfig cfg;
+  cfg.head_dim = 64;
+  cfg.theta = 500000;
+  cfg.scaling_type = "llama3";
+  cfg.factor = 32;
+  cfg.low_freq_factor = 1;
+  cfg.high_freq_factor = 4;
+  cfg.original_max_position = 8192;
+  auto inv = rope_inv_freq(cfg);
+  // High frequencies (short wavelengths) are untouched, the lowest ones divided by factor.
+  EXPECT_DOUBLE_EQ(inv[0], 1.0);
+  EXPECT_NEAR(inv[31], 1.0 / std::pow(500000.0, 62.0 / 64) / 32, 1e-15);
+  // Rotating position p by the table equals rotating by angle p·f.
+  RopeConfig plain;
+  plain.head_dim = 4;
+  auto tab = std::make_shared<RopeTable>(plain, 8);
+  Var x(Tensor::from_vector({1, 1, 1, 4}, {1, 2, 3, 4}));
+  Graph g(false);
+  Tensor y = rope(g, x, tab, 5).value();
+  const double a0 = 5.0, a1 = 5.0 / 100.0;  // inv_freq = 1, 1/10000^(2/4)
+  EXPECT_NEAR(y.f32()[0], 1 * std::cos(a0) - 3 * std::sin(a0), 1e-6);
+  EXPECT_NEAR(y.f32()[2], 3 * std::cos(a0) + 1 * std::sin(a0), 1e-6);
+  EXPECT_NEAR(y.f32()[1], 2 * std::cos(a1) - 4 * std::sin(a1), 1e-6);
+}

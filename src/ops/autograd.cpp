@@ -55,3 +55,27 @@ void Graph::backward(const Var& out, const Tensor& dout) {
 }
 
 }  // namespace qpeft
+
+namespace qpeft {
+Var checkpoint(Graph& g, const Var& x, std::function<Var(Graph&, const Var&)> fn) {
+  if (!g.grad_enabled()) return fn(g, x);
+  const uint64_t sub_seed = g.seed() ^ (0x9e3779b97f4a7c15ull * (g.next_stream() + 1));
+  const bool training = g.training();
+  Tensor y;
+  {
+    Graph sub(false, sub_seed, training);
+    y = fn(sub, x).value();
+  }
+  Var out = g.make_output(y, true);
+  g.record([x, out, fn, sub_seed, training] {
+    if (!out.has_grad()) return;
+    Graph sub(true, sub_seed, training);
+    Var xin(x.value(), x.requires_grad());
+    Var yy = fn(sub, xin);
+    if (!yy.requires_grad()) return;
+    sub.backward(yy, out.grad());
+    if (x.requires_grad() && xin.has_grad()) x.accumulate_grad(xin.grad());
+  });
+  return out;
+}
+}  // namespace qpeft

@@ -77,3 +77,10 @@ class Graph {
 };
 
 }  // namespace qpeft
+
+namespace qpeft {
+// Gradient checkpointing: runs fn(x) without recording, keeping only x; backward reruns fn
+// on a fresh tape (same dropout streams) and backpropagates through it. Parameters used
+// inside fn receive their gradients as usual.
+Var checkpoint(Graph& g, const Var& x, std::function<Var(Graph&, const Var&)> fn);
+}  // namespace qpeft

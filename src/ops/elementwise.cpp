@@ -171,3 +171,16 @@ Var dropout(Graph& g, const Var& x, float p) {
 }
 
 }  // namespace qpeft
+
+namespace qpeft {
+Var reshape(Graph& g, const Var& x, const Shape& shape) {
+  bool rg = g.needs_grad({&x});
+  Var out = g.make_output(x.value().reshape(shape), rg);
+  if (rg) {
+    g.record([x, out] {
+      if (out.has_grad()) x.accumulate_grad(out.grad().reshape(x.shape()));
+    });
+  }
+  return out;
+}
+}  // namespace qpeft

@@ -20,3 +20,8 @@ Var mul_lastdim(Graph& g, const Var& x, const Var& v);
 Var dropout(Graph& g, const Var& x, float p);
 
 }  // namespace qpeft
+
+namespace qpeft {
+// The same values viewed with another shape (numel must match); zero-copy.
+Var reshape(Graph& g, const Var& x, const Shape& shape);
+}  // namespace qpeft

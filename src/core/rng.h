@@ -45,3 +45,12 @@ class Rng {
 };
 
 }  // namespace qpeft
+
+namespace qpeft {
+// Stable 64-bit hash of a string (FNV-1a): per-tensor seeds that do not depend on order.
+inline uint64_t fnv1a64(const char* s, size_t n) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (size_t i = 0; i < n; ++i) h = (h ^ uint8_t(s[i])) * 0x100000001b3ull;
+  return h;
+}
+}  // namespace qpeft

@@ -1,0 +1,86 @@
+// qpeft eval (loss / perplexity) and qpeft merge (W + s·B·A into a plain checkpoint).
+#include <cstdio>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/commands.h"
+#include "core/error.h"
+#include "core/thread_pool.h"
+#include "models/checkpoint.h"
+#include "peft/adapter_io.h"
+#include "train/trainer.h"
+
+namespace {
+
+struct EvalArgs {
+  std::string model, adapter, data;
+  bool json = false;
+  int64_t batch = 4, seq_len = 2048;
+  int threads = 0;
+};
+
+void setup_eval(CLI::App& app) {
+  auto a = std::make_shared<EvalArgs>();
+  auto* cmd = app.add_subcommand("eval", "Loss and perplexity of a model (and adapter) on a data file");
+  cmd->add_option("--model", a->model, "Base model directory")->required();
+  cmd->add_option("--adapter", a->adapter, "PEFT LoRA adapter directory");
+  cmd->add_option("--data", a->data, "Data file (JSON lines)")->required();
+  cmd->add_option("--batch", a->batch, "Sequences per batch")->check(CLI::PositiveNumber);
+  cmd->add_option("--seq-len", a->seq_len, "Maximum tokens per sequence")->check(CLI::Range(2, 1 << 20));
+  cmd->add_option("--threads", a->threads, "Threads (0 = all cores)");
+  cmd->add_flag("--json", a->json, "Print {\"loss\", \"perplexity\", \"tokens\"} as JSON");
+  cmd->callback([a] {
+    qpeft::set_num_threads(a->threads);
+    auto model = qpeft::load_model(a->model);
+    if (!a->adapter.empty()) qpeft::load_lora_adapter(*model, a->adapter);
+    auto data = qpeft::load_examples(a->data, a->model);
+    qpeft::EvalResult r = qpeft::evaluate(*model, data, a->batch, a->seq_len);
+    if (a->json) {
+      nlohmann::json j = {{"loss", r.loss}, {"perplexity", r.perplexity}, {"tokens", r.tokens}};
+      std::printf("%s\n", j.dump().c_str());
+    } else {
+      std::printf("loss %.6f  perplexity %.4f  tokens %lld\n", r.loss, r.perplexity, (long long)r.tokens);
+    }
+  });
+}
+
+struct MergeArgs {
+  std::string model, adapter, out, dtype;
+  int threads = 0;
+};
+
+void setup_merge(CLI::App& app) {
+  auto a = std::make_shared<MergeArgs>();
+  auto* cmd = app.add_subcommand("merge", "Merge a LoRA adapter into the base: W + s·B·A, written as a plain checkpoint");
+  cmd->add_option("--model", a->model, "Base model directory")->required();
+  cmd->add_option("--adapter", a->adapter, "PEFT LoRA adapter directory")->required();
+  cmd->add_option("--out", a->out, "Output model directory")->required();
+  cmd->add_option("--dtype", a->dtype, "Output dtype (default: the base's)")->check(CLI::IsMember({"bf16", "f16", "f32"}));
+  cmd->add_option("--threads", a->threads, "Threads (0 = all cores)");
+  cmd->callback([a] {
+    qpeft::set_num_threads(a->threads);
+    auto model = qpeft::load_model(a->model);
+    qpeft::load_lora_adapter(*model, a->adapter);
+    qpeft::DType base = qpeft::DType::F32;
+    auto* emb = dynamic_cast<const qpeft::DenseWeight*>(model->embed_tokens().get());
+    if (emb) base = emb->tensor().dtype();
+    qpeft::SaveOptions opt;
+    opt.dtype = a->dtype.empty() ? base : (a->dtype == "bf16" ? qpeft::DType::BF16 : a->dtype == "f16" ? qpeft::DType::F16 : qpeft::DType::F32);
+    opt.matrix = [](const qpeft::WeightSlot& s) -> qpeft::Tensor {
+      if (s.linear) return qpeft::merged_weight(*s.linear);
+      const auto& w = *s.frozen;
+      qpeft::Tensor t = qpeft::Tensor::empty({w->rows(), w->cols()});
+      const float* src = w->decode_rows(0, w->rows(), t.f32());
+      if (src != t.f32()) std::copy(src, src + t.numel(), t.f32());
+      return t;
+    };
+    qpeft::save_model(*model, a->out, opt);
+    qpeft::copy_tokenizer_files(a->model, a->out);
+    std::fprintf(stderr, "merged %s into %s -> %s\n", a->adapter.c_str(), a->model.c_str(), a->out.c_str());
+  });
+}
+
+}  // namespace
+
+QPEFT_COMMAND(eval, setup_eval);
+QPEFT_COMMAND(merge, setup_merge);

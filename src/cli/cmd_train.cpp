@@ -1,0 +1,94 @@
+// qpeft train: LoRA fine-tuning of a frozen base.
+#include <cstdio>
+#include <sstream>
+
+#include "cli/commands.h"
+#include "core/error.h"
+#include "core/thread_pool.h"
+#include "train/trainer.h"
+
+namespace {
+
+std::vector<std::string> split_csv(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ','))
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+// "q_proj=16,down_proj=8" -> map
+template <class T>
+std::map<std::string, T> parse_pattern(const std::string& s, const char* flag) {
+  std::map<std::string, T> out;
+  for (const auto& kv : split_csv(s)) {
+    auto eq = kv.find('=');
+    QP_CHECK(eq != std::string::npos && eq > 0, "{} entry '{}' must look like NAME=VALUE", flag, kv);
+    try {
+      out[kv.substr(0, eq)] = T(std::stod(kv.substr(eq + 1)));
+    } catch (const std::exception&) {
+      qpeft::fail("{} entry '{}': '{}' is not a number", flag, kv, kv.substr(eq + 1));
+    }
+  }
+  return out;
+}
+
+struct TrainArgs {
+  qpeft::TrainOptions o;
+  std::string targets = "q_proj,v_proj", rank_pattern, alpha_pattern;
+  int threads = 0;
+};
+
+void setup(CLI::App& app) {
+  auto a = std::make_shared<TrainArgs>();
+  auto& o = a->o;
+  auto* cmd = app.add_subcommand("train", "Fine-tune a LoRA adapter on a frozen base model");
+  cmd->add_option("--model", o.model_dir, "Base model directory (Hugging Face layout)")->required();
+  cmd->add_option("--data", o.data_path, "Training data, JSON lines ({\"input_ids\": [...], \"labels\"?: [...]})")
+      ->required();
+  cmd->add_option("--out", o.out_dir, "Output directory: adapter files and checkpoint-N/ directories")->required();
+  cmd->add_option("--eval-data", o.eval_data_path, "Held-out data evaluated every --eval-every steps and at the end");
+  cmd->add_option("--method", o.method, "Fine-tuning method")->check(CLI::IsMember({"lora"}));
+  cmd->add_option("--rank", o.lora.r, "LoRA rank r")->check(CLI::PositiveNumber);
+  cmd->add_option("--alpha", o.lora.alpha, "LoRA alpha (scaling = alpha / r)");
+  cmd->add_option("--dropout", o.lora.dropout, "LoRA dropout on the adapter input")->check(CLI::Range(0.0, 0.99));
+  cmd->add_flag("--rslora", o.lora.use_rslora, "Rank-stabilised scaling alpha / sqrt(r)");
+  cmd->add_option("--lora-init", o.lora.init, "Initialisation of A")->check(CLI::IsMember({"kaiming", "gaussian"}));
+  cmd->add_option("--targets", a->targets, "Linear layers to adapt: all-linear or a list like q_proj,v_proj");
+  cmd->add_option("--rank-pattern", a->rank_pattern, "Per-module ranks, e.g. 'q_proj=16,layers.0.mlp.down_proj=4'");
+  cmd->add_option("--alpha-pattern", a->alpha_pattern, "Per-module alphas, same form as --rank-pattern");
+  cmd->add_option("--steps", o.steps, "Optimizer steps")->check(CLI::PositiveNumber);
+  cmd->add_option("--batch", o.batch, "Sequences per micro-batch")->check(CLI::PositiveNumber);
+  cmd->add_option("--grad-accum", o.grad_accum, "Micro-batches per optimizer step")->check(CLI::PositiveNumber);
+  cmd->add_option("--seq-len", o.seq_len, "Maximum tokens per sequence (longer examples are truncated)")
+      ->check(CLI::Range(2, 1 << 20));
+  cmd->add_option("--lr", o.lr, "Peak learning rate");
+  cmd->add_option("--schedule", o.schedule, "Learning-rate schedule after warmup")
+      ->check(CLI::IsMember({"constant", "linear", "cosine"}));
+  cmd->add_option("--warmup-ratio", o.warmup_ratio, "Warmup as a fraction of --steps")->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--warmup-steps", o.warmup_steps, "Warmup steps (overrides --warmup-ratio)");
+  cmd->add_option("--weight-decay", o.weight_decay, "AdamW decoupled weight decay");
+  cmd->add_option("--max-grad-norm", o.max_grad_norm, "Clip gradients to this global norm (0 = off)");
+  cmd->add_option("--seed", o.seed, "Seed for adapter init, shuffling and dropout");
+  cmd->add_option("--threads", a->threads, "Threads (0 = all cores)");
+  cmd->add_option("--save-every", o.save_every, "Write out/checkpoint-N every N steps (0 = at the end only)");
+  cmd->add_option("--keep-checkpoints", o.keep_checkpoints, "How many checkpoint-N directories to keep");
+  cmd->add_option("--eval-every", o.eval_every, "Evaluate --eval-data every N steps (0 = at the end only)");
+  cmd->add_option("--log-every", o.log_every, "Print a progress line every N steps");
+  cmd->add_option("--metrics", o.metrics_path, "JSON lines file: one object per optimizer step");
+  cmd->add_flag("--resume", o.resume, "Continue from the newest checkpoint in --out (bit-identical)");
+  cmd->add_flag("--grad-checkpoint", o.grad_checkpoint, "Recompute block activations in backward to save memory");
+  cmd->add_flag("--quiet", o.quiet, "No progress output");
+  cmd->callback([a] {
+    qpeft::set_num_threads(a->threads);
+    a->o.lora.target_modules = split_csv(a->targets);
+    a->o.lora.rank_pattern = parse_pattern<int64_t>(a->rank_pattern, "--rank-pattern");
+    a->o.lora.alpha_pattern = parse_pattern<double>(a->alpha_pattern, "--alpha-pattern");
+    qpeft::train(a->o);
+  });
+}
+
+}  // namespace
+
+QPEFT_COMMAND(train, setup);

@@ -1,0 +1,154 @@
+#include "models/llama.h"
+
+#include "core/error.h"
+#include "ops/attention.h"
+#include "ops/elementwise.h"
+#include "ops/embedding.h"
+#include "ops/norm.h"
+
+namespace qpeft {
+
+Var Linear::forward(Graph& g, const Var& x) const {
+  QP_CHECK(weight, "[{}] weight not loaded", name);
+  Var xin = adapter ? adapter->adapt_input(g, x) : x;
+  Var y = linear(g, xin, weight);
+  if (bias.defined()) y = add_bias(g, y, bias);
+  return adapter ? adapter->adapt_output(g, xin, y) : y;
+}
+
+static Linear make_linear(const std::string& prefix, const char* kind, int64_t layer, int64_t in, int64_t out,
+                          bool has_bias) {
+  Linear l;
+  l.name = prefix + kind;
+  l.kind = kind;
+  l.layer = layer;
+  l.in_features = in;
+  l.out_features = out;
+  if (has_bias) l.bias = Var(Tensor::zeros({out}), false, l.name + ".bias");
+  return l;
+}
+
+LlamaModel::LlamaModel(ModelConfig cfg) : cfg_(std::move(cfg)) {
+  const int64_t h = cfg_.hidden_size, q = cfg_.num_heads * cfg_.head_dim, kv = cfg_.num_kv_heads * cfg_.head_dim,
+                m = cfg_.intermediate_size;
+  for (int64_t i = 0; i < cfg_.num_layers; ++i) {
+    const std::string p = "model.layers." + std::to_string(i);
+    DecoderLayer L;
+    L.input_norm = Var(Tensor::full({h}, 1.0f), false, p + ".input_layernorm.weight");
+    L.post_attention_norm = Var(Tensor::full({h}, 1.0f), false, p + ".post_attention_layernorm.weight");
+    L.q_proj = make_linear(p + ".self_attn.", "q_proj", i, h, q, cfg_.qkv_bias);
+    L.k_proj = make_linear(p + ".self_attn.", "k_proj", i, h, kv, cfg_.qkv_bias);
+    L.v_proj = make_linear(p + ".self_attn.", "v_proj", i, h, kv, cfg_.qkv_bias);
+    L.o_proj = make_linear(p + ".self_attn.", "o_proj", i, q, h, cfg_.o_bias);
+    L.gate_proj = make_linear(p + ".mlp.", "gate_proj", i, h, m, cfg_.mlp_bias);
+    L.up_proj = make_linear(p + ".mlp.", "up_proj", i, h, m, cfg_.mlp_bias);
+    L.down_proj = make_linear(p + ".mlp.", "down_proj", i, m, h, cfg_.mlp_bias);
+    layers_.push_back(std::move(L));
+  }
+  final_norm_ = Var(Tensor::full({h}, 1.0f), false, "model.norm.weight");
+}
+
+void LlamaModel::visit_linears(const std::function<void(Linear&)>& fn) {
+  for (auto& L : layers_)
+    for (Linear* l : {&L.q_proj, &L.k_proj, &L.v_proj, &L.o_proj, &L.gate_proj, &L.up_proj, &L.down_proj}) fn(*l);
+}
+
+void LlamaModel::visit_weights(const std::function<void(WeightSlot&)>& fn) {
+  auto matrix = [&](const std::string& name, Shape shape, std::shared_ptr<const FrozenWeight>* dst, Linear* owner) {
+    WeightSlot s{name, std::move(shape), dst, nullptr, owner};
+    fn(s);
+  };
+  auto vec = [&](Var* v) {
+    WeightSlot s{v->name(), v->shape(), nullptr, v, nullptr};
+    fn(s);
+  };
+  const int64_t h = cfg_.hidden_size, V = cfg_.vocab_size;
+  matrix("model.embed_tokens.weight", {V, h}, &embed_tokens_, nullptr);
+  for (auto& L : layers_) {
+    vec(&L.input_norm);
+    for (Linear* l : {&L.q_proj, &L.k_proj, &L.v_proj, &L.o_proj}) {
+      matrix(l->name + ".weight", {l->out_features, l->in_features}, &l->weight, l);
+      if (l->bias.defined()) vec(&l->bias);
+    }
+    vec(&L.post_attention_norm);
+    for (Linear* l : {&L.gate_proj, &L.up_proj, &L.down_proj}) {
+      matrix(l->name + ".weight", {l->out_features, l->in_features}, &l->weight, l);
+      if (l->bias.defined()) vec(&l->bias);
+    }
+  }
+  vec(&final_norm_);
+  if (!cfg_.tie_word_embeddings) matrix("lm_head.weight", {V, h}, &lm_head_, nullptr);
+}
+
+void LlamaModel::finish_loading() {
+  if (cfg_.tie_word_embeddings) lm_head_ = embed_tokens_;
+  QP_CHECK(embed_tokens_ && lm_head_, "{}: model weights not loaded", cfg_.source);
+}
+
+std::shared_ptr<const RopeTable> LlamaModel::rope_table(int64_t T) {
+  if (!rope_ || rope_->max_pos() < T) {
+    int64_t n = std::max<int64_t>(T, std::min<int64_t>(cfg_.max_position_embeddings, 4096));
+    rope_ = std::make_shared<RopeTable>(cfg_.rope, n);
+  }
+  return rope_;
+}
+
+Var LlamaModel::block(Graph& g, const DecoderLayer& L, const Var& x, int64_t B, int64_t T) {
+  const float eps = float(cfg_.rms_norm_eps);
+  const int64_t D = cfg_.head_dim;
+  auto rope = rope_table(T);
+  // x: [B, T, hidden]
+  Var h = rms_norm(g, x, L.input_norm, eps);
+  Var q = reshape(g, L.q_proj.forward(g, h), {B, T, cfg_.num_heads, D});
+  Var k = reshape(g, L.k_proj.forward(g, h), {B, T, cfg_.num_kv_heads, D});
+  Var v = reshape(g, L.v_proj.forward(g, h), {B, T, cfg_.num_kv_heads, D});
+  q = qpeft::rope(g, q, rope);
+  k = qpeft::rope(g, k, rope);
+  Var a = reshape(g, causal_attention(g, q, k, v), {B, T, cfg_.num_heads * D});
+  Var x1 = add(g, x, L.o_proj.forward(g, a));
+  Var h2 = rms_norm(g, x1, L.post_attention_norm, eps);
+  Var m = silu_mul(g, L.gate_proj.forward(g, h2), L.up_proj.forward(g, h2));
+  return add(g, x1, L.down_proj.forward(g, m));
+}
+
+Var LlamaModel::hidden_states(Graph& g, const std::vector<int32_t>& ids, int64_t B, int64_t T) {
+  QP_CHECK(int64_t(ids.size()) == B * T, "[model] {} ids for a batch of {} x {}", ids.size(), B, T);
+  if (cfg_.sliding_window > 0)
+    QP_CHECK(T <= cfg_.sliding_window,
+             "{}: sequence length {} exceeds sliding_window {}; qpeft does not implement sliding-window attention, "
+             "use --seq-len {} or less",
+             cfg_.source, T, cfg_.sliding_window, cfg_.sliding_window);
+  Var x = reshape(g, embedding(g, *embed_tokens_, ids), {B, T, cfg_.hidden_size});
+  for (const DecoderLayer& L : layers_) {
+    if (grad_checkpoint_ && g.grad_enabled()) {
+      x = checkpoint(g, x, [this, &L, B, T](Graph& sg, const Var& xin) { return block(sg, L, xin, B, T); });
+    } else {
+      x = block(g, L, x, B, T);
+    }
+  }
+  return reshape(g, rms_norm(g, x, final_norm_, float(cfg_.rms_norm_eps)), {B * T, cfg_.hidden_size});
+}
+
+std::vector<int32_t> shift_labels(const std::vector<int32_t>& labels, int64_t B, int64_t T) {
+  std::vector<int32_t> t(size_t(B * T), kIgnoreIndex);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t i = 0; i + 1 < T; ++i) t[b * T + i] = labels[b * T + i + 1];
+  return t;
+}
+
+LossResult LlamaModel::loss(Graph& g, const std::vector<int32_t>& ids, const std::vector<int32_t>& labels, int64_t B,
+                            int64_t T) {
+  QP_CHECK(labels.size() == ids.size(), "[model] {} labels for {} ids", labels.size(), ids.size());
+  Var h = hidden_states(g, ids, B, T);
+  return linear_cross_entropy(g, h, lm_head_, shift_labels(labels, B, T));
+}
+
+Tensor LlamaModel::logits(const std::vector<int32_t>& ids, int64_t B, int64_t T) {
+  Graph g(false);
+  Var h = hidden_states(g, ids, B, T);
+  Tensor out = Tensor::empty({B * T, cfg_.vocab_size});
+  linear_forward(h.value().f32(), B * T, *lm_head_, out.f32());
+  return out;
+}
+
+}  // namespace qpeft

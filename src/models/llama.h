@@ -1,0 +1,97 @@
+// The Llama-family decoder (llama, mistral, qwen2): pre-norm blocks of grouped-query
+// attention with RoPE and a SiLU-gated MLP. The base is frozen; PEFT methods attach to
+// linear layers through LinearAdapter, so this file knows nothing of LoRA or (IA)³.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "models/config.h"
+#include "ops/autograd.h"
+#include "ops/linear.h"
+#include "ops/loss.h"
+#include "ops/rope.h"
+
+namespace qpeft {
+
+// A hook on one linear layer: y = adapt_output(x', base(x')) with x' = adapt_input(x).
+class LinearAdapter {
+ public:
+  virtual ~LinearAdapter() = default;
+  virtual Var adapt_input(Graph& g, const Var& x) { return x; }
+  virtual Var adapt_output(Graph& g, const Var& x, const Var& y) = 0;
+  // Trainable tensors, named relative to the layer ("lora_A.weight").
+  virtual void visit_params(const std::function<void(const std::string& suffix, Var& param)>& fn) = 0;
+};
+
+struct Linear {
+  std::string name;  // "model.layers.0.self_attn.q_proj"
+  std::string kind;  // "q_proj"
+  int64_t layer = -1;
+  int64_t in_features = 0, out_features = 0;
+  std::shared_ptr<const FrozenWeight> weight;
+  Var bias;  // undefined when the layer has none
+  std::shared_ptr<LinearAdapter> adapter;
+
+  Var forward(Graph& g, const Var& x) const;
+};
+
+struct DecoderLayer {
+  Var input_norm, post_attention_norm;  // f32 [hidden]
+  Linear q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj;
+};
+
+// One named tensor of the checkpoint and where it lives in the model. Exactly one of
+// `frozen` (matrices, embeddings) and `vector` (norms, biases) is set.
+struct WeightSlot {
+  std::string name;
+  Shape shape;
+  std::shared_ptr<const FrozenWeight>* frozen = nullptr;
+  Var* vector = nullptr;
+  Linear* linear = nullptr;  // the layer owning a matrix slot, if any
+};
+
+class LlamaModel {
+ public:
+  // An empty model of this shape: slots named, nothing loaded.
+  explicit LlamaModel(ModelConfig cfg);
+
+  const ModelConfig& config() const { return cfg_; }
+  // Every checkpoint tensor in Hugging Face order. The one walk that load, save, merge,
+  // init-model and adapter injection share.
+  void visit_weights(const std::function<void(WeightSlot&)>& fn);
+  void visit_linears(const std::function<void(Linear&)>& fn);
+  // After loading: a tied model's head is its embedding.
+  void finish_loading();
+
+  // Final normed hidden states [B·T, hidden] for ids [B·T] (row-major [B, T]).
+  Var hidden_states(Graph& g, const std::vector<int32_t>& ids, int64_t B, int64_t T);
+  // Causal-LM loss with Hugging Face's shift: position t predicts labels[t + 1];
+  // labels are aligned with ids, kIgnoreIndex marks positions without loss.
+  LossResult loss(Graph& g, const std::vector<int32_t>& ids, const std::vector<int32_t>& labels, int64_t B, int64_t T);
+  // Full logits [B·T, vocab] (tests and generation; training uses the fused loss).
+  Tensor logits(const std::vector<int32_t>& ids, int64_t B, int64_t T);
+
+  const std::shared_ptr<const FrozenWeight>& embed_tokens() const { return embed_tokens_; }
+  const std::shared_ptr<const FrozenWeight>& lm_head() const { return lm_head_; }
+  std::vector<DecoderLayer>& layers() { return layers_; }
+  void set_grad_checkpointing(bool on) { grad_checkpoint_ = on; }
+
+ private:
+  Var block(Graph& g, const DecoderLayer& L, const Var& x, int64_t B, int64_t T);
+  std::shared_ptr<const RopeTable> rope_table(int64_t T);
+
+  ModelConfig cfg_;
+  std::shared_ptr<const FrozenWeight> embed_tokens_, lm_head_;
+  std::vector<DecoderLayer> layers_;
+  Var final_norm_;
+  std::shared_ptr<const RopeTable> rope_;
+  bool grad_checkpoint_ = false;
+};
+
+// Targets for the fused loss: targets[b·T + t] = labels[b·T + t + 1], last position ignored.
+std::vector<int32_t> shift_labels(const std::vector<int32_t>& labels, int64_t B, int64_t T);
+
+}  // namespace qpeft

@@ -1,0 +1,58 @@
+// LoRA with Hugging Face PEFT's semantics: y = x W0ᵀ + s · dropout(x) Aᵀ Bᵀ,
+// A: [r, in] Kaiming-uniform (a = sqrt(5)) or Gaussian, B: [out, r] zero, s = alpha / r
+// (rsLoRA: alpha / sqrt(r)). Per-module rank/alpha through PEFT's rank_pattern/alpha_pattern.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "models/llama.h"
+
+namespace qpeft {
+
+struct LoraConfig {
+  int64_t r = 8;
+  double alpha = 16;
+  double dropout = 0.0;
+  bool use_rslora = false;
+  // Module kinds ("q_proj", ...) or "all-linear" (every linear layer but the output head).
+  std::vector<std::string> target_modules = {"q_proj", "v_proj"};
+  std::map<std::string, int64_t> rank_pattern;   // PEFT: key matched as regex ".*\.KEY$" on the module name
+  std::map<std::string, double> alpha_pattern;
+  std::string init = "kaiming";                  // "kaiming" | "gaussian"
+  std::string base_model_name_or_path;
+
+  // Expands "all-linear" and checks names; `kinds` are the model's linear kinds.
+  std::vector<std::string> resolved_targets() const;
+  int64_t rank_for(const std::string& module_name) const;
+  double alpha_for(const std::string& module_name) const;
+  double scaling_for(const std::string& module_name) const;
+};
+
+class LoraAdapter final : public LinearAdapter {
+ public:
+  LoraAdapter(const Linear& layer, int64_t r, double scaling, double dropout);
+  Var adapt_output(Graph& g, const Var& x, const Var& y) override;
+  void visit_params(const std::function<void(const std::string&, Var&)>& fn) override;
+
+  Var A, B;  // [r, in], [out, r]
+  int64_t r;
+  double scaling;
+  double dropout;
+};
+
+// Attaches a LoRA adapter to every targeted linear layer; A initialised from `seed`
+// (per module, independent of the order), B zero. Returns the number of adapted layers.
+int64_t inject_lora(LlamaModel& model, const LoraConfig& cfg, uint64_t seed);
+
+// PEFT key of a parameter: "base_model.model.<module>.<suffix>".
+std::string peft_key(const std::string& module_name, const std::string& suffix);
+// Every trainable adapter parameter with its PEFT key, in model order.
+std::vector<std::pair<std::string, Var>> adapter_params(LlamaModel& model);
+
+// W + s · B A in f32 for one adapted layer: [out, in].
+Tensor merged_weight(const Linear& layer);
+
+}  // namespace qpeft

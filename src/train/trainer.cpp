@@ -1,0 +1,286 @@
+#include "train/trainer.h"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "core/error.h"
+#include "core/file.h"
+#include "core/rng.h"
+#include "io/safetensors.h"
+#include "models/checkpoint.h"
+#include "peft/adapter_io.h"
+#include "train/optimizer.h"
+#include "train/schedule.h"
+
+namespace qpeft {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+std::vector<Example> load_examples(const std::string& path, const std::string& model_dir) {
+  (void)model_dir;  // text formats need the model's tokenizer
+  return read_pretokenized_jsonl(path);
+}
+
+EvalResult evaluate(LlamaModel& model, const std::vector<Example>& data, int64_t batch, int64_t seq_len) {
+  Batcher batcher(data, batch, seq_len, 0, false, 0);
+  double sum = 0;
+  int64_t count = 0;
+  const int64_t n_batches = batcher.batches_per_epoch();
+  for (int64_t k = 0; k < n_batches; ++k) {
+    Batch b = batcher.get(k);
+    // The last batch wraps around to the start: drop the repeated rows.
+    const int64_t real_rows = std::min<int64_t>(b.B, int64_t(data.size()) - k * batch);
+    for (int64_t r = real_rows; r < b.B; ++r)
+      std::fill(b.labels.begin() + r * b.T, b.labels.begin() + (r + 1) * b.T, -100);
+    Graph g(false);
+    LossResult res = model.loss(g, b.ids, b.labels, b.B, b.T);
+    sum += res.sum;
+    count += res.count;
+  }
+  EvalResult r;
+  r.tokens = count;
+  r.loss = count ? sum / double(count) : 0.0;
+  r.perplexity = std::exp(r.loss);
+  return r;
+}
+
+namespace {
+
+std::string fmt_duration(double s) {
+  if (!std::isfinite(s) || s < 0) return "?";
+  int64_t t = int64_t(s + 0.5);
+  if (t >= 3600) return fmt::format("{}h{:02}m", t / 3600, (t % 3600) / 60);
+  if (t >= 60) return fmt::format("{}m{:02}s", t / 60, t % 60);
+  return fmt::format("{}s", t);
+}
+
+struct TrainerState {
+  int64_t step = 0;
+  double last_loss = 0;
+};
+
+std::string checkpoint_name(int64_t step) { return fmt::format("checkpoint-{}", step); }
+
+// Newest out/checkpoint-N with a complete trainer_state.json, or "".
+std::string latest_checkpoint(const std::string& out) {
+  int64_t best = -1;
+  std::string path;
+  std::error_code ec;
+  if (!fs::is_directory(out, ec)) return "";
+  for (auto& e : fs::directory_iterator(out, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind("checkpoint-", 0) != 0 || name.find(".tmp") != std::string::npos) continue;
+    char* end = nullptr;
+    long long n = std::strtoll(name.c_str() + 11, &end, 10);
+    if (*end || !file_exists(e.path().string() + "/trainer_state.json")) continue;
+    if (n > best) {
+      best = n;
+      path = e.path().string();
+    }
+  }
+  return path;
+}
+
+void save_checkpoint(LlamaModel& model, const TrainOptions& opt, const AdamW& optim, const TrainerState& st) {
+  const std::string dir = opt.out_dir + "/" + checkpoint_name(st.step);
+  AtomicDir out(dir);
+  std::string tmp = out.path("");
+  tmp.pop_back();
+  write_lora_adapter_files(model, opt.lora, tmp);
+  save_safetensors(tmp + "/optimizer.safetensors", optim.state_tensors(), {{"optimizer", "adamw"}});
+  json j = {{"step", st.step}, {"optimizer_steps", optim.steps()}, {"last_loss", st.last_loss}, {"seed", opt.seed},
+            {"batch", opt.batch}, {"grad_accum", opt.grad_accum}, {"seq_len", opt.seq_len}, {"lr", opt.lr},
+            {"schedule", opt.schedule}, {"total_steps", opt.steps}, {"data", opt.data_path}};
+  write_file_atomic(tmp + "/trainer_state.json", j.dump(2) + "\n");
+  out.commit();
+  // Keep the newest keep_checkpoints.
+  std::vector<std::pair<int64_t, std::string>> all;
+  std::error_code ec;
+  for (auto& e : fs::directory_iterator(opt.out_dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind("checkpoint-", 0) != 0 || name.find(".tmp") != std::string::npos) continue;
+    all.emplace_back(std::strtoll(name.c_str() + 11, nullptr, 10), e.path().string());
+  }
+  std::sort(all.rbegin(), all.rend());
+  for (size_t i = size_t(std::max<int64_t>(1, opt.keep_checkpoints)); i < all.size(); ++i) remove_all(all[i].second);
+}
+
+TrainerState load_checkpoint(LlamaModel& model, const TrainOptions& opt, AdamW& optim, const std::string& dir) {
+  const std::string state_path = dir + "/trainer_state.json";
+  json j;
+  try {
+    j = json::parse(read_text_file(state_path));
+  } catch (const json::exception& e) {
+    fail("{}: unreadable trainer state: {}", state_path, e.what());
+  }
+  for (const char* key : {"seed", "batch", "grad_accum", "seq_len"}) {
+    QP_CHECK(j.value(key, int64_t(-1)) == (std::string(key) == "seed" ? int64_t(opt.seed)
+                                           : std::string(key) == "batch" ? opt.batch
+                                           : std::string(key) == "grad_accum" ? opt.grad_accum
+                                                                              : opt.seq_len),
+             "{}: the checkpoint was trained with {} = {}; resume with the same value", state_path, key,
+             j.value(key, json()).dump());
+  }
+  load_lora_weights_into(model, dir + "/adapter_model.safetensors");
+  auto st = SafetensorsFile::open(dir + "/optimizer.safetensors");
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  for (const auto& n : st->names()) tensors.emplace_back(n, st->get(n).clone());
+  optim.load_state(tensors, j.at("optimizer_steps").get<int64_t>());
+  TrainerState s;
+  s.step = j.at("step").get<int64_t>();
+  s.last_loss = j.value("last_loss", 0.0);
+  return s;
+}
+
+}  // namespace
+
+TrainResult train(const TrainOptions& opt) {
+  QP_CHECK(opt.method == "lora", "--method '{}' is not available yet (lora)", opt.method);
+  QP_CHECK(!opt.out_dir.empty(), "--out is required");
+  QP_CHECK(opt.steps > 0 && opt.batch > 0 && opt.grad_accum > 0, "--steps, --batch and --grad-accum must be positive");
+  QP_CHECK(opt.lr > 0 && std::isfinite(opt.lr), "--lr must be a positive number");
+  validate_schedule_kind(opt.schedule);
+
+  auto model = load_model(opt.model_dir);
+  model->set_grad_checkpointing(opt.grad_checkpoint);
+  LoraConfig lcfg = opt.lora;
+  if (lcfg.base_model_name_or_path.empty()) lcfg.base_model_name_or_path = opt.model_dir;
+  TrainOptions o = opt;
+  o.lora = lcfg;
+  inject_lora(*model, lcfg, opt.seed);
+  NamedParams params = adapter_params(*model);
+
+  std::vector<Example> data = load_examples(opt.data_path, opt.model_dir);
+  std::vector<Example> eval_data;
+  if (!opt.eval_data_path.empty()) eval_data = load_examples(opt.eval_data_path, opt.model_dir);
+  const int32_t pad = model->config().pad_token_id >= 0 ? model->config().pad_token_id : 0;
+  Batcher batcher(data, opt.batch, opt.seq_len, opt.seed, true, pad);
+
+  AdamWConfig acfg;
+  acfg.weight_decay = opt.weight_decay;
+  AdamW optim(params, acfg);
+  LrSchedule sched;
+  sched.kind = opt.schedule;
+  sched.base_lr = opt.lr;
+  sched.total_steps = opt.steps;
+  sched.warmup_steps = opt.warmup_steps >= 0 ? opt.warmup_steps : int64_t(std::ceil(opt.warmup_ratio * double(opt.steps)));
+
+  make_dirs(opt.out_dir);
+  TrainerState state;
+  if (opt.resume) {
+    const std::string ck = latest_checkpoint(opt.out_dir);
+    QP_CHECK(!ck.empty(), "--resume: no checkpoint-N directory with trainer_state.json in {}", opt.out_dir);
+    state = load_checkpoint(*model, o, optim, ck);
+    if (!opt.quiet) std::fprintf(stderr, "resuming from %s at step %lld\n", ck.c_str(), (long long)state.step);
+  }
+
+  int64_t trainable = 0;
+  for (auto& [n, p] : params) trainable += p.value().numel();
+  if (!opt.quiet)
+    std::fprintf(stderr,
+                 "qpeft train: %s, %lld layers adapted (LoRA r=%lld alpha=%g), %lld trainable parameters (%.4f%% of "
+                 "%lld), %zu examples, %lld steps x %lld x %lld\n",
+                 opt.model_dir.c_str(), (long long)params.size() / 2, (long long)lcfg.r, lcfg.alpha,
+                 (long long)trainable, 100.0 * double(trainable) / double(model->config().num_parameters()),
+                 (long long)model->config().num_parameters(), data.size(), (long long)opt.steps, (long long)opt.batch,
+                 (long long)opt.grad_accum);
+
+  std::FILE* metrics = nullptr;
+  if (!opt.metrics_path.empty()) {
+    metrics = std::fopen(opt.metrics_path.c_str(), opt.resume ? "a" : "w");
+    QP_CHECK(metrics, "{}: cannot open metrics file", opt.metrics_path);
+  }
+  struct Closer {
+    std::FILE* f;
+    ~Closer() {
+      if (f) std::fclose(f);
+    }
+  } closer{metrics};
+
+  TrainResult result;
+  const auto t_start = Clock::now();
+  int64_t tokens_total = 0, truncated_total = 0;
+  const int64_t first_step = state.step;
+  for (int64_t step = state.step; step < opt.steps; ++step) {
+    const auto t0 = Clock::now();
+    double loss_sum = 0;
+    int64_t step_tokens = 0;
+    for (int64_t micro = 0; micro < opt.grad_accum; ++micro) {
+      Batch b = batcher.get(step * opt.grad_accum + micro);
+      truncated_total += b.truncated;
+      // Dropout masks depend on (seed, step, micro) only: resume replays them exactly.
+      Graph g(true, splitmix64(opt.seed ^ splitmix64(uint64_t(step) * 1024 + uint64_t(micro))), true);
+      LossResult res = model->loss(g, b.ids, b.labels, b.B, b.T);
+      const double lv = res.loss.value().f32()[0];
+      if (!std::isfinite(lv)) {
+        const std::string ck = latest_checkpoint(opt.out_dir);
+        fail("loss became {} at step {}; stopping. The last good checkpoint is {}. Lower --lr or check the data.", lv,
+             step + 1, ck.empty() ? std::string("(none yet)") : ck);
+      }
+      loss_sum += lv;
+      step_tokens += b.tokens;
+      if (res.loss.requires_grad()) g.backward(res.loss, Tensor::full({1}, float(1.0 / double(opt.grad_accum))));
+    }
+    const double loss = loss_sum / double(opt.grad_accum);
+    const double grad_norm = clip_grad_norm(params, opt.max_grad_norm);
+    if (!std::isfinite(grad_norm)) {
+      const std::string ck = latest_checkpoint(opt.out_dir);
+      fail("gradient norm became {} at step {}; stopping. The last good checkpoint is {}.", grad_norm, step + 1,
+           ck.empty() ? std::string("(none yet)") : ck);
+    }
+    const double lr = sched.at(step);
+    optim.step(lr);
+    optim.zero_grad();
+    state.step = step + 1;
+    state.last_loss = loss;
+    tokens_total += step_tokens;
+    if (step == first_step) result.first_loss = loss;
+    result.last_loss = loss;
+
+    const double dt = std::chrono::duration<double>(Clock::now() - t0).count();
+    const double elapsed = std::chrono::duration<double>(Clock::now() - t_start).count();
+    const double tps = double(tokens_total) / std::max(1e-9, elapsed);
+    const double eta = elapsed / double(state.step - first_step) * double(opt.steps - state.step);
+    json rec = {{"step", state.step}, {"loss", loss}, {"lr", lr}, {"grad_norm", grad_norm},
+                {"tokens", step_tokens}, {"tokens_per_s", double(step_tokens) / std::max(1e-9, dt)},
+                {"elapsed_s", elapsed}};
+    const bool last = state.step == opt.steps;
+    if (!eval_data.empty() && ((opt.eval_every > 0 && state.step % opt.eval_every == 0) || last)) {
+      EvalResult ev = evaluate(*model, eval_data, opt.batch, opt.seq_len);
+      rec["eval_loss"] = ev.loss;
+      rec["eval_perplexity"] = ev.perplexity;
+      if (!opt.quiet)
+        std::fprintf(stderr, "eval at step %lld: loss %.4f perplexity %.3f (%lld tokens)\n", (long long)state.step,
+                     ev.loss, ev.perplexity, (long long)ev.tokens);
+    }
+    if (metrics) {
+      std::fprintf(metrics, "%s\n", rec.dump().c_str());
+      std::fflush(metrics);
+    }
+    if (!opt.quiet && (state.step % std::max<int64_t>(1, opt.log_every) == 0 || last))
+      std::fprintf(stderr, "step %lld/%lld | loss %.4f | lr %.2e | grad_norm %.3f | %.0f tok/s | ETA %s\n",
+                   (long long)state.step, (long long)opt.steps, loss, lr, grad_norm, tps,
+                   fmt_duration(eta).c_str());
+    if ((opt.save_every > 0 && state.step % opt.save_every == 0) || last) save_checkpoint(*model, o, optim, state);
+  }
+  if (truncated_total > 0 && !opt.quiet)
+    std::fprintf(stderr, "note: %lld examples were longer than --seq-len %lld and were truncated\n",
+                 (long long)truncated_total, (long long)opt.seq_len);
+  write_lora_adapter_files(*model, lcfg, opt.out_dir);
+  result.steps = state.step;
+  result.adapter_dir = opt.out_dir;
+  const double elapsed = std::chrono::duration<double>(Clock::now() - t_start).count();
+  result.tokens_per_second = double(tokens_total) / std::max(1e-9, elapsed);
+  if (!opt.quiet) std::fprintf(stderr, "adapter written to %s\n", opt.out_dir.c_str());
+  return result;
+}
+
+}  // namespace qpeft

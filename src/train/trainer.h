@@ -1,0 +1,53 @@
+// The training loop behind `qpeft train`: LoRA on a frozen base, AdamW, clipping,
+// accumulation, schedules, periodic evaluation, atomic checkpoints and bit-identical resume.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "models/llama.h"
+#include "peft/lora.h"
+#include "train/data.h"
+
+namespace qpeft {
+
+struct TrainOptions {
+  std::string model_dir, data_path, eval_data_path, out_dir, metrics_path;
+  std::string method = "lora";
+  bool resume = false;
+  LoraConfig lora;
+  int64_t steps = 100, batch = 4, seq_len = 256, grad_accum = 1;
+  double lr = 2e-4, weight_decay = 0.0, max_grad_norm = 1.0;
+  double warmup_ratio = 0.0;
+  int64_t warmup_steps = -1;  // overrides warmup_ratio when >= 0
+  std::string schedule = "constant";
+  uint64_t seed = 42;
+  int64_t save_every = 0;   // 0: only the final checkpoint
+  int64_t eval_every = 0;   // 0: only at the end (when eval data is given)
+  int64_t keep_checkpoints = 2;
+  int64_t log_every = 1;
+  bool grad_checkpoint = false;
+  bool quiet = false;
+};
+
+struct EvalResult {
+  double loss = 0, perplexity = 0;
+  int64_t tokens = 0;  // predicted (counted) tokens
+};
+
+struct TrainResult {
+  int64_t steps = 0;
+  double first_loss = 0, last_loss = 0;
+  double tokens_per_second = 0;
+  std::string adapter_dir;
+};
+
+TrainResult train(const TrainOptions& opt);
+
+// Token-weighted mean loss over every example (batched, no gradients).
+EvalResult evaluate(LlamaModel& model, const std::vector<Example>& data, int64_t batch, int64_t seq_len);
+
+// Reads data in any supported format; for now pre-tokenized JSON lines.
+std::vector<Example> load_examples(const std::string& path, const std::string& model_dir);
+
+}  // namespace qpeft

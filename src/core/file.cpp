@@ -29,7 +29,8 @@ std::shared_ptr<MappedFile> MappedFile::open(const std::string& path) {
   mf->path_ = path;
   mf->size_ = size_t(st.st_size);
   if (mf->size_ > 0) {
-    void* p = mmap(nullptr, mf->size_, PROT_READ, MAP_PRIVATE, fd, 0);
+    // Private copy-on-write mapping: a caller writing into a loaded tensor changes only its own copy.
+    void* p = mmap(nullptr, mf->size_, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
     if (p == MAP_FAILED) {
       int e = errno;
       ::close(fd);

@@ -23,13 +23,13 @@ int64_t shape_numel(const Shape& s) {
   return n;
 }
 
-std::shared_ptr<Storage> Storage::allocate(size_t bytes) {
+std::shared_ptr<Storage> Storage::allocate(size_t bytes, bool zero) {
   auto st = std::shared_ptr<Storage>(new Storage());
   size_t rounded = (bytes + 63) / 64 * 64;
   if (rounded == 0) rounded = 64;
   st->data_ = std::aligned_alloc(64, rounded);
   if (!st->data_) fail("[tensor] out of memory allocating {} bytes", bytes);
-  std::memset(st->data_, 0, rounded);
+  if (zero) std::memset(st->data_, 0, rounded);
   st->bytes_ = bytes;
   st->owned_ = true;
   return st;
@@ -49,7 +49,12 @@ Storage::~Storage() {
 
 Tensor Tensor::empty(const Shape& shape, DType dt) {
   int64_t n = shape_numel(shape);
-  return from_storage(Storage::allocate(size_t(n) * dtype_size(dt)), 0, shape, dt);
+  return from_storage(Storage::allocate(size_t(n) * dtype_size(dt), false), 0, shape, dt);
+}
+
+Tensor Tensor::zeros(const Shape& shape, DType dt) {
+  int64_t n = shape_numel(shape);
+  return from_storage(Storage::allocate(size_t(n) * dtype_size(dt), true), 0, shape, dt);
 }
 
 Tensor Tensor::full(const Shape& shape, float value) {

@@ -17,8 +17,8 @@ int64_t shape_numel(const Shape& s);
 
 class Storage {
  public:
-  // 64-byte aligned, zero-filled.
-  static std::shared_ptr<Storage> allocate(size_t bytes);
+  // 64-byte aligned; zero-filled unless zero = false.
+  static std::shared_ptr<Storage> allocate(size_t bytes, bool zero = true);
   // Memory owned elsewhere (an mmap); keep_alive holds it.
   static std::shared_ptr<Storage> wrap(void* data, size_t bytes, std::shared_ptr<void> keep_alive);
   ~Storage();
@@ -40,8 +40,9 @@ class Storage {
 class Tensor {
  public:
   Tensor() = default;
-  static Tensor empty(const Shape& shape, DType dt = DType::F32);  // zero-filled
-  static Tensor zeros(const Shape& shape, DType dt = DType::F32) { return empty(shape, dt); }
+  // Uninitialised: for outputs a kernel overwrites completely.
+  static Tensor empty(const Shape& shape, DType dt = DType::F32);
+  static Tensor zeros(const Shape& shape, DType dt = DType::F32);
   static Tensor full(const Shape& shape, float value);
   static Tensor from_storage(std::shared_ptr<Storage> st, size_t byte_offset, const Shape& shape, DType dt);
   static Tensor from_vector(const Shape& shape, const std::vector<float>& v);

@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "core/thread_pool.h"
 #include "ops/linear.h"
+#include "ops/vec_math.h"
 
 namespace qpeft {
 
@@ -65,17 +66,12 @@ Var causal_attention(Graph& g, const Var& q, const Var& k, const Var& v) {
         const int64_t q1 = std::min(s.Tq, q0 + kQueryTile), nq = q1 - q0;
         const float* qt = qp + ((b * s.Tq + q0) * s.Hq + h) * s.D;
         const int64_t nk = tile_scores(s, qt, kb, q0, q1, S.data());
+        const VecKernels& vk = vec_kernels();
         for (int64_t i = 0; i < nq; ++i) {
           float* row = S.data() + i * nk;
-          float m = -std::numeric_limits<float>::infinity();
-          for (int64_t j = 0; j < nk; ++j) m = std::max(m, row[j]);
-          double sum = 0;
-          for (int64_t j = 0; j < nk; ++j) {
-            row[j] = std::exp(row[j] - m);
-            sum += row[j];
-          }
-          const float inv = float(1.0 / sum);
-          for (int64_t j = 0; j < nk; ++j) row[j] *= inv;
+          const float m = vk.max(row, nk);
+          const double sum = vk.exp_shift_sum(row, nk, m);
+          vk.scale(row, nk, float(1.0 / sum));
           (*lse)[(b * s.Hq + h) * s.Tq + q0 + i] = m + float(std::log(sum));
         }
         // O_tile[nq, D] = P[nq, nk] V[0:nk]
@@ -114,7 +110,7 @@ Var causal_attention(Graph& g, const Var& q, const Var& k, const Var& v) {
               for (int64_t i = 0; i < nq; ++i) {
                 const float l = (*lse)[(b * s.Hq + h) * s.Tq + q0 + i];
                 float* row = P.data() + i * nk;
-                for (int64_t j = 0; j < nk; ++j) row[j] = std::exp(row[j] - l);
+                vec_kernels().exp_shift_sum(row, nk, l);
                 const float* o_i = op + q_off + i * s.q_stride();
                 const float* do_i = dop + q_off + i * s.q_stride();
                 double acc = 0;

@@ -6,18 +6,19 @@
 
 #include "core/error.h"
 #include "core/thread_pool.h"
+#include "ops/vec_math.h"
 
 namespace qpeft {
 
 namespace {
 
-// In place over one row of logits: returns log-sum-exp; if grad, turns the row into
-// softmax − onehot(target) scaled by `gscale`.
-double row_lse(float* row, int64_t V) {
-  float m = -std::numeric_limits<float>::infinity();
-  for (int64_t j = 0; j < V; ++j) m = std::max(m, row[j]);
-  double sum = 0;
-  for (int64_t j = 0; j < V; ++j) sum += std::exp(double(row[j] - m));
+// Turns a row of logits into exp(logit − max) in place; returns the log-sum-exp. The
+// softmax is then row / exp(lse − max) = row / sum.
+double row_exp_lse(float* row, int64_t V, double* sum_out) {
+  const VecKernels& k = vec_kernels();
+  const float m = k.max(row, V);
+  const double sum = k.exp_shift_sum(row, V, m);
+  if (sum_out) *sum_out = sum;
   return double(m) + std::log(sum);
 }
 
@@ -63,11 +64,13 @@ LossResult linear_cross_entropy(Graph& g, const Var& h, const std::shared_ptr<co
           if (rg) std::fill(row, row + V, 0.0f);
           continue;
         }
-        const double lse = row_lse(row, V);
-        nll[r0 + i] = lse - double(row[t]);
+        const float target_logit = row[t];
+        double sum;
+        const double lse = row_exp_lse(row, V, &sum);
+        nll[r0 + i] = lse - double(target_logit);
         if (rg) {
           // d nll / d logits = softmax − onehot, averaged over the counted targets
-          for (int64_t j = 0; j < V; ++j) row[j] = float(std::exp(double(row[j]) - lse)) * inv_count;
+          vec_kernels().scale(row, V, float(double(inv_count) / sum));
           row[t] -= inv_count;
         }
       }
@@ -104,7 +107,7 @@ LossResult cross_entropy(Graph& g, const Var& logits, const std::vector<int32_t>
   for (int64_t i = 0; i < N; ++i) {
     if (targets[i] == kIgnoreIndex) continue;
     std::vector<float> row(lv.f32() + i * V, lv.f32() + (i + 1) * V);
-    lse[i] = row_lse(row.data(), V);
+    lse[i] = row_exp_lse(row.data(), V, nullptr);
     res.sum += lse[i] - double(lv.f32()[i * V + targets[i]]);
     res.count++;
   }
@@ -145,7 +148,8 @@ std::vector<float> target_logprobs(const Tensor& h, const FrozenWeight& head, co
         const int32_t t = targets[r0 + i];
         if (t == kIgnoreIndex) continue;
         float* row = logits.f32() + i * V;
-        out[r0 + i] = float(double(row[t]) - row_lse(row, V));
+        const float target_logit = row[t];
+        out[r0 + i] = float(double(target_logit) - row_exp_lse(row, V, nullptr));
       }
     });
   }

@@ -1,0 +1,61 @@
+#include "ops/vec_math.h"
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+
+namespace qpeft {
+
+float exp_approx(float x) {
+  if (x < -87.33654f) return 0.0f;
+  x = std::min(x, 88.3762626647949f);
+  // x = n·ln2 + r, |r| <= ln2/2 (Cephes expf)
+  const float n = std::nearbyint(x * 1.44269504088896341f);
+  const float r = x - n * 0.693359375f - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const float y = p * r * r + r + 1.0f;
+  return y * std::bit_cast<float>(int32_t(int32_t(n) + 127) << 23);
+}
+
+namespace {
+
+float ref_max(const float* x, int64_t n) {
+  float m = x[0];
+  for (int64_t i = 1; i < n; ++i) m = std::max(m, x[i]);
+  return m;
+}
+
+double ref_exp_shift_sum(float* x, int64_t n, float shift) {
+  // 8 interleaved partial sums: the same association as the AVX2 kernel's lanes.
+  double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  for (int64_t i = 0; i < n; ++i) {
+    x[i] = exp_approx(x[i] - shift);
+    acc[i % 8] += x[i];
+  }
+  return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
+void ref_scale(float* x, int64_t n, float s) {
+  for (int64_t i = 0; i < n; ++i) x[i] *= s;
+}
+
+const VecKernels kReference = {"reference", ref_max, ref_exp_shift_sum, ref_scale};
+
+}  // namespace
+
+const VecKernels& vec_kernels_reference() { return kReference; }
+
+const VecKernels& vec_kernels() {
+  static const VecKernels* chosen = [] {
+    const VecKernels* k = vec_kernels_avx2();
+    return k ? k : &kReference;
+  }();
+  return *chosen;
+}
+
+}  // namespace qpeft

@@ -10,7 +10,9 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "core/error.h"
 #include "core/file.h"
+#include "io/chat_template.h"
 #include "io/tokenizer.h"
 
 namespace {
@@ -34,6 +36,8 @@ std::string ensure_reference() {
   std::string ref = kOutDir + "/reference.json";
   long newest = std::max(mtime(kRefDir + "/gen_reference.mjs"), mtime(kRefDir + "/node_modules/.package-lock.json"));
   newest = std::max(newest, mtime(std::string(QPEFT_TEST_DATA) + "/tokenizer_corpus"));
+  for (const char* f : {"features", "gemma", "mistral_instruct", "phi3", "smollm2_chatml", "tinyllama_zephyr"})
+    newest = std::max(newest, mtime(std::string(QPEFT_TEST_DATA) + "/chat_templates/" + f + ".jinja"));
   for (const char* f : {"basic", "code", "digits", "doc_long", "edge", "emoji", "nfc", "scripts", "special", "whitespace"})
     newest = std::max(newest, mtime(std::string(QPEFT_TEST_DATA) + "/tokenizer_corpus/" + f + ".txt"));
   if (mtime(ref) > newest) return "";
@@ -101,5 +105,40 @@ TEST_P(TokenizerReference, CrossCheckImplementationsAgree) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, TokenizerReference, ::testing::Values("gpt2", "llama3", "qwen3", "mistral"));
+
+}  // namespace
+
+namespace {
+
+// Chat templates rendered byte for byte like @huggingface/jinja (errors where it raises).
+TEST(ChatTemplateReference, RendersExactly) {
+  std::string why = ensure_reference();
+  if (why.rfind("FAILED", 0) == 0) FAIL() << why;
+  if (!why.empty()) GTEST_SKIP() << why;
+  int agree = 0, total = 0;
+  for (const auto& t : reference()["chat"]) {
+    std::string name = t["name"];
+    std::string source = t["file"].is_string() ? qpeft::read_text_file(t["file"].get<std::string>())
+                                               : qpeft::Tokenizer::load(t["dir"].get<std::string>()).chat_template();
+    auto tmpl = qpeft::ChatTemplate::parse(source, name);
+    for (const auto& r : t["renders"]) {
+      ++total;
+      std::string got, error;
+      try {
+        got = tmpl.render_json(r["context"].dump());
+      } catch (const qpeft::Error& e) {
+        error = e.what();
+      }
+      if (r["error"].is_string()) {
+        EXPECT_NE(error.find(r["error"].get<std::string>()), std::string::npos) << name << " should raise: " << r["error"] << "\ngot: " << error;
+        agree += !error.empty();
+      } else {
+        EXPECT_EQ(got, r["rendered"].get<std::string>()) << name << " context " << r["context"].dump() << "\n" << error;
+        agree += got == r["rendered"].get<std::string>();
+      }
+    }
+  }
+  std::printf("[ reference ] chat templates: %d/%d renderings agree byte for byte with @huggingface/jinja\n", agree, total);
+}
 
 }  // namespace

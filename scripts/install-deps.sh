@@ -10,6 +10,7 @@ PKGS=(
   nlohmann-json3-dev libcli11-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   nodejs npm
+  unicode-data  # only to regenerate src/io/tokenizer_unicode_tables.cpp (scripts/gen_unicode_tables.py)
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -1,0 +1,242 @@
+// JSON-lines training data -> tokenized examples (formats in data_formats.h).
+#include "io/data_formats.h"
+
+#include <nlohmann/json.hpp>
+#include <optional>
+
+#include "core/error.h"
+#include "core/file.h"
+#include "io/chat_template.h"
+#include "io/tokenizer.h"
+
+namespace qpeft {
+
+using json = nlohmann::json;
+
+namespace {
+
+const char* kNames[] = {"auto", "text", "completion", "alpaca", "chat", "choice", "tokenized"};
+static_assert(sizeof(kNames) / sizeof(kNames[0]) == size_t(DataFormat::kTokenized) + 1, "one name per format");
+
+const char* kAlpacaWithInput =
+    "Below is an instruction that describes a task, paired with an input that provides further context. "
+    "Write a response that appropriately completes the request.\n\n### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n";
+const char* kAlpacaNoInput =
+    "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n### Response:\n";
+
+std::string fill_in(std::string t, const std::string& key, const std::string& value) {
+  size_t p = t.find(key);
+  if (p != std::string::npos) t.replace(p, key.size(), value);
+  return t;
+}
+
+DataFormat detect(const json& j) {
+  if (j.contains("input_ids")) return DataFormat::kTokenized;
+  if (j.contains("messages")) return DataFormat::kChat;
+  if (j.contains("choices") && j.contains("prompt")) return DataFormat::kChoice;
+  if (j.contains("instruction") && j.contains("output")) return DataFormat::kAlpaca;
+  if (j.contains("prompt") && j.contains("completion")) return DataFormat::kCompletion;
+  if (j.contains("text")) return DataFormat::kText;
+  return DataFormat::kAuto;
+}
+
+struct Builder {
+  const Tokenizer& tok;
+  const DataOptions& opt;
+  std::string where;  // "file:line"
+  std::optional<ChatTemplate> chat;
+
+  [[noreturn]] void err(const std::string& what) const { fail("{}: {}", where, what); }
+
+  const std::string& str(const json& j, const char* key, DataFormat f) const {
+    if (!j.contains(key)) err(fmt::format("missing \"{}\" (format {})", key, data_format_name(f)));
+    if (!j[key].is_string()) err(fmt::format("\"{}\" must be a string, found {}", key, j[key].type_name()));
+    return j[key].get_ref<const std::string&>();
+  }
+
+  void append(Example& e, const std::vector<int32_t>& ids, bool loss) const {
+    e.input_ids.insert(e.input_ids.end(), ids.begin(), ids.end());
+    for (int32_t id : ids) e.labels.push_back(loss ? id : kIgnoreLabel);
+  }
+
+  std::vector<int32_t> bos_plus(const std::string& text) const {
+    std::vector<int32_t> ids;
+    if (opt.add_bos && tok.bos_id() >= 0) ids.push_back(tok.bos_id());
+    auto t = tok.encode(text, false);
+    ids.insert(ids.end(), t.begin(), t.end());
+    return ids;
+  }
+
+  Example prompt_response(const std::string& prompt, const std::string& response) const {
+    Example e;
+    append(e, bos_plus(prompt), opt.train_on_prompt);
+    append(e, tok.encode(response, false), true);
+    if (opt.add_eos && tok.eos_id() >= 0) append(e, {tok.eos_id()}, true);
+    return e;
+  }
+
+  Example chat_example(const json& j) {
+    const json& msgs = j["messages"];
+    if (!msgs.is_array() || msgs.empty()) err("\"messages\" must be a non-empty array of {\"role\", \"content\"}");
+    std::vector<ChatMessage> m;
+    for (size_t i = 0; i < msgs.size(); ++i) {
+      const json& x = msgs[i];
+      if (!x.is_object() || !x.contains("role") || !x["role"].is_string() || !x.contains("content") || !x["content"].is_string())
+        err(fmt::format("messages[{}] must be {{\"role\": string, \"content\": string}}", i));
+      m.push_back({x["role"].get<std::string>(), x["content"].get<std::string>()});
+    }
+    if (!chat) chat.emplace(ChatTemplate::from_tokenizer(tok));
+    auto render = [&](size_t n, bool gen) {
+      std::vector<ChatMessage> head(m.begin(), m.begin() + long(n));
+      try {
+        return chat->render(head, gen, tok.bos_token(), tok.eos_token());
+      } catch (const Error& e) {
+        err(std::string("chat template: ") + e.what());
+      }
+    };
+    Example e;
+    std::string done;
+    bool any = false;
+    for (size_t i = 0; i < m.size(); ++i) {
+      if (m[i].role != "assistant") continue;
+      any = true;
+      std::string prefix = render(i, true), full = render(i + 1, false);
+      if (prefix.compare(0, done.size(), done) != 0 || full.compare(0, prefix.size(), prefix) != 0)
+        err(fmt::format("the chat template's output for messages[{}] does not extend the earlier turns, so the assistant tokens cannot be found", i));
+      append(e, tok.encode(std::string_view(prefix).substr(done.size()), false), opt.train_on_prompt);
+      append(e, tok.encode(std::string_view(full).substr(prefix.size()), false), true);
+      done = std::move(full);
+    }
+    if (!any) err("the conversation has no \"assistant\" message to train on");
+    std::string all = render(m.size(), false);
+    if (all.size() > done.size()) append(e, tok.encode(std::string_view(all).substr(done.size()), false), opt.train_on_prompt);
+    return e;
+  }
+
+  Example tokenized(const json& j) {
+    auto ids_of = [&](const char* key, bool allow_ignore) {
+      const json& a = j[key];
+      if (!a.is_array()) err(fmt::format("\"{}\" must be an array of token ids", key));
+      std::vector<int32_t> v;
+      v.reserve(a.size());
+      for (size_t i = 0; i < a.size(); ++i) {
+        bool ok = a[i].is_number_integer();
+        int64_t x = ok ? a[i].get<int64_t>() : 0;
+        if (!ok || !((x >= 0 && x < tok.vocab_size()) || (allow_ignore && x == kIgnoreLabel)))
+          err(fmt::format("{}[{}] = {} is not a token id of this tokenizer (0 .. {}{})", key, i, a[i].dump(), tok.vocab_size() - 1, allow_ignore ? ", or -100" : ""));
+        v.push_back(int32_t(x));
+      }
+      return v;
+    };
+    Example e;
+    e.input_ids = ids_of("input_ids", false);
+    if (e.input_ids.empty()) err("\"input_ids\" is empty");
+    if (j.contains("labels")) {
+      e.labels = ids_of("labels", true);
+      if (e.labels.size() != e.input_ids.size())
+        err(fmt::format("\"labels\" has {} entries but \"input_ids\" has {}", e.labels.size(), e.input_ids.size()));
+    } else {
+      e.labels = e.input_ids;
+    }
+    return e;
+  }
+
+  ChoiceExample choice(const json& j) {
+    ChoiceExample c;
+    c.prompt_ids = bos_plus(str(j, "prompt", DataFormat::kChoice));
+    const json& ch = j["choices"];
+    if (!ch.is_array() || ch.size() < 2) err("\"choices\" must be an array of at least two strings");
+    for (size_t i = 0; i < ch.size(); ++i) {
+      if (!ch[i].is_string()) err(fmt::format("choices[{}] must be a string", i));
+      c.choice_ids.push_back(tok.encode(ch[i].get<std::string>(), false));
+    }
+    if (!j.contains("answer") || !j["answer"].is_number_integer() || j["answer"].get<int64_t>() < 0 || j["answer"].get<int64_t>() >= int64_t(ch.size()))
+      err(fmt::format("\"answer\" must be the index (0 .. {}) of the right choice", ch.size() - 1));
+    c.answer = j["answer"].get<int>();
+    return c;
+  }
+};
+
+}  // namespace
+
+const char* data_format_name(DataFormat f) { return kNames[size_t(f)]; }
+
+bool parse_data_format(std::string_view s, DataFormat* out) {
+  for (size_t i = 0; i < sizeof(kNames) / sizeof(kNames[0]); ++i)
+    if (s == kNames[i]) return *out = DataFormat(i), true;
+  return false;
+}
+
+Dataset parse_jsonl(std::string_view text, const std::string& origin, const Tokenizer& tok, const DataOptions& opt) {
+  Dataset ds;
+  ds.format = opt.format;
+  Builder b{tok, opt, origin, std::nullopt};
+  if (text.substr(0, 3) == "\xEF\xBB\xBF") text.remove_prefix(3);  // UTF-8 BOM
+  size_t line_no = 0, detected_at = 0;
+  for (size_t pos = 0; pos < text.size();) {
+    size_t end = text.find('\n', pos);
+    if (end == std::string_view::npos) end = text.size();
+    std::string_view line = text.substr(pos, end - pos);
+    pos = end + 1;
+    ++line_no;
+    if (line.find_first_not_of(" \t\r") == std::string_view::npos) continue;
+    b.where = fmt::format("{}:{}", origin, line_no);
+    json j;
+    try {
+      j = json::parse(line.begin(), line.end());
+    } catch (const json::parse_error& e) {
+      b.err(fmt::format("not valid JSON ({}); each line must be one JSON object", e.what()));
+    }
+    if (!j.is_object()) b.err(fmt::format("expected a JSON object, found {}", j.type_name()));
+    if (ds.format == DataFormat::kAuto) {
+      ds.format = detect(j);
+      detected_at = line_no;
+      if (ds.format == DataFormat::kAuto)
+        b.err("cannot tell the data format from the keys: expected \"text\", \"prompt\"+\"completion\", \"instruction\"+\"output\", \"messages\", \"prompt\"+\"choices\" or \"input_ids\" (or force one with the format option)");
+    }
+    (void)detected_at;
+    switch (ds.format) {
+      case DataFormat::kText: {
+        Example e;
+        b.append(e, b.bos_plus(b.str(j, "text", ds.format)), true);
+        if (opt.add_eos && tok.eos_id() >= 0) b.append(e, {tok.eos_id()}, true);
+        ds.examples.push_back(std::move(e));
+        break;
+      }
+      case DataFormat::kCompletion:
+        ds.examples.push_back(b.prompt_response(b.str(j, "prompt", ds.format), b.str(j, "completion", ds.format)));
+        break;
+      case DataFormat::kAlpaca: {
+        const std::string& ins = b.str(j, "instruction", ds.format);
+        std::string input = j.contains("input") ? b.str(j, "input", ds.format) : std::string();
+        std::string prompt = input.empty() ? fill_in(kAlpacaNoInput, "{instruction}", ins)
+                                           : fill_in(fill_in(kAlpacaWithInput, "{instruction}", ins), "{input}", input);
+        ds.examples.push_back(b.prompt_response(prompt, b.str(j, "output", ds.format)));
+        break;
+      }
+      case DataFormat::kChat:
+        if (!j.contains("messages")) b.err("missing \"messages\" (format chat)");
+        ds.examples.push_back(b.chat_example(j));
+        break;
+      case DataFormat::kChoice:
+        ds.choices.push_back(b.choice(j));
+        break;
+      case DataFormat::kTokenized:
+        if (!j.contains("input_ids")) b.err("missing \"input_ids\" (format tokenized)");
+        ds.examples.push_back(b.tokenized(j));
+        break;
+      case DataFormat::kAuto:
+        break;
+    }
+  }
+  if (ds.size() == 0) fail("{}: the data set is empty (no JSON lines); nothing to train on", origin);
+  return ds;
+}
+
+Dataset load_jsonl(const std::string& path, const Tokenizer& tok, const DataOptions& opt) {
+  if (!file_exists(path)) fail("{}: no such data file", path);
+  return parse_jsonl(read_text_file(path), path, tok, opt);
+}
+
+}  // namespace qpeft

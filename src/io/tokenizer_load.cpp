@@ -1,0 +1,422 @@
+// Loading tokenizer.json (+ tokenizer_config.json) into the pipeline of tokenizer_impl.h.
+// Every unsupported component is an error naming its JSON key, never a silent difference.
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "core/file.h"
+#include "io/tokenizer.h"
+#include "io/tokenizer_impl.h"
+#include "io/tokenizer_unicode.h"
+
+namespace qpeft {
+namespace tok_detail {
+
+using json = nlohmann::json;
+
+namespace {
+
+struct Ctx {
+  std::string origin;
+  [[noreturn]] void err(const std::string& key, const std::string& what) const {
+    fail("[tokenizer] {}: {}: {}", origin, key, what);
+  }
+  const json& get(const json& j, const char* k, const std::string& key) const {
+    if (!j.is_object() || !j.contains(k)) err(key, fmt::format("missing key \"{}\"", k));
+    return j[k];
+  }
+  std::string str(const json& j, const char* k, const std::string& key) const {
+    const json& v = get(j, k, key);
+    if (!v.is_string()) err(key + "." + k, "expected a string, found " + std::string(v.type_name()));
+    return v.get<std::string>();
+  }
+  bool flag(const json& j, const char* k, bool def) const {
+    if (!j.is_object() || !j.contains(k) || j[k].is_null()) return def;
+    return j[k].is_boolean() ? j[k].get<bool>() : def;
+  }
+};
+
+std::string type_of(const Ctx& c, const json& j, const std::string& key) {
+  if (!j.is_object()) c.err(key, "expected an object");
+  return c.str(j, "type", key);
+}
+
+void load_normalizer(const Ctx& c, const json& j, const std::string& key, std::vector<Normalizer>& out) {
+  if (j.is_null()) return;
+  std::string t = type_of(c, j, key);
+  if (t == "Sequence") {
+    const json& list = c.get(j, "normalizers", key);
+    for (size_t i = 0; i < list.size(); ++i) load_normalizer(c, list[i], fmt::format("{}.normalizers[{}]", key, i), out);
+  } else if (t == "Prepend") {
+    out.push_back({Normalizer::kPrepend, c.str(j, "prepend", key), ""});
+  } else if (t == "Replace") {
+    const json& pat = c.get(j, "pattern", key);
+    if (!pat.contains("String"))
+      c.err(key + ".pattern", "only {\"String\": ...} Replace patterns are supported (a Regex pattern was given)");
+    out.push_back({Normalizer::kReplace, c.str(pat, "String", key + ".pattern"), c.str(j, "content", key)});
+  } else if (t == "NFC") {
+    out.push_back({Normalizer::kNfc, "", ""});
+  } else {
+    c.err(key, fmt::format("normalizer type \"{}\" is not supported (supported: Sequence, Prepend, Replace, NFC)", t));
+  }
+}
+
+void load_metaspace(const Ctx& c, const json& j, const std::string& key, PreTokenizer& p) {
+  p.metaspace = true;
+  if (j.contains("replacement")) p.replacement = c.str(j, "replacement", key);
+  std::string scheme = j.contains("prepend_scheme") && j["prepend_scheme"].is_string()
+                           ? j["prepend_scheme"].get<std::string>()
+                           : (c.flag(j, "add_prefix_space", true) ? "always" : "never");
+  if (scheme == "always") p.prepend = PreTokenizer::kAlways;
+  else if (scheme == "first") p.prepend = PreTokenizer::kFirst;
+  else if (scheme == "never") p.prepend = PreTokenizer::kNever;
+  else c.err(key + ".prepend_scheme", "expected \"always\", \"first\" or \"never\", found \"" + scheme + "\"");
+  p.metaspace_split = c.flag(j, "split", true);
+}
+
+void load_pre_tokenizer(const Ctx& c, const json& j, const std::string& key, PreTokenizer& p, int depth = 0) {
+  if (j.is_null()) return;
+  std::string t = type_of(c, j, key);
+  if (t == "Sequence") {
+    const json& list = c.get(j, "pretokenizers", key);
+    for (size_t i = 0; i < list.size(); ++i) load_pre_tokenizer(c, list[i], fmt::format("{}.pretokenizers[{}]", key, i), p, depth + 1);
+  } else if (t == "Split") {
+    if (p.split != SplitPattern::kNone || p.byte_level || p.metaspace)
+      c.err(key, "only one Split, placed before ByteLevel, is supported");
+    const json& pat = c.get(j, "pattern", key);
+    if (!pat.contains("Regex")) c.err(key + ".pattern", "only Regex Split patterns are supported");
+    std::string re = c.str(pat, "Regex", key + ".pattern");
+    p.split = parse_split_regex(re);
+    if (p.split == SplitPattern::kNone)
+      c.err(key + ".pattern.Regex", "unsupported Split regex \"" + re + "\"; qpeft implements the GPT-2, Llama 3 and Qwen2 patterns exactly");
+    std::string behavior = j.value("behavior", "Isolated");
+    if (behavior != "Isolated" || c.flag(j, "invert", false))
+      c.err(key, "only behavior \"Isolated\" with invert=false is supported, found \"" + behavior + "\"");
+  } else if (t == "ByteLevel") {
+    if (p.byte_level || p.metaspace) c.err(key, "a second ByteLevel/Metaspace pre-tokenizer is not supported");
+    p.byte_level = true;
+    p.add_prefix_space = c.flag(j, "add_prefix_space", false);
+    if (c.flag(j, "use_regex", true)) {
+      if (p.split != SplitPattern::kNone) c.err(key, "ByteLevel with use_regex after a Split is not supported");
+      p.split = SplitPattern::kGpt2;
+    }
+  } else if (t == "Metaspace") {
+    if (p.byte_level || p.metaspace || p.split != SplitPattern::kNone) c.err(key, "Metaspace combined with other pre-tokenizers is not supported");
+    load_metaspace(c, j, key, p);
+  } else {
+    c.err(key, fmt::format("pre-tokenizer type \"{}\" is not supported (supported: Sequence, Split, ByteLevel, Metaspace)", t));
+  }
+}
+
+void load_decoder(const Ctx& c, const json& j, const std::string& key, std::vector<Decoder>& out) {
+  if (j.is_null()) return;
+  std::string t = type_of(c, j, key);
+  Decoder d{};
+  if (t == "Sequence") {
+    const json& list = c.get(j, "decoders", key);
+    for (size_t i = 0; i < list.size(); ++i) load_decoder(c, list[i], fmt::format("{}.decoders[{}]", key, i), out);
+    return;
+  } else if (t == "ByteLevel") {
+    d.kind = Decoder::kByteLevel;
+  } else if (t == "Replace") {
+    const json& pat = c.get(j, "pattern", key);
+    if (!pat.contains("String")) c.err(key + ".pattern", "only String Replace patterns are supported");
+    d.kind = Decoder::kReplace;
+    d.a = c.str(pat, "String", key + ".pattern");
+    d.b = c.str(j, "content", key);
+  } else if (t == "ByteFallback") {
+    d.kind = Decoder::kByteFallback;
+  } else if (t == "Fuse") {
+    d.kind = Decoder::kFuse;
+  } else if (t == "Strip") {
+    d.kind = Decoder::kStrip;
+    d.a = c.str(j, "content", key);
+    d.start = j.value("start", 0);
+    d.stop = j.value("stop", 0);
+  } else if (t == "Metaspace") {
+    PreTokenizer p;
+    load_metaspace(c, j, key, p);
+    d.kind = Decoder::kMetaspace;
+    d.a = p.replacement;
+    d.prepend_first = p.prepend != PreTokenizer::kNever;
+  } else {
+    c.err(key, fmt::format("decoder type \"{}\" is not supported (supported: Sequence, ByteLevel, Replace, ByteFallback, Fuse, Strip, Metaspace)", t));
+  }
+  out.push_back(std::move(d));
+}
+
+void load_model(const Ctx& c, const json& j, TokenizerImpl& t) {
+  std::string type = j.value("type", "BPE");
+  if (type != "BPE") c.err("model.type", fmt::format("model type \"{}\" is not supported (only BPE)", type));
+  if (j.contains("dropout") && j["dropout"].is_number() && j["dropout"].get<double>() > 0)
+    c.err("model.dropout", "BPE dropout is a training-time randomization; set it to null");
+  for (const char* k : {"continuing_subword_prefix", "end_of_word_suffix"})
+    if (j.contains(k) && j[k].is_string() && !j[k].get<std::string>().empty())
+      c.err(std::string("model.") + k, "non-empty values are not supported");
+  BpeModel& m = t.model;
+  m.byte_level = t.pre.byte_level;
+  m.byte_fallback = c.flag(j, "byte_fallback", false);
+  m.ignore_merges = c.flag(j, "ignore_merges", false);
+  m.fuse_unk = c.flag(j, "fuse_unk", false);
+  const json& vocab = c.get(j, "vocab", "model");
+  if (!vocab.is_object()) c.err("model.vocab", "expected an object {token: id}");
+  std::unordered_map<std::string, int32_t> by_string;
+  by_string.reserve(vocab.size());
+  int32_t max_id = -1;
+  for (auto it = vocab.begin(); it != vocab.end(); ++it) {
+    if (!it.value().is_number_integer() || it.value().get<int64_t>() < 0 || it.value().get<int64_t>() > (1 << 30))
+      c.err("model.vocab[\"" + it.key() + "\"]", "expected a non-negative integer id");
+    int32_t id = it.value().get<int32_t>();
+    by_string[it.key()] = id;
+    max_id = std::max(max_id, id);
+  }
+  t.id_to_token.assign(size_t(max_id + 1), std::string());
+  m.vocab.reserve(by_string.size());
+  for (auto& [s, id] : by_string) {
+    t.id_to_token[size_t(id)] = s;
+    std::string key = s;
+    if (m.byte_level) {  // the bytes the token stands for
+      key.clear();
+      for (size_t i = 0, len = 0; i < s.size(); i += len) {
+        int b = byte_of_char(unicode::decode_utf8(s, i, &len));
+        if (b < 0) { key = s; break; }  // not in the byte alphabet: unreachable from bytes
+        key.push_back(char(b));
+      }
+    } else {
+      size_t len;
+      uint32_t cp = unicode::decode_utf8(s, 0, &len);
+      if (!s.empty() && len == s.size() && !(cp & unicode::kInvalidBit)) m.char_ids[cp] = id;
+    }
+    m.vocab[key] = id;
+  }
+  for (int b = 0; b < 256; ++b) {
+    m.byte_ids[b] = -1;
+    std::string key;
+    if (m.byte_level) {
+      key.assign(1, char(b));
+      auto it = m.vocab.find(key);
+      if (it != m.vocab.end()) m.byte_ids[b] = it->second;
+    } else if (m.byte_fallback) {
+      auto it = by_string.find(fmt::format("<0x{:02X}>", b));
+      if (it != by_string.end()) m.byte_ids[b] = it->second;
+    }
+  }
+  if (j.contains("unk_token") && j["unk_token"].is_string()) {
+    auto it = by_string.find(j["unk_token"].get<std::string>());
+    if (it == by_string.end()) c.err("model.unk_token", "\"" + j["unk_token"].get<std::string>() + "\" is not in the vocabulary");
+    m.unk_id = it->second;
+  }
+  const json& merges = c.get(j, "merges", "model");
+  if (!merges.is_array()) c.err("model.merges", "expected an array");
+  m.merges.reserve(merges.size());
+  std::string a, b;
+  for (size_t r = 0; r < merges.size(); ++r) {
+    const json& e = merges[r];
+    if (e.is_string()) {
+      const std::string& s = e.get_ref<const std::string&>();
+      size_t sp = s.find(' ');
+      if (sp == std::string::npos || s.find(' ', sp + 1) != std::string::npos)
+        c.err(fmt::format("model.merges[{}]", r), "expected \"left right\" (two tokens separated by one space), found \"" + s + "\"");
+      a = s.substr(0, sp), b = s.substr(sp + 1);
+    } else if (e.is_array() && e.size() == 2 && e[0].is_string() && e[1].is_string()) {
+      a = e[0].get<std::string>(), b = e[1].get<std::string>();
+    } else {
+      c.err(fmt::format("model.merges[{}]", r), "expected \"left right\" or [\"left\", \"right\"]");
+    }
+    auto ia = by_string.find(a), ib = by_string.find(b), iab = by_string.find(a + b);
+    if (ia == by_string.end() || ib == by_string.end() || iab == by_string.end())
+      c.err(fmt::format("model.merges[{}]", r), "merge \"" + a + "\" + \"" + b + "\": " +
+                                                      (ia == by_string.end() ? a : ib == by_string.end() ? b : a + b) + " is not in the vocabulary");
+    m.merges[(uint64_t(uint32_t(ia->second)) << 32) | uint32_t(ib->second)] = (uint64_t(r) << 32) | uint32_t(iab->second);
+  }
+  t.unk = m.unk_id;
+}
+
+int32_t special_ids(const Ctx& c, const json& specials, const std::string& name, const std::string& key, std::vector<int32_t>& out) {
+  if (!specials.contains(name)) c.err(key, "special token \"" + name + "\" is not listed in special_tokens");
+  const json& ids = c.get(specials[name], "ids", key + ".special_tokens[\"" + name + "\"]");
+  for (const auto& id : ids) out.push_back(id.get<int32_t>());
+  return ids.size() == 1 ? ids[0].get<int32_t>() : -1;
+}
+
+void load_post_processor(const Ctx& c, const json& j, const std::string& key, TokenizerImpl& t) {
+  if (j.is_null()) return;
+  std::string type = type_of(c, j, key);
+  if (type == "Sequence") {
+    const json& list = c.get(j, "processors", key);
+    for (size_t i = 0; i < list.size(); ++i) load_post_processor(c, list[i], fmt::format("{}.processors[{}]", key, i), t);
+  } else if (type == "ByteLevel") {
+    // Offsets only; ids are unchanged.
+  } else if (type == "TemplateProcessing") {
+    const json& single = c.get(j, "single", key);
+    const json& specials = c.get(j, "special_tokens", key);
+    t.prefix_ids.clear(), t.suffix_ids.clear();
+    bool seen_a = false;
+    for (size_t i = 0; i < single.size(); ++i) {
+      const json& item = single[i];
+      std::string ik = fmt::format("{}.single[{}]", key, i);
+      if (item.contains("Sequence")) {
+        if (seen_a) c.err(ik, "the sequence appears twice");
+        seen_a = true;
+      } else if (item.contains("SpecialToken")) {
+        special_ids(c, specials, c.str(item["SpecialToken"], "id", ik + ".SpecialToken"), key, seen_a ? t.suffix_ids : t.prefix_ids);
+      } else {
+        c.err(ik, "expected {\"Sequence\": ...} or {\"SpecialToken\": ...}");
+      }
+    }
+  } else if (type == "BertProcessing" || type == "RobertaProcessing") {
+    const json& cls = c.get(j, "cls", key);
+    const json& sep = c.get(j, "sep", key);
+    t.prefix_ids = {cls.at(1).get<int32_t>()};
+    t.suffix_ids = {sep.at(1).get<int32_t>()};
+  } else {
+    c.err(key, fmt::format("post-processor type \"{}\" is not supported", type));
+  }
+}
+
+// A tokenizer_config.json token entry: "text", {"content": "text"} or null.
+std::string config_token(const json& cfg, const char* k) {
+  if (!cfg.is_object() || !cfg.contains(k)) return "";
+  const json& v = cfg[k];
+  if (v.is_string()) return v.get<std::string>();
+  if (v.is_object() && v.contains("content") && v["content"].is_string()) return v["content"].get<std::string>();
+  return "";
+}
+
+}  // namespace
+
+std::unique_ptr<TokenizerImpl> load_tokenizer_json(std::string_view text, std::string_view config_text, const std::string& origin) {
+  Ctx c{origin};
+  json j;
+  try {
+    j = json::parse(text.begin(), text.end());
+  } catch (const json::parse_error& e) {
+    fail("[tokenizer] {}: not valid JSON ({}); expected a Hugging Face tokenizer.json", origin, e.what());
+  }
+  if (!j.is_object() || !j.contains("model")) c.err("model", "missing: this is not a tokenizer.json (no \"model\" key)");
+  auto t = std::make_unique<TokenizerImpl>();
+  t->source = origin;
+  try {
+    load_normalizer(c, j.value("normalizer", json()), "normalizer", t->normalizers);
+    load_pre_tokenizer(c, j.value("pre_tokenizer", json()), "pre_tokenizer", t->pre);
+    load_model(c, j["model"], *t);
+    load_decoder(c, j.value("decoder", json()), "decoder", t->decoders);
+    load_post_processor(c, j.value("post_processor", json()), "post_processor", *t);
+    if (j.contains("added_tokens") && j["added_tokens"].is_array()) {
+      const json& list = j["added_tokens"];
+      for (size_t i = 0; i < list.size(); ++i) {
+        const json& e = list[i];
+        std::string key = fmt::format("added_tokens[{}]", i);
+        AddedToken a;
+        if (!c.get(e, "id", key).is_number_integer() || e["id"].get<int64_t>() < 0 || e["id"].get<int64_t>() > (1 << 30))
+          c.err(key + ".id", "expected a non-negative integer");
+        a.id = e["id"].get<int32_t>();
+        a.content = c.str(e, "content", key);
+        a.special = c.flag(e, "special", false);
+        a.single_word = c.flag(e, "single_word", false);
+        a.lstrip = c.flag(e, "lstrip", false);
+        a.rstrip = c.flag(e, "rstrip", false);
+        a.normalized = c.flag(e, "normalized", !a.special);
+        t->added.push_back(std::move(a));
+      }
+    }
+  } catch (const json::exception& e) {
+    fail("[tokenizer] {}: malformed tokenizer.json ({})", origin, e.what());
+  }
+  // Added tokens: ids past the model vocabulary extend it.
+  for (size_t i = 0; i < t->added.size(); ++i) {
+    const AddedToken& a = t->added[i];
+    if (size_t(a.id) >= t->id_to_token.size()) t->id_to_token.resize(size_t(a.id) + 1);
+    t->id_to_token[size_t(a.id)] = a.content;
+    if (a.normalized && !t->normalizers.empty())
+      t->normalized_trie.add(normalize(t->normalizers, a.content), int32_t(i));
+    else if (a.normalized)
+      t->normalized_trie.add(a.content, int32_t(i));
+    else
+      t->raw_trie.add(a.content, int32_t(i));
+  }
+  t->special.assign(t->id_to_token.size(), 0);
+  for (const auto& a : t->added)
+    if (a.special) t->special[size_t(a.id)] = 1;
+  for (size_t id = 0; id < t->id_to_token.size(); ++id)
+    if (!t->id_to_token[id].empty()) t->token_to_id.emplace(t->id_to_token[id], int32_t(id));
+  for (const auto& a : t->added) t->token_to_id[a.content] = a.id;
+
+  // tokenizer_config.json: special tokens, chat template, and the add_bos/add_eos rules that
+  // transformers' LlamaTokenizerFast applies over the file's post-processor.
+  json cfg;
+  if (!config_text.empty()) {
+    try {
+      cfg = json::parse(config_text.begin(), config_text.end());
+    } catch (const json::parse_error& e) {
+      fail("[tokenizer] tokenizer_config.json next to {}: not valid JSON ({})", origin, e.what());
+    }
+  }
+  auto id_of = [&](const std::string& s) {
+    auto it = t->token_to_id.find(s);
+    return s.empty() || it == t->token_to_id.end() ? -1 : it->second;
+  };
+  t->bos_token = config_token(cfg, "bos_token");
+  t->eos_token = config_token(cfg, "eos_token");
+  if (cfg.is_null()) {  // no config: the usual names
+    for (const char* s : {"<s>", "<|begin_of_text|>"})
+      if (t->bos_token.empty() && id_of(s) >= 0) t->bos_token = s;
+    for (const char* s : {"</s>", "<|end_of_text|>", "<|endoftext|>"})
+      if (t->eos_token.empty() && id_of(s) >= 0) t->eos_token = s;
+  }
+  t->bos = id_of(t->bos_token);
+  t->eos = id_of(t->eos_token);
+  t->pad = id_of(config_token(cfg, "pad_token"));
+  if (int32_t u = id_of(config_token(cfg, "unk_token")); u >= 0) t->unk = u;
+  if (cfg.is_object() && cfg.contains("chat_template")) {
+    const json& ct = cfg["chat_template"];
+    if (ct.is_string()) {
+      t->chat_template = ct.get<std::string>();
+    } else if (ct.is_array()) {
+      for (const auto& e : ct)
+        if (e.is_object() && e.value("name", "") == "default" && e.contains("template") && e["template"].is_string())
+          t->chat_template = e["template"].get<std::string>();
+    }
+  }
+  std::string cls = cfg.is_object() ? cfg.value("tokenizer_class", "") : "";
+  if (cls == "LlamaTokenizer" || cls == "LlamaTokenizerFast" || cls == "CodeLlamaTokenizer" || cls == "CodeLlamaTokenizerFast") {
+    bool add_bos = cfg.value("add_bos_token", true), add_eos = cfg.value("add_eos_token", false);
+    t->prefix_ids.clear(), t->suffix_ids.clear();
+    if (add_bos && t->bos >= 0) t->prefix_ids.push_back(t->bos);
+    if (add_eos && t->eos >= 0) t->suffix_ids.push_back(t->eos);
+  }
+  t->bpe = std::make_unique<BpeEncoder>(t->model);
+  return t;
+}
+
+}  // namespace tok_detail
+
+static std::string dirname_of(const std::string& p) {
+  size_t s = p.rfind('/');
+  return s == std::string::npos ? "." : p.substr(0, s);
+}
+
+Tokenizer Tokenizer::from_json(std::string_view tokenizer_json, std::string_view config_json, const std::string& origin) {
+  return Tokenizer(tok_detail::load_tokenizer_json(tokenizer_json, config_json, origin));
+}
+
+Tokenizer Tokenizer::load(const std::string& path) {
+  std::string file = path;
+  if (dir_exists(path)) {
+    if (file_exists(path + "/tokenizer.json")) {
+      file = path + "/tokenizer.json";
+    } else if (file_exists(path + "/tokenizer.model")) {
+      file = path + "/tokenizer.model";
+    } else {
+      fail("[tokenizer] {}: no tokenizer.json or tokenizer.model in this directory; pass the tokenizer file or the model directory that holds it", path);
+    }
+  } else if (!file_exists(path)) {
+    fail("[tokenizer] {}: no such file or directory; pass a tokenizer.json, a tokenizer.model or a model directory", path);
+  }
+  std::string cfg_path = dirname_of(file) + "/tokenizer_config.json";
+  std::string cfg = file_exists(cfg_path) ? read_text_file(cfg_path) : std::string();
+  if (file.size() >= 6 && file.compare(file.size() - 6, 6, ".model") == 0)
+    return Tokenizer(tok_detail::load_sentencepiece_model(file, cfg));
+  return Tokenizer(tok_detail::load_tokenizer_json(read_text_file(file), cfg, file));
+}
+
+}  // namespace qpeft

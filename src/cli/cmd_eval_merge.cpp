@@ -13,8 +13,8 @@
 namespace {
 
 struct EvalArgs {
-  std::string model, adapter, data;
-  bool json = false;
+  std::string model, adapter, data, format = "auto";
+  bool json = false, train_on_prompt = false;
   int64_t batch = 4, seq_len = 2048;
   int threads = 0;
 };
@@ -25,6 +25,9 @@ void setup_eval(CLI::App& app) {
   cmd->add_option("--model", a->model, "Base model directory")->required();
   cmd->add_option("--adapter", a->adapter, "PEFT LoRA adapter directory");
   cmd->add_option("--data", a->data, "Data file (JSON lines)")->required();
+  cmd->add_option("--format", a->format, "Data format: auto, text, completion, alpaca, chat, tokenized")
+      ->check(CLI::IsMember({"auto", "text", "completion", "alpaca", "chat", "tokenized"}));
+  cmd->add_flag("--train-on-prompt", a->train_on_prompt, "Count prompt tokens in the loss too");
   cmd->add_option("--batch", a->batch, "Sequences per batch")->check(CLI::PositiveNumber);
   cmd->add_option("--seq-len", a->seq_len, "Maximum tokens per sequence")->check(CLI::Range(2, 1 << 20));
   cmd->add_option("--threads", a->threads, "Threads (0 = all cores)");
@@ -33,7 +36,10 @@ void setup_eval(CLI::App& app) {
     qpeft::set_num_threads(a->threads);
     auto model = qpeft::load_model(a->model);
     if (!a->adapter.empty()) qpeft::load_lora_adapter(*model, a->adapter);
-    auto data = qpeft::load_examples(a->data, a->model);
+    qpeft::DataOptions dopt;
+    qpeft::parse_data_format(a->format, &dopt.format);
+    dopt.train_on_prompt = a->train_on_prompt;
+    auto data = qpeft::load_examples(a->data, a->model, model->config().vocab_size, dopt);
     qpeft::EvalResult r = qpeft::evaluate(*model, data, a->batch, a->seq_len);
     if (a->json) {
       nlohmann::json j = {{"loss", r.loss}, {"perplexity", r.perplexity}, {"tokens", r.tokens}};

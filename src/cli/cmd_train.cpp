@@ -36,7 +36,8 @@ std::map<std::string, T> parse_pattern(const std::string& s, const char* flag) {
 
 struct TrainArgs {
   qpeft::TrainOptions o;
-  std::string targets = "q_proj,v_proj", rank_pattern, alpha_pattern;
+  std::string targets = "q_proj,v_proj", rank_pattern, alpha_pattern, format = "auto";
+  bool no_packing = false;
   int threads = 0;
 };
 
@@ -45,9 +46,13 @@ void setup(CLI::App& app) {
   auto& o = a->o;
   auto* cmd = app.add_subcommand("train", "Fine-tune a LoRA adapter on a frozen base model");
   cmd->add_option("--model", o.model_dir, "Base model directory (Hugging Face layout)")->required();
-  cmd->add_option("--data", o.data_path, "Training data, JSON lines ({\"input_ids\": [...], \"labels\"?: [...]})")
+  cmd->add_option("--data", o.data_path, "Training data, JSON lines: text, prompt/completion, alpaca, chat messages or pre-tokenized input_ids")
       ->required();
   cmd->add_option("--out", o.out_dir, "Output directory: adapter files and checkpoint-N/ directories")->required();
+  cmd->add_option("--format", a->format, "Data format: auto (from the keys), text, completion, alpaca, chat, tokenized")
+      ->check(CLI::IsMember({"auto", "text", "completion", "alpaca", "chat", "tokenized"}));
+  cmd->add_flag("--train-on-prompt", o.data.train_on_prompt, "Also compute the loss on prompt tokens");
+  cmd->add_flag("--no-packing", a->no_packing, "One example per row instead of packing short examples into --seq-len");
   cmd->add_option("--eval-data", o.eval_data_path, "Held-out data evaluated every --eval-every steps and at the end");
   cmd->add_option("--method", o.method, "Fine-tuning method")->check(CLI::IsMember({"lora"}));
   cmd->add_option("--rank", o.lora.r, "LoRA rank r")->check(CLI::PositiveNumber);
@@ -83,6 +88,8 @@ void setup(CLI::App& app) {
   cmd->callback([a] {
     qpeft::set_num_threads(a->threads);
     a->o.lora.target_modules = split_csv(a->targets);
+    qpeft::parse_data_format(a->format, &a->o.data.format);
+    a->o.packing = !a->no_packing;
     a->o.lora.rank_pattern = parse_pattern<int64_t>(a->rank_pattern, "--rank-pattern");
     a->o.lora.alpha_pattern = parse_pattern<double>(a->alpha_pattern, "--alpha-pattern");
     qpeft::train(a->o);

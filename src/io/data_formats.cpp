@@ -42,12 +42,20 @@ DataFormat detect(const json& j) {
 }
 
 struct Builder {
-  const Tokenizer& tok;
+  const Tokenizer* tok_ptr;  // null: only pre-tokenized data can be read
+  int64_t vocab_size;
   const DataOptions& opt;
   std::string where;  // "file:line"
   std::optional<ChatTemplate> chat;
 
   [[noreturn]] void err(const std::string& what) const { fail("{}: {}", where, what); }
+
+  const Tokenizer& tok() const {
+    if (!tok_ptr)
+      err("this is text data, but the model directory has no tokenizer.json (or tokenizer.model); add one, or use "
+          "pre-tokenized {\"input_ids\": [...]} lines");
+    return *tok_ptr;
+  }
 
   const std::string& str(const json& j, const char* key, DataFormat f) const {
     if (!j.contains(key)) err(fmt::format("missing \"{}\" (format {})", key, data_format_name(f)));
@@ -62,8 +70,8 @@ struct Builder {
 
   std::vector<int32_t> bos_plus(const std::string& text) const {
     std::vector<int32_t> ids;
-    if (opt.add_bos && tok.bos_id() >= 0) ids.push_back(tok.bos_id());
-    auto t = tok.encode(text, false);
+    if (opt.add_bos && tok().bos_id() >= 0) ids.push_back(tok().bos_id());
+    auto t = tok().encode(text, false);
     ids.insert(ids.end(), t.begin(), t.end());
     return ids;
   }
@@ -71,8 +79,8 @@ struct Builder {
   Example prompt_response(const std::string& prompt, const std::string& response) const {
     Example e;
     append(e, bos_plus(prompt), opt.train_on_prompt);
-    append(e, tok.encode(response, false), true);
-    if (opt.add_eos && tok.eos_id() >= 0) append(e, {tok.eos_id()}, true);
+    append(e, tok().encode(response, false), true);
+    if (opt.add_eos && tok().eos_id() >= 0) append(e, {tok().eos_id()}, true);
     return e;
   }
 
@@ -86,11 +94,11 @@ struct Builder {
         err(fmt::format("messages[{}] must be {{\"role\": string, \"content\": string}}", i));
       m.push_back({x["role"].get<std::string>(), x["content"].get<std::string>()});
     }
-    if (!chat) chat.emplace(ChatTemplate::from_tokenizer(tok));
+    if (!chat) chat.emplace(ChatTemplate::from_tokenizer(tok()));
     auto render = [&](size_t n, bool gen) {
       std::vector<ChatMessage> head(m.begin(), m.begin() + long(n));
       try {
-        return chat->render(head, gen, tok.bos_token(), tok.eos_token());
+        return chat->render(head, gen, tok().bos_token(), tok().eos_token());
       } catch (const Error& e) {
         err(std::string("chat template: ") + e.what());
       }
@@ -104,13 +112,13 @@ struct Builder {
       std::string prefix = render(i, true), full = render(i + 1, false);
       if (prefix.compare(0, done.size(), done) != 0 || full.compare(0, prefix.size(), prefix) != 0)
         err(fmt::format("the chat template's output for messages[{}] does not extend the earlier turns, so the assistant tokens cannot be found", i));
-      append(e, tok.encode(std::string_view(prefix).substr(done.size()), false), opt.train_on_prompt);
-      append(e, tok.encode(std::string_view(full).substr(prefix.size()), false), true);
+      append(e, tok().encode(std::string_view(prefix).substr(done.size()), false), opt.train_on_prompt);
+      append(e, tok().encode(std::string_view(full).substr(prefix.size()), false), true);
       done = std::move(full);
     }
     if (!any) err("the conversation has no \"assistant\" message to train on");
     std::string all = render(m.size(), false);
-    if (all.size() > done.size()) append(e, tok.encode(std::string_view(all).substr(done.size()), false), opt.train_on_prompt);
+    if (all.size() > done.size()) append(e, tok().encode(std::string_view(all).substr(done.size()), false), opt.train_on_prompt);
     return e;
   }
 
@@ -123,8 +131,8 @@ struct Builder {
       for (size_t i = 0; i < a.size(); ++i) {
         bool ok = a[i].is_number_integer();
         int64_t x = ok ? a[i].get<int64_t>() : 0;
-        if (!ok || !((x >= 0 && x < tok.vocab_size()) || (allow_ignore && x == kIgnoreLabel)))
-          err(fmt::format("{}[{}] = {} is not a token id of this tokenizer (0 .. {}{})", key, i, a[i].dump(), tok.vocab_size() - 1, allow_ignore ? ", or -100" : ""));
+        if (!ok || !((x >= 0 && x < vocab_size) || (allow_ignore && x == kIgnoreLabel)))
+          err(fmt::format("{}[{}] = {} is not a token id of this tokenizer (0 .. {}{})", key, i, a[i].dump(), vocab_size - 1, allow_ignore ? ", or -100" : ""));
         v.push_back(int32_t(x));
       }
       return v;
@@ -149,7 +157,7 @@ struct Builder {
     if (!ch.is_array() || ch.size() < 2) err("\"choices\" must be an array of at least two strings");
     for (size_t i = 0; i < ch.size(); ++i) {
       if (!ch[i].is_string()) err(fmt::format("choices[{}] must be a string", i));
-      c.choice_ids.push_back(tok.encode(ch[i].get<std::string>(), false));
+      c.choice_ids.push_back(tok().encode(ch[i].get<std::string>(), false));
     }
     if (!j.contains("answer") || !j["answer"].is_number_integer() || j["answer"].get<int64_t>() < 0 || j["answer"].get<int64_t>() >= int64_t(ch.size()))
       err(fmt::format("\"answer\" must be the index (0 .. {}) of the right choice", ch.size() - 1));
@@ -169,9 +177,14 @@ bool parse_data_format(std::string_view s, DataFormat* out) {
 }
 
 Dataset parse_jsonl(std::string_view text, const std::string& origin, const Tokenizer& tok, const DataOptions& opt) {
+  return parse_jsonl(text, origin, &tok, tok.vocab_size(), opt);
+}
+
+Dataset parse_jsonl(std::string_view text, const std::string& origin, const Tokenizer* tok, int64_t vocab_size,
+                    const DataOptions& opt) {
   Dataset ds;
   ds.format = opt.format;
-  Builder b{tok, opt, origin, std::nullopt};
+  Builder b{tok, vocab_size, opt, origin, std::nullopt};
   if (text.substr(0, 3) == "\xEF\xBB\xBF") text.remove_prefix(3);  // UTF-8 BOM
   size_t line_no = 0, detected_at = 0;
   for (size_t pos = 0; pos < text.size();) {
@@ -200,7 +213,7 @@ Dataset parse_jsonl(std::string_view text, const std::string& origin, const Toke
       case DataFormat::kText: {
         Example e;
         b.append(e, b.bos_plus(b.str(j, "text", ds.format)), true);
-        if (opt.add_eos && tok.eos_id() >= 0) b.append(e, {tok.eos_id()}, true);
+        if (opt.add_eos && b.tok().eos_id() >= 0) b.append(e, {b.tok().eos_id()}, true);
         ds.examples.push_back(std::move(e));
         break;
       }
@@ -235,8 +248,12 @@ Dataset parse_jsonl(std::string_view text, const std::string& origin, const Toke
 }
 
 Dataset load_jsonl(const std::string& path, const Tokenizer& tok, const DataOptions& opt) {
+  return load_jsonl(path, &tok, tok.vocab_size(), opt);
+}
+
+Dataset load_jsonl(const std::string& path, const Tokenizer* tok, int64_t vocab_size, const DataOptions& opt) {
   if (!file_exists(path)) fail("{}: no such data file", path);
-  return parse_jsonl(read_text_file(path), path, tok, opt);
+  return parse_jsonl(read_text_file(path), path, tok, vocab_size, opt);
 }
 
 }  // namespace qpeft

@@ -53,6 +53,11 @@ struct Dataset {
 
 // Reads a .jsonl file; `origin` in errors is the path.
 Dataset load_jsonl(const std::string& path, const Tokenizer& tok, const DataOptions& opt = {});
+// Without a tokenizer (tok == nullptr) only pre-tokenized lines are accepted; ids are checked
+// against vocab_size.
+Dataset load_jsonl(const std::string& path, const Tokenizer* tok, int64_t vocab_size, const DataOptions& opt = {});
+Dataset parse_jsonl(std::string_view text, const std::string& origin, const Tokenizer* tok, int64_t vocab_size,
+                    const DataOptions& opt = {});
 // Same, from text in memory (errors name `origin`).
 Dataset parse_jsonl(std::string_view text, const std::string& origin, const Tokenizer& tok, const DataOptions& opt = {});
 

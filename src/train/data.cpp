@@ -1,9 +1,6 @@
 #include "train/data.h"
 
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
-#include <fstream>
 #include <numeric>
 
 #include "core/error.h"
@@ -11,45 +8,18 @@
 
 namespace qpeft {
 
-std::vector<Example> read_pretokenized_jsonl(const std::string& path) {
-  std::ifstream in(path);
-  QP_CHECK(in, "{}: cannot open data file", path);
+std::vector<Example> pack_examples(const std::vector<Example>& examples, int64_t seq_len) {
   std::vector<Example> out;
-  std::string line;
-  int64_t lineno = 0;
-  while (std::getline(in, line)) {
-    ++lineno;
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::parse_error& e) {
-      fail("{}:{}: invalid JSON: {}", path, lineno, e.what());
+  Example cur;
+  for (const Example& e : examples) {
+    if (!cur.input_ids.empty() && int64_t(cur.input_ids.size() + e.input_ids.size()) > seq_len) {
+      out.push_back(std::move(cur));
+      cur = Example();
     }
-    QP_CHECK(j.is_object() && j.contains("input_ids") && j["input_ids"].is_array(),
-             "{}:{}: expected an object with an \"input_ids\" array (pre-tokenized format)", path, lineno);
-    Example ex;
-    for (const auto& v : j["input_ids"]) {
-      QP_CHECK(v.is_number_integer() && v.get<int64_t>() >= 0 && v.get<int64_t>() < INT32_MAX,
-               "{}:{}: input_ids must be non-negative integers (found {})", path, lineno, v.dump());
-      ex.input_ids.push_back(v.get<int32_t>());
-    }
-    if (j.contains("labels")) {
-      QP_CHECK(j["labels"].is_array() && j["labels"].size() == ex.input_ids.size(),
-               "{}:{}: \"labels\" must be an array as long as \"input_ids\" ({})", path, lineno, ex.input_ids.size());
-      for (const auto& v : j["labels"]) {
-        QP_CHECK(v.is_number_integer() && (v.get<int64_t>() >= 0 || v.get<int64_t>() == -100) &&
-                     v.get<int64_t>() < INT32_MAX,
-                 "{}:{}: labels must be token ids or -100 (found {})", path, lineno, v.dump());
-        ex.labels.push_back(v.get<int32_t>());
-      }
-    } else {
-      ex.labels = ex.input_ids;
-    }
-    QP_CHECK(ex.input_ids.size() >= 2, "{}:{}: an example needs at least 2 tokens", path, lineno);
-    out.push_back(std::move(ex));
+    cur.input_ids.insert(cur.input_ids.end(), e.input_ids.begin(), e.input_ids.end());
+    cur.labels.insert(cur.labels.end(), e.labels.begin(), e.labels.end());
   }
-  QP_CHECK(!out.empty(), "{}: no examples (empty data set)", path);
+  if (!cur.input_ids.empty()) out.push_back(std::move(cur));
   return out;
 }
 

@@ -4,15 +4,14 @@
 #include <string>
 #include <vector>
 
+#include "io/data_formats.h"
+
 namespace qpeft {
 
-struct Example {
-  std::vector<int32_t> input_ids;
-  std::vector<int32_t> labels;  // aligned with input_ids; -100 = no loss (shifted inside the model)
-};
-
-// Pre-tokenized JSON lines: {"input_ids": [...], "labels": [...]?}. Errors name file:line.
-std::vector<Example> read_pretokenized_jsonl(const std::string& path);
+// Packs consecutive examples (in file order) into rows of at most seq_len tokens without
+// splitting any example; an example longer than seq_len stays alone (and is truncated later).
+// Packed examples attend to each other, as with Hugging Face TRL's packing.
+std::vector<Example> pack_examples(const std::vector<Example>& examples, int64_t seq_len);
 
 struct Batch {
   int64_t B = 0, T = 0;

@@ -8,11 +8,13 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 
 #include "core/error.h"
 #include "core/file.h"
 #include "core/rng.h"
 #include "io/safetensors.h"
+#include "io/tokenizer.h"
 #include "models/checkpoint.h"
 #include "peft/adapter_io.h"
 #include "train/optimizer.h"
@@ -24,9 +26,17 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
-std::vector<Example> load_examples(const std::string& path, const std::string& model_dir) {
-  (void)model_dir;  // text formats need the model's tokenizer
-  return read_pretokenized_jsonl(path);
+std::vector<Example> load_examples(const std::string& path, const std::string& model_dir, int64_t vocab_size,
+                                   const DataOptions& opt) {
+  std::optional<Tokenizer> tok;
+  if (file_exists(model_dir + "/tokenizer.json") || file_exists(model_dir + "/tokenizer.model"))
+    tok = Tokenizer::load(model_dir);
+  Dataset ds = load_jsonl(path, tok ? &*tok : nullptr, vocab_size, opt);
+  QP_CHECK(ds.format != DataFormat::kChoice,
+           "{}: multiple-choice data (prompt/choices/answer) cannot be trained on as plain sequences yet", path);
+  for (size_t i = 0; i < ds.examples.size(); ++i)
+    QP_CHECK(ds.examples[i].input_ids.size() >= 2, "{}: example {} has fewer than 2 tokens", path, i + 1);
+  return std::move(ds.examples);
 }
 
 EvalResult evaluate(LlamaModel& model, const std::vector<Example>& data, int64_t batch, int64_t seq_len) {
@@ -158,9 +168,12 @@ TrainResult train(const TrainOptions& opt) {
   inject_lora(*model, lcfg, opt.seed);
   NamedParams params = adapter_params(*model);
 
-  std::vector<Example> data = load_examples(opt.data_path, opt.model_dir);
+  const int64_t vocab = model->config().vocab_size;
+  std::vector<Example> data = load_examples(opt.data_path, opt.model_dir, vocab, opt.data);
+  const size_t n_examples = data.size();
+  if (opt.packing) data = pack_examples(data, opt.seq_len);
   std::vector<Example> eval_data;
-  if (!opt.eval_data_path.empty()) eval_data = load_examples(opt.eval_data_path, opt.model_dir);
+  if (!opt.eval_data_path.empty()) eval_data = load_examples(opt.eval_data_path, opt.model_dir, vocab, opt.data);
   const int32_t pad = model->config().pad_token_id >= 0 ? model->config().pad_token_id : 0;
   Batcher batcher(data, opt.batch, opt.seq_len, opt.seed, true, pad);
 
@@ -187,10 +200,10 @@ TrainResult train(const TrainOptions& opt) {
   if (!opt.quiet)
     std::fprintf(stderr,
                  "qpeft train: %s, %lld layers adapted (LoRA r=%lld alpha=%g), %lld trainable parameters (%.4f%% of "
-                 "%lld), %zu examples, %lld steps x %lld x %lld\n",
+                 "%lld), %zu examples in %zu rows, %lld steps x %lld x %lld\n",
                  opt.model_dir.c_str(), (long long)params.size() / 2, (long long)lcfg.r, lcfg.alpha,
                  (long long)trainable, 100.0 * double(trainable) / double(model->config().num_parameters()),
-                 (long long)model->config().num_parameters(), data.size(), (long long)opt.steps, (long long)opt.batch,
+                 (long long)model->config().num_parameters(), n_examples, data.size(), (long long)opt.steps, (long long)opt.batch,
                  (long long)opt.grad_accum);
 
   std::FILE* metrics = nullptr;

@@ -14,6 +14,8 @@ namespace qpeft {
 struct TrainOptions {
   std::string model_dir, data_path, eval_data_path, out_dir, metrics_path;
   std::string method = "lora";
+  DataOptions data;            // format, loss on prompt
+  bool packing = true;         // pack short examples into --seq-len rows
   bool resume = false;
   LoraConfig lora;
   int64_t steps = 100, batch = 4, seq_len = 256, grad_accum = 1;
@@ -47,7 +49,9 @@ TrainResult train(const TrainOptions& opt);
 // Token-weighted mean loss over every example (batched, no gradients).
 EvalResult evaluate(LlamaModel& model, const std::vector<Example>& data, int64_t batch, int64_t seq_len);
 
-// Reads data in any supported format; for now pre-tokenized JSON lines.
-std::vector<Example> load_examples(const std::string& path, const std::string& model_dir);
+// Reads a JSON-lines data file in any supported format, tokenizing text with the model
+// directory's tokenizer (pre-tokenized data needs none). Multiple-choice data is refused here.
+std::vector<Example> load_examples(const std::string& path, const std::string& model_dir, int64_t vocab_size,
+                                   const DataOptions& opt = {});
 
 }  // namespace qpeft

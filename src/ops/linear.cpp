@@ -39,11 +39,29 @@ void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float al
               int(K), alpha, A, int(lda), B, int(ldb), beta, C, int(ldc));
 }
 
+namespace {
+size_t g_panel_bytes = size_t(8) << 20;
+}  // namespace
+
+void set_linear_panel_bytes(size_t bytes) { g_panel_bytes = bytes; }
+size_t linear_panel_bytes() { return g_panel_bytes; }
+
+// Rows of a packed weight decoded per sgemm call: whole row tiles, about linear_panel_bytes()
+// of f32. Small panels make sgemm re-pack x (forward) or re-read dx (input grad) once per
+// panel, which costs more than the decode itself.
+static int64_t panel_rows(const FrozenWeight& w) {
+  const int64_t tile = std::max<int64_t>(1, w.row_tile());
+  const int64_t want = int64_t(g_panel_bytes / sizeof(float)) / std::max<int64_t>(1, w.cols());
+  return std::max<int64_t>(tile, want / tile * tile);
+}
+
 // y[M, N] = x[M, K] Wᵀ. Threads split the output columns (weight rows), so every weight row
 // is decoded exactly once.
 void linear_forward(const float* x, int64_t M, const FrozenWeight& w, float* y) {
   const int64_t N = w.rows(), K = w.cols();
-  const int64_t tile = std::max<int64_t>(1, w.row_tile());
+  // Threads get whole panels while there are enough of them; otherwise whole tiles.
+  int64_t tile = panel_rows(w);
+  if ((N + tile - 1) / tile < num_threads()) tile = std::max<int64_t>(1, w.row_tile());
   const int64_t n_tiles = (N + tile - 1) / tile;
   pool().run([&](int ith, int nth) {
     int64_t t0, t1;
@@ -67,7 +85,7 @@ void linear_forward(const float* x, int64_t M, const FrozenWeight& w, float* y) 
 // dx[M, K] (+)= dy[M, N] W[N, K]. Threads split the rows of dx.
 void linear_input_grad(const float* dy, int64_t M, const FrozenWeight& w, float* dx, bool accumulate) {
   const int64_t N = w.rows(), K = w.cols();
-  const int64_t tile = std::max<int64_t>(1, w.row_tile());
+  const int64_t tile = std::min(N, panel_rows(w));
   pool().run([&](int ith, int nth) {
     int64_t m0, m1;
     split_range(M, ith, nth, &m0, &m1);

@@ -47,6 +47,11 @@ class DenseWeight final : public FrozenWeight {
 void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
            const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 
+// Bytes of f32 a packed (non-f32) weight is decoded into per sgemm call (default 8 MiB per
+// thread): panels of whole row tiles, so sgemm sees long panels instead of 64-row slivers.
+void set_linear_panel_bytes(size_t bytes);
+size_t linear_panel_bytes();
+
 // Kernels on the thread pool. x is [M, in], y is [M, out], W is [out, in].
 void linear_forward(const float* x, int64_t M, const FrozenWeight& w, float* y);              // y = x Wᵀ
 void linear_input_grad(const float* dy, int64_t M, const FrozenWeight& w, float* dx, bool accumulate);  // dx (+)= dy W

@@ -12,8 +12,9 @@
 
 namespace qpeft {
 
-std::unique_ptr<LlamaModel> load_model(const std::string& dir) {
+std::unique_ptr<LlamaModel> load_model(const std::string& dir, const LoadOptions& opt) {
   QP_CHECK(dir_exists(dir), "{}: model directory not found", dir);
+  QP_CHECK(opt.quantize.empty(), "quantize-on-load ({}) is not implemented yet", opt.quantize);
   ModelConfig cfg = ModelConfig::load(dir);
   TensorStore store = TensorStore::open_dir(dir);
   auto model = std::make_unique<LlamaModel>(cfg);

@@ -9,9 +9,16 @@
 
 namespace qpeft {
 
+struct LoadOptions {
+  // Quantize dense linear weights on load (QLoRA): "" = keep as stored, else "nf4", "fp4", ...
+  std::string quantize;
+  int64_t block_size = 64;
+  bool double_quant = true;
+};
+
 // Loads config.json + model.safetensors (or a sharded index) from dir. Matrices stay in the
 // file's dtype, memory-mapped (zero-copy); norms and biases become f32.
-std::unique_ptr<LlamaModel> load_model(const std::string& dir);
+std::unique_ptr<LlamaModel> load_model(const std::string& dir, const LoadOptions& opt = {});
 
 // Writes config.json + model.safetensors (sharded past max_shard_bytes) atomically.
 // `matrix(slot)` returns a matrix's values in the output dtype when set; by default the

@@ -43,8 +43,13 @@ void AdamW::step(double lr) {
   }
 }
 
-void AdamW::zero_grad() {
-  for (auto& [name, p] : params_) p.zero_grad();
+void Optimizer::zero_grad() {
+  for (auto& [name, p] : params()) p.zero_grad();
+}
+
+std::unique_ptr<Optimizer> make_optimizer(const std::string& name, NamedParams params, AdamWConfig cfg) {
+  if (name == "adamw") return std::make_unique<AdamW>(std::move(params), cfg);
+  fail("--optim '{}' is not known (choose adamw)", name);
 }
 
 std::vector<std::pair<std::string, Tensor>> AdamW::state_tensors() const {

@@ -99,13 +99,13 @@ std::string latest_checkpoint(const std::string& out) {
   return path;
 }
 
-void save_checkpoint(LlamaModel& model, const TrainOptions& opt, const AdamW& optim, const TrainerState& st) {
+void save_checkpoint(LlamaModel& model, const TrainOptions& opt, const Optimizer& optim, const TrainerState& st) {
   const std::string dir = opt.out_dir + "/" + checkpoint_name(st.step);
   AtomicDir out(dir);
   std::string tmp = out.path("");
   tmp.pop_back();
   write_lora_adapter_files(model, opt.lora, tmp);
-  save_safetensors(tmp + "/optimizer.safetensors", optim.state_tensors(), {{"optimizer", "adamw"}});
+  save_safetensors(tmp + "/optimizer.safetensors", optim.state_tensors(), {{"optimizer", optim.name()}});
   json j = {{"step", st.step}, {"optimizer_steps", optim.steps()}, {"last_loss", st.last_loss}, {"seed", opt.seed},
             {"batch", opt.batch}, {"grad_accum", opt.grad_accum}, {"seq_len", opt.seq_len}, {"lr", opt.lr},
             {"schedule", opt.schedule}, {"total_steps", opt.steps}, {"data", opt.data_path}};
@@ -123,7 +123,7 @@ void save_checkpoint(LlamaModel& model, const TrainOptions& opt, const AdamW& op
   for (size_t i = size_t(std::max<int64_t>(1, opt.keep_checkpoints)); i < all.size(); ++i) remove_all(all[i].second);
 }
 
-TrainerState load_checkpoint(LlamaModel& model, const TrainOptions& opt, AdamW& optim, const std::string& dir) {
+TrainerState load_checkpoint(LlamaModel& model, const TrainOptions& opt, Optimizer& optim, const std::string& dir) {
   const std::string state_path = dir + "/trainer_state.json";
   json j;
   try {
@@ -179,7 +179,8 @@ TrainResult train(const TrainOptions& opt) {
 
   AdamWConfig acfg;
   acfg.weight_decay = opt.weight_decay;
-  AdamW optim(params, acfg);
+  std::unique_ptr<Optimizer> optim_ptr = make_optimizer(opt.optimizer, params, acfg);
+  Optimizer& optim = *optim_ptr;
   LrSchedule sched;
   sched.kind = opt.schedule;
   sched.base_lr = opt.lr;

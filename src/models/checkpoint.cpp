@@ -84,7 +84,8 @@ void save_model(LlamaModel& model, const std::string& dir, const SaveOptions& op
   out.commit();
 }
 
-void write_random_model(const ModelConfig& cfg, DType dtype, uint64_t seed, const std::string& dir) {
+void write_random_model(const ModelConfig& cfg, DType dtype, uint64_t seed, const std::string& dir,
+                        double init_std) {
   LlamaModel skeleton(cfg);
   AtomicDir out(dir);
   ModelConfig c = cfg;
@@ -110,7 +111,7 @@ void write_random_model(const ModelConfig& cfg, DType dtype, uint64_t seed, cons
           }
           double u1 = std::max(1e-12, double(hash_uniform(tensor_seed, 0, uint64_t(p))));
           double u2 = double(hash_uniform(tensor_seed, 1, uint64_t(p)));
-          double rad = std::sqrt(-2.0 * std::log(u1)) * 0.02;
+          double rad = std::sqrt(-2.0 * std::log(u1)) * init_std;
           buf.push_back(float(rad * std::cos(6.283185307179586 * u2)));
           buf.push_back(float(rad * std::sin(6.283185307179586 * u2)));
         }

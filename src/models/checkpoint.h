@@ -31,8 +31,9 @@ struct SaveOptions {
 void save_model(LlamaModel& model, const std::string& dir, const SaveOptions& opt);
 
 // init-model: a random checkpoint of this shape, generated tensor by tensor while it is
-// written (the whole model is never in memory). Matrices N(0, 0.02), norms 1, biases 0.
-void write_random_model(const ModelConfig& cfg, DType dtype, uint64_t seed, const std::string& dir);
+// written (the whole model is never in memory). Matrices N(0, init_std), norms 1, biases 0.
+void write_random_model(const ModelConfig& cfg, DType dtype, uint64_t seed, const std::string& dir,
+                        double init_std = 0.02);
 
 // Copies tokenizer.json, tokenizer_config.json, tokenizer.model, special_tokens_map.json,
 // generation_config.json from src_dir to dst_dir when present.

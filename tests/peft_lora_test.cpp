@@ -1,0 +1,145 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "core/error.h"
+#include "io/safetensors.h"
+#include "models/checkpoint.h"
+#include "peft/adapter_io.h"
+#include "peft/lora.h"
+#include "test_util.h"
+
+using namespace qpeft;
+using namespace qpeft::testing;
+
+namespace {
+
+std::vector<int32_t> sample_ids(int64_t n, int64_t vocab) {
+  std::vector<int32_t> ids(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) ids[i] = int32_t((i * 37 + 5) % vocab);
+  return ids;
+}
+
+double max_abs_diff(const Tensor& a, const Tensor& b) {
+  double m = 0;
+  for (int64_t i = 0; i < a.numel(); ++i) m = std::max(m, double(std::fabs(a.f32()[i] - b.f32()[i])));
+  return m;
+}
+
+}  // namespace
+
+TEST(Lora, FreshAdapterGivesExactlyTheBaseLogits) {
+  for (const char* v : {"llama", "qwen2"}) {
+    auto model = load_model(golden_dir(v));
+    const auto ids = sample_ids(2 * 9, model->config().vocab_size);
+    Tensor base = model->logits(ids, 2, 9);
+    LoraConfig cfg;
+    cfg.target_modules = {"all-linear"};
+    cfg.r = 4;
+    EXPECT_EQ(inject_lora(*model, cfg, 1), 7 * model->config().num_layers);
+    Tensor with = model->logits(ids, 2, 9);
+    EXPECT_EQ(0, std::memcmp(base.raw(), with.raw(), base.nbytes())) << v;
+  }
+}
+
+TEST(Lora, ScalingRankAndAlphaPatterns) {
+  LoraConfig c;
+  c.r = 8;
+  c.alpha = 16;
+  c.rank_pattern = {{"q_proj", 4}, {"layers.1.mlp.down_proj", 2}};
+  c.alpha_pattern = {{"v_proj", 4}};
+  EXPECT_EQ(c.rank_for("model.layers.0.self_attn.q_proj"), 4);
+  EXPECT_EQ(c.rank_for("model.layers.1.mlp.down_proj"), 2);
+  EXPECT_EQ(c.rank_for("model.layers.0.mlp.down_proj"), 8);
+  EXPECT_DOUBLE_EQ(c.scaling_for("model.layers.0.self_attn.q_proj"), 16.0 / 4);
+  EXPECT_DOUBLE_EQ(c.scaling_for("model.layers.0.self_attn.v_proj"), 4.0 / 8);
+  c.use_rslora = true;
+  EXPECT_DOUBLE_EQ(c.scaling_for("model.layers.0.self_attn.k_proj"), 16.0 / std::sqrt(8.0));
+  c.target_modules = {"q_proj", "lm_head"};
+  EXPECT_THROW(c.resolved_targets(), Error);
+}
+
+TEST(Lora, KaimingUniformInitBoundsAndZeroB) {
+  auto model = load_model(golden_dir("llama"));
+  LoraConfig cfg;
+  cfg.target_modules = {"q_proj", "v_proj"};
+  inject_lora(*model, cfg, 3);
+  auto params = adapter_params(*model);
+  ASSERT_EQ(params.size(), size_t(2 * 2 * model->config().num_layers));
+  for (auto& [key, p] : params) {
+    const float* x = p.value().f32();
+    if (key.find("lora_B") != std::string::npos) {
+      for (int64_t i = 0; i < p.value().numel(); ++i) ASSERT_EQ(x[i], 0.0f) << key;
+    } else {
+      const double bound = 1.0 / std::sqrt(double(p.value().dim(1)));
+      double maxabs = 0;
+      for (int64_t i = 0; i < p.value().numel(); ++i) maxabs = std::max(maxabs, double(std::fabs(x[i])));
+      EXPECT_LE(maxabs, bound) << key;
+      EXPECT_GT(maxabs, 0.8 * bound) << key;  // really spread over the range
+    }
+  }
+}
+
+TEST(Lora, SaveLoadRoundTripAndPeftLayout) {
+  TempDir tmp("lora_roundtrip");
+  auto model = load_model(golden_dir("llama"));
+  LoraConfig cfg = load_lora_adapter(*model, golden_dir("llama") + "/adapter_init");
+  save_lora_adapter(*model, cfg, tmp / "adapter");
+  auto st = SafetensorsFile::open(tmp / "adapter/adapter_model.safetensors");
+  EXPECT_TRUE(st->has("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"));
+  EXPECT_EQ(st->find("base_model.model.model.layers.1.mlp.down_proj.lora_B.weight")->shape, (Shape{64, 4}));
+  const std::string config = read_file(tmp / "adapter/adapter_config.json");
+  for (const char* key : {"\"peft_type\": \"LORA\"", "\"task_type\": \"CAUSAL_LM\"", "\"r\": 4", "\"lora_alpha\"",
+                          "\"use_rslora\": false", "\"bias\": \"none\"", "\"target_modules\""})
+    EXPECT_NE(config.find(key), std::string::npos) << key;
+
+  auto reloaded = load_model(golden_dir("llama"));
+  load_lora_adapter(*reloaded, tmp / "adapter");
+  auto a = adapter_params(*model), b = adapter_params(*reloaded);
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].first, b[i].first);
+    EXPECT_EQ(0, std::memcmp(a[i].second.value().raw(), b[i].second.value().raw(), a[i].second.value().nbytes()));
+  }
+}
+
+TEST(Lora, MergedCheckpointGivesTheSameLogits) {
+  TempDir tmp("lora_merge");
+  for (const char* v : {"llama", "qwen2"}) {
+    auto model = load_model(golden_dir(v));
+    load_lora_adapter(*model, golden_dir(v) + "/adapter_init");
+    const auto ids = sample_ids(2 * 11, model->config().vocab_size);
+    Tensor unmerged = model->logits(ids, 2, 11);
+    SaveOptions opt;
+    opt.dtype = DType::F32;
+    opt.matrix = [](const WeightSlot& s) -> Tensor {
+      if (s.linear) return merged_weight(*s.linear);
+      const auto& w = *s.frozen;
+      Tensor t = Tensor::empty({w->rows(), w->cols()});
+      const float* src = w->decode_rows(0, w->rows(), t.f32());
+      if (src != t.f32()) std::memcpy(t.f32(), src, t.nbytes());
+      return t;
+    };
+    save_model(*model, tmp / v, opt);
+    auto merged = load_model(tmp / v);
+    EXPECT_LT(max_abs_diff(merged->logits(ids, 2, 11), unmerged), 2e-5) << v;
+    // And the merge really changed the weights: the plain base differs.
+    auto base = load_model(golden_dir(v));
+    EXPECT_GT(max_abs_diff(base->logits(ids, 2, 11), unmerged), 1e-3) << v;
+  }
+}
+
+TEST(Lora, LoadRejectsMismatchedAdapters) {
+  TempDir tmp("lora_bad");
+  auto model = load_model(golden_dir("qwen2"));
+  // llama's adapter has other shapes than qwen2's layers.
+  try {
+    load_lora_adapter(*model, golden_dir("llama") + "/adapter_init");
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("do not fit"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(load_lora_adapter(*model, tmp.path()), Error);  // no adapter_config.json
+  write_file(tmp / "adapter_config.json", "{\"peft_type\": \"IA3\"}");
+  EXPECT_THROW(read_lora_config(tmp.path()), Error);
+}

@@ -1,0 +1,176 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+
+#include "core/error.h"
+#include "core/file.h"
+#include "models/checkpoint.h"
+#include "test_util.h"
+#include "train/schedule.h"
+#include "train/trainer.h"
+
+using namespace qpeft;
+using namespace qpeft::testing;
+
+namespace {
+
+TrainOptions small_run(const TempDir& tmp, const std::string& out) {
+  TrainOptions o;
+  o.model_dir = golden_dir("llama");
+  o.data_path = tmp / "data.jsonl";
+  o.out_dir = tmp / out;
+  o.lora.target_modules = {"all-linear"};
+  o.lora.r = 4;
+  o.lora.alpha = 8;
+  o.lora.dropout = 0.1;
+  o.steps = 6;
+  o.batch = 2;
+  o.seq_len = 16;
+  o.lr = 5e-3;
+  o.weight_decay = 0.01;
+  o.schedule = "cosine";
+  o.warmup_steps = 2;
+  o.quiet = true;
+  o.packing = false;
+  return o;
+}
+
+}  // namespace
+
+TEST(Schedule, MatchesHuggingFaceFactors) {
+  LrSchedule s{"linear", 1.0, 2, 10};
+  EXPECT_DOUBLE_EQ(s.at(0), 0.0);
+  EXPECT_DOUBLE_EQ(s.at(1), 0.5);
+  EXPECT_DOUBLE_EQ(s.at(2), 1.0);
+  EXPECT_DOUBLE_EQ(s.at(6), 0.5);
+  EXPECT_DOUBLE_EQ(s.at(10), 0.0);
+  LrSchedule c{"cosine", 2.0, 0, 4};
+  EXPECT_DOUBLE_EQ(c.at(0), 2.0);
+  EXPECT_NEAR(c.at(2), 1.0, 1e-12);
+  LrSchedule k{"constant", 3.0, 4, 100};
+  EXPECT_DOUBLE_EQ(k.at(1), 0.75);
+  EXPECT_DOUBLE_EQ(k.at(50), 3.0);
+}
+
+TEST(TrainLoop, ResumeIsBitIdentical) {
+  TempDir tmp("resume");
+  write_file(tmp / "data.jsonl", repetitive_jsonl(10, 14, 96, 1));
+  TrainOptions full = small_run(tmp, "full");
+  full.save_every = 3;
+  full.metrics_path = tmp / "full_metrics.jsonl";
+  train(full);
+
+  TrainOptions first = small_run(tmp, "split");
+  first.steps = 6;
+  first.save_every = 3;
+  first.metrics_path = tmp / "split_metrics.jsonl";
+  // Stop after 3 steps by training a 6-step schedule... interrupted: emulate by removing the
+  // final checkpoint and the final adapter of a completed run, then resuming.
+  train(first);
+  std::filesystem::remove_all(first.out_dir + "/checkpoint-6");
+  std::filesystem::remove(first.out_dir + "/adapter_model.safetensors");
+  TrainOptions resumed = first;
+  resumed.resume = true;
+  resumed.metrics_path = tmp / "resumed_metrics.jsonl";
+  train(resumed);
+  EXPECT_EQ(read_file(full.out_dir + "/adapter_model.safetensors"),
+            read_file(resumed.out_dir + "/adapter_model.safetensors"));
+  EXPECT_EQ(read_file(full.out_dir + "/checkpoint-6/optimizer.safetensors"),
+            read_file(resumed.out_dir + "/checkpoint-6/optimizer.safetensors"));
+  // The resumed run logged steps 4..6 with the same losses as the full run.
+  const std::string fm = read_file(full.metrics_path), rm = read_file(resumed.metrics_path);
+  EXPECT_NE(rm.find("\"step\":4"), std::string::npos);
+  EXPECT_EQ(rm.find("\"step\":3"), std::string::npos);
+}
+
+TEST(TrainLoop, SameSeedSameBitsAcrossRuns) {
+  TempDir tmp("determinism");
+  write_file(tmp / "data.jsonl", repetitive_jsonl(6, 12, 96, 2));
+  TrainOptions a = small_run(tmp, "a"), b = small_run(tmp, "b");
+  a.steps = b.steps = 3;
+  train(a);
+  train(b);
+  EXPECT_EQ(read_file(a.out_dir + "/adapter_model.safetensors"), read_file(b.out_dir + "/adapter_model.safetensors"));
+}
+
+TEST(TrainLoop, RepetitiveDataDrivesTheLossDown) {
+  TempDir tmp("learns");
+  write_file(tmp / "data.jsonl", repetitive_jsonl(16, 16, 96, 3));
+  // The golden model's 0.02-scale head cannot express confident predictions (logits stay
+  // within ~±1); a wider init gives the adapter something to work with.
+  write_random_model(ModelConfig::load(golden_dir("llama")), DType::F32, 5, tmp / "model", 0.15);
+  TrainOptions o = small_run(tmp, "out");
+  o.model_dir = tmp / "model";
+  o.steps = 80;
+  o.lr = 2e-2;
+  o.lora.r = 8;
+  o.lora.dropout = 0;
+  o.schedule = "constant";
+  o.warmup_steps = 0;
+  o.eval_data_path = tmp / "data.jsonl";
+  TrainResult r = train(o);
+  EXPECT_LT(r.last_loss, 0.5 * r.first_loss) << r.first_loss << " -> " << r.last_loss;
+  auto model = load_model(o.model_dir);
+  EvalResult before = evaluate(*model, load_examples(o.data_path, o.model_dir, 96), 4, 16);
+  EXPECT_GT(before.loss, 4.0);  // ~ln(96) for a random model
+}
+
+TEST(TrainLoop, NonFiniteLossStopsWithTheLastGoodCheckpoint) {
+  TempDir tmp("nan");
+  write_file(tmp / "data.jsonl", repetitive_jsonl(8, 12, 96, 4));
+  TrainOptions o = small_run(tmp, "out");
+  o.steps = 30;
+  o.save_every = 1;
+  o.lr = 1e30;  // diverges
+  o.max_grad_norm = 0;
+  o.weight_decay = 0;
+  o.warmup_steps = 0;
+  try {
+    train(o);
+    FAIL() << "expected divergence to stop training";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_TRUE(msg.find("became") != std::string::npos) << msg;
+    EXPECT_NE(msg.find("checkpoint-"), std::string::npos) << msg;
+  }
+  EXPECT_TRUE(file_exists(o.out_dir + "/checkpoint-1/trainer_state.json"));
+}
+
+TEST(TrainData, PackingAndBatches) {
+  std::vector<Example> ex = {{{1, 2, 3}, {1, 2, 3}}, {{4, 5}, {-100, 5}}, {{6, 7, 8, 9}, {6, 7, 8, 9}}};
+  auto packed = pack_examples(ex, 5);
+  ASSERT_EQ(packed.size(), 2u);
+  EXPECT_EQ(packed[0].input_ids, (std::vector<int32_t>{1, 2, 3, 4, 5}));
+  EXPECT_EQ(packed[0].labels, (std::vector<int32_t>{1, 2, 3, -100, 5}));
+  Batcher b(ex, 2, 3, 7, false, 0);
+  Batch first = b.get(0);
+  EXPECT_EQ(first.T, 3);
+  EXPECT_EQ(first.ids, (std::vector<int32_t>{1, 2, 3, 4, 5, 0}));
+  EXPECT_EQ(first.labels, (std::vector<int32_t>{1, 2, 3, -100, 5, -100}));
+  Batch second = b.get(1);  // example 3 truncated to 3, then wraps around to example 1
+  EXPECT_EQ(second.truncated, 1);
+  EXPECT_EQ(second.ids, (std::vector<int32_t>{6, 7, 8, 1, 2, 3}));
+}
+
+TEST(TrainData, ErrorsNameFileAndLine) {
+  TempDir tmp("data_errors");
+  write_file(tmp / "bad.jsonl", "{\"input_ids\": [1, 2, 3]}\n{\"input_ids\": [1, 2,\n");
+  try {
+    load_examples(tmp / "bad.jsonl", golden_dir("llama"), 96);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("bad.jsonl:2"), std::string::npos) << e.what();
+  }
+  write_file(tmp / "oov.jsonl", "{\"input_ids\": [1, 2, 300]}\n");
+  EXPECT_THROW(load_examples(tmp / "oov.jsonl", golden_dir("llama"), 96), Error);
+  write_file(tmp / "empty.jsonl", "\n");
+  EXPECT_THROW(load_examples(tmp / "empty.jsonl", golden_dir("llama"), 96), Error);
+  write_file(tmp / "text.jsonl", "{\"text\": \"hello\"}\n");
+  try {
+    load_examples(tmp / "text.jsonl", golden_dir("llama"), 96);  // the golden model has no tokenizer
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("tokenizer"), std::string::npos) << e.what();
+  }
+}

@@ -11,6 +11,7 @@ namespace {
 struct InitArgs {
   std::string preset, dtype = "bf16", out;
   uint64_t seed = 0;
+  double init_std = 0.02;
   int threads = 0;
 };
 
@@ -23,12 +24,14 @@ void setup(CLI::App& app) {
   cmd->add_option("--dtype", args->dtype, "Storage dtype of the weights")->check(CLI::IsMember({"bf16", "f32"}));
   cmd->add_option("--seed", args->seed, "Random seed");
   cmd->add_option("--out", args->out, "Output directory")->required();
+  cmd->add_option("--init-std", args->init_std, "Standard deviation of the random weights (initializer_range)")
+      ->check(CLI::Range(1e-6, 10.0));
   cmd->add_option("--threads", args->threads, "Threads (0 = all cores)");
   cmd->callback([args] {
     qpeft::set_num_threads(args->threads);
     qpeft::ModelConfig cfg = qpeft::ModelConfig::preset(args->preset);
     qpeft::DType dt = args->dtype == "f32" ? qpeft::DType::F32 : qpeft::DType::BF16;
-    qpeft::write_random_model(cfg, dt, args->seed, args->out);
+    qpeft::write_random_model(cfg, dt, args->seed, args->out, args->init_std);
     std::fprintf(stderr, "wrote %s: preset %s, %.1fM parameters, %s\n", args->out.c_str(), args->preset.c_str(),
                  double(cfg.num_parameters()) / 1e6, args->dtype.c_str());
   });

@@ -114,11 +114,7 @@ TEST(Lora, MergedCheckpointGivesTheSameLogits) {
     opt.dtype = DType::F32;
     opt.matrix = [](const WeightSlot& s) -> Tensor {
       if (s.linear) return merged_weight(*s.linear);
-      const auto& w = *s.frozen;
-      Tensor t = Tensor::empty({w->rows(), w->cols()});
-      const float* src = w->decode_rows(0, w->rows(), t.f32());
-      if (src != t.f32()) std::memcpy(t.f32(), src, t.nbytes());
-      return t;
+      return decode_to_f32(**s.frozen);
     };
     save_model(*model, tmp / v, opt);
     auto merged = load_model(tmp / v);

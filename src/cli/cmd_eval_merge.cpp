@@ -74,11 +74,7 @@ void setup_merge(CLI::App& app) {
     opt.dtype = a->dtype.empty() ? base : (a->dtype == "bf16" ? qpeft::DType::BF16 : a->dtype == "f16" ? qpeft::DType::F16 : qpeft::DType::F32);
     opt.matrix = [](const qpeft::WeightSlot& s) -> qpeft::Tensor {
       if (s.linear) return qpeft::merged_weight(*s.linear);
-      const auto& w = *s.frozen;
-      qpeft::Tensor t = qpeft::Tensor::empty({w->rows(), w->cols()});
-      const float* src = w->decode_rows(0, w->rows(), t.f32());
-      if (src != t.f32()) std::copy(src, src + t.numel(), t.f32());
-      return t;
+      return qpeft::decode_to_f32(**s.frozen);
     };
     qpeft::save_model(*model, a->out, opt);
     qpeft::copy_tokenizer_files(a->model, a->out);

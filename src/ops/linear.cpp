@@ -25,6 +25,19 @@ const float* DenseWeight::decode_rows(int64_t r0, int64_t r1, float* scratch) co
   return scratch;
 }
 
+Tensor decode_to_f32(const FrozenWeight& w) {
+  const int64_t rows = w.rows(), cols = w.cols();
+  Tensor t = Tensor::empty({rows, cols});
+  const int64_t tile = std::max<int64_t>(1, w.row_tile());
+  for (int64_t r0 = 0; r0 < rows; r0 += tile) {
+    const int64_t r1 = std::min(rows, r0 + tile);
+    float* dst = t.f32() + r0 * cols;
+    const float* src = w.decode_rows(r0, r1, dst);
+    if (src != dst) std::memcpy(dst, src, size_t((r1 - r0) * cols) * sizeof(float));
+  }
+  return t;
+}
+
 std::string DenseWeight::describe() const { return name_ + " " + t_.describe(); }
 
 void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,

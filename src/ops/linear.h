@@ -27,6 +27,9 @@ class FrozenWeight {
   virtual std::string describe() const = 0;  // "model.layers.0.self_attn.q_proj.weight bf16[256, 256]"
 };
 
+// The whole weight as an f32 tensor [out, in], decoded tile by tile (merge, export, tests).
+Tensor decode_to_f32(const FrozenWeight& w);
+
 // f32 / bf16 / f16 tensor [out, in] (zero-copy over an mmap when the file holds it).
 class DenseWeight final : public FrozenWeight {
  public:

@@ -111,21 +111,12 @@ std::vector<std::pair<std::string, Var>> adapter_params(LlamaModel& model) {
 }
 
 Tensor merged_weight(const Linear& layer) {
-  const int64_t out = layer.out_features, in = layer.in_features;
-  Tensor w = Tensor::empty({out, in});
-  // Decode the base one row tile at a time into the f32 result.
-  const int64_t tile = std::max<int64_t>(1, layer.weight->row_tile());
-  for (int64_t r0 = 0; r0 < out; r0 += tile) {
-    const int64_t r1 = std::min(out, r0 + tile);
-    float* dst = w.f32() + r0 * in;
-    const float* src = layer.weight->decode_rows(r0, r1, dst);
-    if (src != dst) std::copy(src, src + (r1 - r0) * in, dst);
-  }
+  Tensor w = decode_to_f32(*layer.weight);
   auto* lora = dynamic_cast<const LoraAdapter*>(layer.adapter.get());
   if (!lora) return w;
-  // W += s · B[out, r] A[r, in]
-  sgemm(false, false, out, in, lora->r, float(lora->scaling), lora->B.value().f32(), lora->r, lora->A.value().f32(), in,
-        1.0f, w.f32(), in);
+  // W[out, in] += s · B[out, r] A[r, in]
+  sgemm(false, false, layer.out_features, layer.in_features, lora->r, float(lora->scaling), lora->B.value().f32(),
+        lora->r, lora->A.value().f32(), layer.in_features, 1.0f, w.f32(), layer.in_features);
   return w;
 }
 

@@ -1,0 +1,88 @@
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "core/error.h"
+#include "models/checkpoint.h"
+#include "peft/adapter_io.h"
+#include "test_util.h"
+
+using namespace qpeft;
+using namespace qpeft::testing;
+
+TEST(ModelConfig, PresetsHaveTheReferenceShapes) {
+  EXPECT_NEAR(double(ModelConfig::preset("7b").num_parameters()), 6.738e9, 0.001e9);    // Llama-2-7B
+  EXPECT_NEAR(double(ModelConfig::preset("1b").num_parameters()), 1.236e9, 0.001e9);    // Llama-3.2-1B
+  ModelConfig c = ModelConfig::preset("1b");
+  EXPECT_EQ(c.num_kv_heads, 8);
+  EXPECT_TRUE(c.tie_word_embeddings);
+  EXPECT_EQ(c.rope.scaling_type, "llama3");
+  // to_json round-trips through the parser.
+  ModelConfig back = ModelConfig::parse(c.to_json(), "roundtrip");
+  EXPECT_EQ(back.to_json(), c.to_json());
+  EXPECT_THROW(ModelConfig::preset("3b"), Error);
+}
+
+TEST(ModelConfig, RejectsWhatItCannotRun) {
+  auto expect_error = [](const std::string& json, const std::string& needle) {
+    try {
+      ModelConfig::parse(json, "cfg.json");
+      ADD_FAILURE() << "accepted: " << json;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("cfg.json"), std::string::npos) << e.what();
+    }
+  };
+  const std::string base = R"("hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 100)";
+  expect_error("{\"model_type\": \"falcon\", " + base + "}", "falcon");
+  expect_error("{\"model_type\": \"llama\", \"hidden_size\": 64}", "intermediate_size");
+  expect_error("{\"model_type\": \"llama\", \"num_key_value_heads\": 3, " + base + "}", "num_key_value_heads");
+  expect_error("{\"model_type\": \"llama\", \"hidden_act\": \"gelu\", " + base + "}", "gelu");
+  expect_error("{\"model_type\": \"llama\", \"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4}, " + base + "}", "yarn");
+  expect_error("not json", "invalid JSON");
+  ModelConfig m = ModelConfig::parse("{\"model_type\": \"mistral\", \"sliding_window\": 4096, " + base + "}", "m");
+  EXPECT_EQ(m.sliding_window, 4096);
+  ModelConfig q = ModelConfig::parse("{\"model_type\": \"qwen2\", " + base + "}", "q");
+  EXPECT_TRUE(q.qkv_bias);
+  EXPECT_FALSE(q.o_bias);
+}
+
+TEST(Llama, GradientCheckpointingGivesIdenticalGradients) {
+  auto run = [](bool ckpt) {
+    auto model = load_model(golden_dir("llama"));
+    load_lora_adapter(*model, golden_dir("llama") + "/adapter_init");
+    model->set_grad_checkpointing(ckpt);
+    std::vector<int32_t> ids(32), labels(32);
+    for (int i = 0; i < 32; ++i) ids[i] = labels[i] = (i * 11 + 3) % 96;
+    Graph g(true, 5, true);
+    LossResult r = model->loss(g, ids, labels, 2, 16);
+    g.backward(r.loss);
+    std::vector<std::vector<float>> grads;
+    for (auto& [k, p] : adapter_params(*model)) grads.push_back(p.grad().to_vector());
+    return std::make_pair(double(r.loss.value().f32()[0]), grads);
+  };
+  auto plain = run(false), ckpt = run(true);
+  EXPECT_EQ(plain.first, ckpt.first);
+  ASSERT_EQ(plain.second.size(), ckpt.second.size());
+  for (size_t i = 0; i < plain.second.size(); ++i) EXPECT_EQ(plain.second[i], ckpt.second[i]) << i;
+}
+
+TEST(Llama, Bf16CheckpointStaysBf16AndMatchesF32Closely) {
+  TempDir tmp("bf16");
+  ModelConfig cfg = ModelConfig::load(golden_dir("llama"));
+  write_random_model(cfg, DType::BF16, 9, tmp / "bf16");
+  auto m = load_model(tmp / "bf16");
+  auto* dense = dynamic_cast<const DenseWeight*>(m->layers()[0].q_proj.weight.get());
+  ASSERT_NE(dense, nullptr);
+  EXPECT_EQ(dense->tensor().dtype(), DType::BF16);  // no f32 copy of the base
+  std::vector<int32_t> ids = {1, 5, 9, 13, 17, 21, 25, 29};
+  Tensor a = m->logits(ids, 1, 8);
+  SaveOptions opt;
+  opt.dtype = DType::F32;
+  opt.matrix = [](const WeightSlot& s) -> Tensor {
+    return decode_to_f32(**s.frozen);
+  };
+  save_model(*m, tmp / "f32", opt);
+  Tensor b = load_model(tmp / "f32")->logits(ids, 1, 8);
+  for (int64_t i = 0; i < a.numel(); ++i) EXPECT_NEAR(a.f32()[i], b.f32()[i], 1e-5);
+}

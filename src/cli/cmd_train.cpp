@@ -54,7 +54,13 @@ void setup(CLI::App& app) {
   cmd->add_flag("--train-on-prompt", o.data.train_on_prompt, "Also compute the loss on prompt tokens");
   cmd->add_flag("--no-packing", a->no_packing, "One example per row instead of packing short examples into --seq-len");
   cmd->add_option("--eval-data", o.eval_data_path, "Held-out data evaluated every --eval-every steps and at the end");
-  cmd->add_option("--method", o.method, "Fine-tuning method")->check(CLI::IsMember({"lora"}));
+  cmd->add_option("--method", o.method,
+                  "lora, or qlora: NF4 + double-quantized frozen base with the QLoRA paper's defaults (r 64, alpha 16, "
+                  "dropout 0.1, all-linear, lr 2e-4 constant, warmup 3%, max grad norm 0.3) for flags not given")
+      ->check(CLI::IsMember({"lora", "qlora"}));
+  cmd->add_option("--quant", o.quant, "qlora: base weight format")->check(CLI::IsMember({"nf4", "fp4", "nf2", "nf3"}));
+  cmd->add_option("--quant-block", o.quant_block, "qlora: quantization block size (32..4096)");
+  cmd->add_option("--double-quant", o.double_quant, "qlora: double-quantize the block scales (true/false)");
   cmd->add_option("--rank", o.lora.r, "LoRA rank r")->check(CLI::PositiveNumber);
   cmd->add_option("--alpha", o.lora.alpha, "LoRA alpha (scaling = alpha / r)");
   cmd->add_option("--dropout", o.lora.dropout, "LoRA dropout on the adapter input")->check(CLI::Range(0.0, 0.99));
@@ -85,8 +91,20 @@ void setup(CLI::App& app) {
   cmd->add_flag("--resume", o.resume, "Continue from the newest checkpoint in --out (bit-identical)");
   cmd->add_flag("--grad-checkpoint", o.grad_checkpoint, "Recompute block activations in backward to save memory");
   cmd->add_flag("--quiet", o.quiet, "No progress output");
-  cmd->callback([a] {
+  cmd->callback([a, cmd] {
     qpeft::set_num_threads(a->threads);
+    if (a->o.method == "qlora") {
+      // QLoRA paper (Guanaco) defaults for whatever the user did not set.
+      auto unset = [&](const char* flag) { return cmd->count(flag) == 0; };
+      if (unset("--rank")) a->o.lora.r = 64;
+      if (unset("--alpha")) a->o.lora.alpha = 16;
+      if (unset("--dropout")) a->o.lora.dropout = 0.1;
+      if (unset("--targets")) a->targets = "all-linear";
+      if (unset("--lr")) a->o.lr = 2e-4;
+      if (unset("--schedule")) a->o.schedule = "constant";
+      if (unset("--warmup-ratio") && unset("--warmup-steps")) a->o.warmup_ratio = 0.03;
+      if (unset("--max-grad-norm")) a->o.max_grad_norm = 0.3;
+    }
     a->o.lora.target_modules = split_csv(a->targets);
     qpeft::parse_data_format(a->format, &a->o.data.format);
     a->o.packing = !a->no_packing;

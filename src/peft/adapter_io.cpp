@@ -97,7 +97,7 @@ static bool split_key(const std::string& key, std::string* module, std::string* 
   static const std::string prefix = "base_model.model.";
   if (key.rfind(prefix, 0) != 0) return false;
   for (const char* w : {"lora_A", "lora_B"}) {
-    for (const std::string suffix : {std::string(".") + w + ".weight", std::string(".") + w + ".default.weight"}) {
+    for (const std::string& suffix : {std::string(".") + w + ".weight", std::string(".") + w + ".default.weight"}) {
       if (key.size() > prefix.size() + suffix.size() && key.compare(key.size() - suffix.size(), suffix.size(), suffix) == 0) {
         *module = key.substr(prefix.size(), key.size() - prefix.size() - suffix.size());
         *which = w;

@@ -153,13 +153,19 @@ TrainerState load_checkpoint(LlamaModel& model, const TrainOptions& opt, Optimiz
 }  // namespace
 
 TrainResult train(const TrainOptions& opt) {
-  QP_CHECK(opt.method == "lora", "--method '{}' is not available yet (lora)", opt.method);
+  QP_CHECK(opt.method == "lora" || opt.method == "qlora", "--method '{}' is not known (lora, qlora)", opt.method);
   QP_CHECK(!opt.out_dir.empty(), "--out is required");
   QP_CHECK(opt.steps > 0 && opt.batch > 0 && opt.grad_accum > 0, "--steps, --batch and --grad-accum must be positive");
   QP_CHECK(opt.lr > 0 && std::isfinite(opt.lr), "--lr must be a positive number");
   validate_schedule_kind(opt.schedule);
 
-  auto model = load_model(opt.model_dir);
+  LoadOptions load;
+  if (opt.method == "qlora") {
+    load.quantize = opt.quant;
+    load.block_size = opt.quant_block;
+    load.double_quant = opt.double_quant;
+  }
+  auto model = load_model(opt.model_dir, load);
   model->set_grad_checkpointing(opt.grad_checkpoint);
   LoraConfig lcfg = opt.lora;
   if (lcfg.base_model_name_or_path.empty()) lcfg.base_model_name_or_path = opt.model_dir;

@@ -13,7 +13,10 @@ namespace qpeft {
 
 struct TrainOptions {
   std::string model_dir, data_path, eval_data_path, out_dir, metrics_path;
-  std::string method = "lora";
+  std::string method = "lora";  // lora | qlora (NF4 + double-quantized frozen base)
+  std::string quant = "nf4";     // qlora: base format (nf4, fp4, nf2, nf3)
+  int64_t quant_block = 64;
+  bool double_quant = true;
   DataOptions data;            // format, loss on prompt
   bool packing = true;         // pack short examples into --seq-len rows
   bool resume = false;

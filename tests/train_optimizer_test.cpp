@@ -172,6 +172,31 @@ TEST(Adam8bit, QuantizeToMapPicksTheNearestCode) {
   }
 }
 
+TEST(Adam8bit, FastCoderEqualsTheBisection) {
+  Rng r(8);
+  for (bool is_signed : {true, false}) {
+    const MapCoder& coder = is_signed ? optim_coder_signed() : optim_coder_unsigned();
+    const float* map = coder.map();
+    EXPECT_LE(coder.steps(), 3);
+    // Adversarial: every code value, every float midpoint (ties) and their neighbours, the ends,
+    // signed zeros, out-of-range values; then random ones over all decades.
+    std::vector<float> xs = {0.0f, -0.0f, 1.0f, -1.0f, 2.0f, -2.0f, 1e-30f, -1e-30f, 3e38f, -3e38f};
+    for (int j = 0; j < 256; ++j) {
+      xs.push_back(map[j]);
+      if (j > 0) xs.push_back((map[j - 1] + map[j]) * 0.5f);
+    }
+    for (size_t i = 0, n = xs.size(); i < n; ++i) {
+      xs.push_back(std::nextafter(xs[i], 10.0f));
+      xs.push_back(std::nextafter(xs[i], -10.0f));
+    }
+    for (int it = 0; it < 200000; ++it) {
+      float x = float(std::pow(10.0, -9.0 * r.uniform()));
+      xs.push_back(r.uniform() < 0.5 ? -x : x);
+    }
+    for (float x : xs) ASSERT_EQ(coder.encode(x), quantize_to_map(map, x)) << "x=" << x << " signed=" << is_signed;
+  }
+}
+
 TEST(Adam8bit, StateRoundTripErrorBudget) {
   // m-like (signed Gaussian with outliers) and v-like (squares) states, a partial last block.
   const int64_t n = 5 * 256 + 77;

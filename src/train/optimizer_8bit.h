@@ -28,6 +28,7 @@
 // the block's true max once any element is nonzero).
 #pragma once
 #include <cstdint>
+#include <cstring>
 #include <span>
 
 namespace qpeft {
@@ -43,8 +44,47 @@ inline int64_t optim8bit_blocks(int64_t n) { return (n + kOptim8bitBlock - 1) / 
 std::span<const float> optim_map_signed();
 std::span<const float> optim_map_unsigned();
 
-// The kernel's code for a normalised x (bisection on midpoints of a sorted 256-entry map).
+// The kernel's code for a normalised x (bisection on midpoints of a sorted 256-entry map): the
+// scalar reference.
 uint8_t quantize_to_map(const float* map, float x);
+
+// The same codes, fast: a table on the top 16 bits of x's order key gives a lower bound of
+// q = #{j <= 254 : map[j] < x}, a fixed few compares finish it, and one midpoint test picks q - 1
+// or q exactly as the bisection does. No branches on x. Tested equal to quantize_to_map.
+// Floats in a monotone unsigned order (for non-NaN): a < b  <=>  ord(a) < ord(b); -0 sorts just
+// below +0, which only a -0 map entry (there is none) could tell apart.
+inline uint32_t optim_ord(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  return u ^ (uint32_t(int32_t(u) >> 31) | 0x80000000u);
+}
+
+class MapCoder {
+ public:
+  explicit MapCoder(std::span<const float> map);  // 256 strictly increasing values
+  uint8_t encode(float x) const {
+    // The bisection's code from q = #{j <= 254 : map[j] < x}: it ends at leaf p = q or q - 1 (the
+    // even one) with both in-order neighbours on its path, so it picks between q - 1 and q by their
+    // float midpoint, ties to the even index (see quantize_to_map).
+    int q = start_[optim_ord(x) >> 16];
+    for (int s = 0; s < steps_; ++s) q += int(q < 255) & int(map_[q] < x);
+    const int lo = q - int(q > 0);
+    const float mid = (map_[lo] + map_[q]) * 0.5f;
+    const int take_q = (q & 1) ? int(x > mid) : int(x >= mid);
+    const int mask = -take_q;
+    return uint8_t((q & mask) | (lo & ~mask));
+  }
+  const float* map() const { return map_; }
+  int steps() const { return steps_; }  // compares after the table look-up
+
+ private:
+  static constexpr size_t kBuckets = size_t(1) << 16;
+  float map_[256];
+  uint8_t start_[kBuckets];
+  int steps_;
+};
+const MapCoder& optim_coder_signed();
+const MapCoder& optim_coder_unsigned();
 
 // Block-wise state (de)quantization exactly as the update requantizes: absmax[b] = max |x| over
 // block b of 256, code = quantize(map, x / absmax) (+ the sign fix for the signed map). Used for

@@ -5,6 +5,7 @@
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/thread_pool.h"
+#include "train/optimizer.h"
 #include "train/trainer.h"
 
 namespace {
@@ -79,6 +80,10 @@ void setup(CLI::App& app) {
       ->check(CLI::IsMember({"constant", "linear", "cosine"}));
   cmd->add_option("--warmup-ratio", o.warmup_ratio, "Warmup as a fraction of --steps")->check(CLI::Range(0.0, 1.0));
   cmd->add_option("--warmup-steps", o.warmup_steps, "Warmup steps (overrides --warmup-ratio)");
+  cmd->add_option("--optim", o.optimizer,
+                  "Optimizer: adamw (torch), adamw8bit (bitsandbytes 8-bit state), paged_adamw, paged_adamw8bit "
+                  "(large states in a file-backed mapping in $QPEFT_PAGED_DIR or the temp dir)")
+      ->check(CLI::IsMember(qpeft::optimizer_names()));
   cmd->add_option("--weight-decay", o.weight_decay, "AdamW decoupled weight decay");
   cmd->add_option("--max-grad-norm", o.max_grad_norm, "Clip gradients to this global norm (0 = off)");
   cmd->add_option("--seed", o.seed, "Seed for adapter init, shuffling and dropout");

@@ -226,4 +226,21 @@ std::vector<float> dynamic_map(TorchCpu cpu) {
   return data;
 }
 
+std::vector<float> dynamic_map_unsigned(TorchCpu cpu) {
+  // Python (signed=False): fraction_items = 2**(i + 1) + 1; no negated copy. Same float32
+  // arithmetic as dynamic_map above.
+  static const double pow10[7] = {1e-06, 1e-05, 0.0001, 0.001, 0.01, 0.1, 1.0};
+  std::vector<float> data;
+  for (int i = 0; i < 7; ++i) {
+    std::vector<float> b = torch_linspace_f32(0.1f, 1.0f, (int64_t(1) << (i + 1)) + 1, cpu);
+    const float scale = float(pow10[i]);
+    for (size_t j = 0; j + 1 < b.size(); ++j) data.push_back(scale * ((b[j] + b[j + 1]) / 2.0f));
+  }
+  data.push_back(0.0f);
+  data.push_back(1.0f);
+  QP_CHECK(data.size() == 256, "[quant] unsigned dynamic map has {} values, expected 256", data.size());
+  std::sort(data.begin(), data.end());
+  return data;
+}
+
 }  // namespace qpeft

@@ -96,6 +96,10 @@ std::vector<float> uniform_codebook(int k);
 // bitsandbytes builds it at run time with torch.linspace, so a few entries differ by one ulp
 // between torch CPU builds (see the test); Avx2 is the one we store and write.
 std::vector<float> dynamic_map(TorchCpu cpu = TorchCpu::Avx2);
+// bitsandbytes create_dynamic_map(signed=False, 7, 8), sorted: the map of 8-bit optimizers'
+// second moment (exp_avg_sq). For i in 0..6: 2^(i+1) midpoints of linspace(0.1, 1, 2^(i+1) + 1)
+// scaled by 10^(i-6) (254 values), plus 0 and 1.0; all >= 0, [0] = 0, [255] = 1.
+std::vector<float> dynamic_map_unsigned(TorchCpu cpu = TorchCpu::Avx2);
 
 // The 16 NF4 values exactly as bitsandbytes hard-codes them (nf4_dequantization_lut).
 extern const std::array<float, 16> kNF4Values;

@@ -212,6 +212,11 @@ TrainResult train(const TrainOptions& opt) {
                  (long long)trainable, 100.0 * double(trainable) / double(model->config().num_parameters()),
                  (long long)model->config().num_parameters(), n_examples, data.size(), (long long)opt.steps, (long long)opt.batch,
                  (long long)opt.grad_accum);
+  if (!opt.quiet)
+    std::fprintf(stderr, "optimizer %s: %.1f MiB of state (%.2f bytes/parameter), %.1f MiB of it paged\n",
+                 optim.name(), double(optim.state_bytes()) / 1048576.0,
+                 double(optim.state_bytes()) / double(std::max<int64_t>(1, trainable)),
+                 double(optim.paged_state_bytes()) / 1048576.0);
 
   std::FILE* metrics = nullptr;
   if (!opt.metrics_path.empty()) {

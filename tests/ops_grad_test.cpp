@@ -56,6 +56,8 @@ TEST(OpsGrad, AttentionGroupedQueryAcrossTiles) {
 TEST(OpsGrad, Matmuls) {
   check_gradients("matmul_nt", {param({2, 3, 6}, 20), param({4, 6}, 21)},
                   [](Graph& g, const std::vector<Var>& in) { return matmul_nt(g, in[0], in[1]); });
+  check_gradients("add_matmul_nt", {param({2, 3, 5}, 28), param({2, 3, 4}, 29), param({5, 4}, 30)},
+                  [](Graph& g, const std::vector<Var>& in) { return add_matmul_nt(g, in[0], in[1], in[2], 0.7f); });
   for (DType dt : {DType::F32, DType::BF16}) {
     auto w = std::make_shared<DenseWeight>(random_tensor({130, 9}, 22).to(dt), "w");
     check_gradients(std::string("linear_") + dtype_name(dt), {param({5, 9}, 23)},

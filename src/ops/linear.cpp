@@ -145,6 +145,38 @@ Var linear(Graph& g, const Var& x, const std::shared_ptr<const FrozenWeight>& w)
   return out;
 }
 
+namespace {
+
+// Shared by matmul_nt and add_matmul_nt: y[M, N] = alpha · x[M, K] wᵀ + beta · y.
+void matmul_nt_forward(const float* xp, const float* wp, float* yp, int64_t M, int64_t N, int64_t K, float alpha,
+                       float beta) {
+  // Threads split rows of y (N is usually a small rank here).
+  pool().parallel_for(M, [&](int64_t m0, int64_t m1) {
+    sgemm(false, true, m1 - m0, N, K, alpha, xp + m0 * K, K, wp, K, beta, yp + m0 * N, N);
+  });
+}
+
+// dx[M, K] += alpha · dy[M, N] w[N, K];  dw[N, K] += alpha · dyᵀ[N, M] x[M, K].
+void matmul_nt_backward(const Var& x, const Var& w, const float* dy, int64_t M, int64_t N, int64_t K, float alpha) {
+  if (x.requires_grad()) {
+    float* dx = x.grad_buffer();
+    const float* wp = w.value().f32();
+    pool().parallel_for(M, [&](int64_t m0, int64_t m1) {
+      sgemm(false, false, m1 - m0, K, N, alpha, dy + m0 * N, N, wp, K, 1.0f, dx + m0 * K, K);
+    });
+  }
+  if (w.requires_grad()) {
+    // Threads split the columns of dw, so the sum over rows has a fixed order.
+    float* dw = w.grad_buffer();
+    const float* xp = x.value().f32();
+    pool().parallel_for(K, [&](int64_t k0, int64_t k1) {
+      sgemm(true, false, N, k1 - k0, M, alpha, dy, N, xp + k0, K, 1.0f, dw + k0, K);
+    });
+  }
+}
+
+}  // namespace
+
 Var matmul_nt(Graph& g, const Var& x, const Var& w) {
   const Tensor& xv = x.value();
   const Tensor& wv = w.value();
@@ -152,35 +184,34 @@ Var matmul_nt(Graph& g, const Var& x, const Var& w) {
            xv.describe(), w.name(), wv.describe());
   const int64_t N = wv.dim(0), K = wv.dim(1), M = xv.numel() / K;
   Tensor y = Tensor::empty(with_last_dim(xv.shape(), N));
-  const float* xp = xv.f32();
-  const float* wp = wv.f32();
-  float* yp = y.f32();
-  // y[M, N] = x[M, K] wᵀ; threads split rows of y (N is usually a small rank here).
-  pool().parallel_for(M, [&](int64_t m0, int64_t m1) {
-    sgemm(false, true, m1 - m0, N, K, 1.0f, xp + m0 * K, K, wp, K, 0.0f, yp + m0 * N, N);
-  });
+  matmul_nt_forward(xv.f32(), wv.f32(), y.f32(), M, N, K, 1.0f, 0.0f);
   bool rg = g.needs_grad({&x, &w});
   Var out = g.make_output(y, rg);
   if (rg) {
     g.record([x, w, out, M, N, K] {
+      if (out.has_grad()) matmul_nt_backward(x, w, out.grad().f32(), M, N, K, 1.0f);
+    });
+  }
+  return out;
+}
+
+Var add_matmul_nt(Graph& g, const Var& y, const Var& x, const Var& w, float alpha) {
+  const Tensor& xv = x.value();
+  const Tensor& wv = w.value();
+  QP_CHECK(wv.ndim() == 2 && xv.dim(-1) == wv.dim(1) && y.value().dim(-1) == wv.dim(0) &&
+               y.value().numel() / wv.dim(0) == xv.numel() / wv.dim(1),
+           "[add_matmul_nt] y {}, x {} and weight '{}' {} do not fit", y.value().describe(), xv.describe(), w.name(),
+           wv.describe());
+  const int64_t N = wv.dim(0), K = wv.dim(1), M = xv.numel() / K;
+  Tensor out_t = y.value().clone();
+  matmul_nt_forward(xv.f32(), wv.f32(), out_t.f32(), M, N, K, alpha, 1.0f);
+  bool rg = g.needs_grad({&y, &x, &w});
+  Var out = g.make_output(out_t, rg);
+  if (rg) {
+    g.record([y, x, w, out, M, N, K, alpha] {
       if (!out.has_grad()) return;
-      const float* dy = out.grad().f32();
-      if (x.requires_grad()) {
-        // dx[M, K] += dy[M, N] w[N, K]
-        float* dx = x.grad_buffer();
-        const float* wp = w.value().f32();
-        pool().parallel_for(M, [&](int64_t m0, int64_t m1) {
-          sgemm(false, false, m1 - m0, K, N, 1.0f, dy + m0 * N, N, wp, K, 1.0f, dx + m0 * K, K);
-        });
-      }
-      if (w.requires_grad()) {
-        // dw[N, K] += dyᵀ[N, M] x[M, K]; threads split the columns of dw (deterministic).
-        float* dw = w.grad_buffer();
-        const float* xp = x.value().f32();
-        pool().parallel_for(K, [&](int64_t k0, int64_t k1) {
-          sgemm(true, false, N, k1 - k0, M, 1.0f, dy, N, xp + k0, K, 1.0f, dw + k0, K);
-        });
-      }
+      if (y.requires_grad()) y.accumulate_grad(out.grad());
+      matmul_nt_backward(x, w, out.grad().f32(), M, N, K, alpha);
     });
   }
   return out;

@@ -63,5 +63,8 @@ void linear_input_grad(const float* dy, int64_t M, const FrozenWeight& w, float*
 Var linear(Graph& g, const Var& x, const std::shared_ptr<const FrozenWeight>& w);
 // y[..., out] = x[..., in] · wᵀ for a trainable f32 weight w [out, in]; dw = dyᵀ x, dx = dy w.
 Var matmul_nt(Graph& g, const Var& x, const Var& w);
+// out = y + alpha · x wᵀ in one output tensor (LoRA's up-projection added to the base output):
+// y [..., out], x [..., r], w [out, r].
+Var add_matmul_nt(Graph& g, const Var& y, const Var& x, const Var& w, float alpha);
 
 }  // namespace qpeft

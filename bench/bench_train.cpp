@@ -1,6 +1,7 @@
 // Training throughput of LoRA on preset `small` (r=16, all-linear, batch 4 x 256, 2 threads
-// by default), as a fraction of this machine's dense f32 GEMM peak measured in the same run.
-//   build/bench/bench_train [--preset small] [--threads 2] [--steps 5] [--batch 4] [--seq 256] [--rank 16]
+// by default), as a fraction of this machine's dense f32 GEMM peak measured in the same run;
+// with --qlora also QLoRA (NF4 + double-quantized base) on the same shape, and the ratio.
+//   build/bench/bench_train [--preset small] [--threads 2] [--steps 5] [--batch 4] [--seq 256] [--rank 16] [--qlora]
 // FLOPs counted: forward + input-gradient of the model (2 · 2 · linear params incl. the head
 // per token, plus causal attention's QKᵀ and PV), LoRA's own FLOPs excluded.
 #include <sys/resource.h>
@@ -43,26 +44,15 @@ static double gemm_peak_gflops(int64_t n, int reps) {
   return best;
 }
 
-int main(int argc, char** argv) {
-  std::string preset = "small";
-  int threads = 2, steps = 5;
-  int64_t batch = 4, seq = 256, rank = 16;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    std::string k = argv[i], v = argv[i + 1];
-    if (k == "--preset") preset = v;
-    else if (k == "--threads") threads = std::stoi(v);
-    else if (k == "--steps") steps = std::stoi(v);
-    else if (k == "--batch") batch = std::stoll(v);
-    else if (k == "--seq") seq = std::stoll(v);
-    else if (k == "--rank") rank = std::stoll(v);
-  }
-  set_num_threads(threads);
-  const double peak = gemm_peak_gflops(1536, 5);
+struct StepStats {
+  double step_s;
+  size_t rss_after_mib;
+};
 
-  ModelConfig cfg = ModelConfig::preset(preset);
-  const std::string dir = (std::filesystem::temp_directory_path() / ("qpeft_bench_" + preset)).string();
-  write_random_model(cfg, DType::BF16, 1, dir);
-  auto model = load_model(dir);
+// Median seconds per optimizer step (after one warm-up step) of LoRA training on `dir`.
+static StepStats time_training(const std::string& dir, const LoadOptions& load, int64_t rank, int64_t batch, int64_t seq,
+                               int steps) {
+  auto model = load_model(dir, load);
   LoraConfig lc;
   lc.r = rank;
   lc.alpha = 2.0 * double(rank);
@@ -70,10 +60,9 @@ int main(int argc, char** argv) {
   inject_lora(*model, lc, 1);
   NamedParams params = adapter_params(*model);
   AdamW opt(params, AdamWConfig{});
-
   Rng rng(3);
   std::vector<int32_t> ids(size_t(batch * seq));
-  for (auto& t : ids) t = int32_t(rng.below(uint64_t(cfg.vocab_size)));
+  for (auto& t : ids) t = int32_t(rng.below(uint64_t(model->config().vocab_size)));
   std::vector<double> times;
   for (int s = 0; s < steps + 1; ++s) {
     auto t = Clock::now();
@@ -83,27 +72,64 @@ int main(int argc, char** argv) {
     clip_grad_norm(params, 1.0);
     opt.step(1e-4);
     opt.zero_grad();
-    if (s > 0) times.push_back(seconds_since(t));  // first step warms up
+    if (s > 0) times.push_back(seconds_since(t));  // the first step warms up
   }
-  const double step_s = median(times);
-  const double tokens = double(batch * seq);
-  const double p_lin = double(cfg.num_parameters() - cfg.vocab_size * cfg.hidden_size * (cfg.tie_word_embeddings ? 0 : 1) -
-                              cfg.hidden_size * (2 * cfg.num_layers + 1)) ;
-  // Linear params incl. the head (the embedding lookup does no FLOPs).
-  const double lin = p_lin;
-  const double attn = 2.0 * 2.0 * double(cfg.num_layers) * double(seq) / 2.0 * double(cfg.num_heads * cfg.head_dim);
-  const double flops_per_token = 2.0 * (2.0 * lin + attn);
-  const double achieved = flops_per_token * tokens / step_s / 1e9;
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
+  return {median(times), size_t(ru.ru_maxrss / 1024)};
+}
+
+int main(int argc, char** argv) {
+  std::string preset = "small";
+  int threads = 2, steps = 5;
+  int64_t batch = 4, seq = 256, rank = 16;
+  bool qlora = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string k = argv[i], v = i + 1 < argc ? argv[i + 1] : "";
+    if (k == "--qlora") { qlora = true; continue; }
+    ++i;
+    if (k == "--preset") preset = v;
+    else if (k == "--threads") threads = std::stoi(v);
+    else if (k == "--steps") steps = std::stoi(v);
+    else if (k == "--batch") batch = std::stoll(v);
+    else if (k == "--seq") seq = std::stoll(v);
+    else if (k == "--rank") rank = std::stoll(v);
+    else { std::fprintf(stderr, "unknown option %s\n", k.c_str()); return 2; }
+  }
+  set_num_threads(threads);
+  ModelConfig cfg = ModelConfig::preset(preset);
+  const std::string dir = (std::filesystem::temp_directory_path() / ("qpeft_bench_" + preset)).string();
+  write_random_model(cfg, DType::BF16, 1, dir);
+
+  const double peak_before = gemm_peak_gflops(1536, 5);
+  const StepStats lora = time_training(dir, LoadOptions{}, rank, batch, seq, steps);
+  StepStats ql{};
+  if (qlora) {
+    LoadOptions lo;
+    lo.quantize = "nf4";
+    ql = time_training(dir, lo, rank, batch, seq, steps);
+  }
+  const double peak = std::max(peak_before, gemm_peak_gflops(1536, 5));
+
+  const double tokens = double(batch * seq);
+  // Linear params incl. the head (the embedding lookup does no FLOPs).
+  const double lin = double(cfg.num_parameters() - cfg.vocab_size * cfg.hidden_size * (cfg.tie_word_embeddings ? 0 : 1) -
+                            cfg.hidden_size * (2 * cfg.num_layers + 1));
+  const double attn = 2.0 * 2.0 * double(cfg.num_layers) * double(seq) / 2.0 * double(cfg.num_heads * cfg.head_dim);
+  const double flops_per_token = 2.0 * (2.0 * lin + attn);
+  const double achieved = flops_per_token * tokens / lora.step_s / 1e9;
   std::printf("bench_train: preset %s, LoRA r=%lld all-linear, batch %lld x %lld, %d threads, %d timed steps\n",
               preset.c_str(), (long long)rank, (long long)batch, (long long)seq, threads, steps);
-  std::printf("  step time (median)     %.3f s\n", step_s);
-  std::printf("  tokens/s               %.1f\n", tokens / step_s);
-  std::printf("  model FLOP/s (fwd+dX)  %.2f GFLOP/s  (%.1f MFLOP/token)\n", achieved, flops_per_token / 1e6);
-  std::printf("  dense f32 GEMM peak    %.2f GFLOP/s  (1536^3, best of 5, same threads)\n", peak);
-  std::printf("  fraction of peak       %.3f  (target >= 0.40)\n", achieved / peak);
-  std::printf("  peak RSS               %.1f MiB\n", double(ru.ru_maxrss) / 1024.0);
+  std::printf("  LoRA step time (median)  %.3f s\n", lora.step_s);
+  std::printf("  LoRA tokens/s            %.1f\n", tokens / lora.step_s);
+  std::printf("  model FLOP/s (fwd+dX)    %.2f GFLOP/s  (%.1f MFLOP/token)\n", achieved, flops_per_token / 1e6);
+  std::printf("  dense f32 GEMM peak      %.2f GFLOP/s  (1536^3, best of 10 before and after, same threads)\n", peak);
+  std::printf("  fraction of peak         %.3f  (target >= 0.40)\n", achieved / peak);
+  std::printf("  peak RSS after LoRA      %zu MiB\n", lora.rss_after_mib);
+  if (qlora) {
+    std::printf("  QLoRA (NF4+DQ) step      %.3f s, %.1f tokens/s\n", ql.step_s, tokens / ql.step_s);
+    std::printf("  QLoRA / LoRA tokens/s    %.3f  (target >= 0.80)\n", lora.step_s / ql.step_s);
+  }
   std::filesystem::remove_all(dir);
   return 0;
 }

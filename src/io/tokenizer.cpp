@@ -109,6 +109,11 @@ std::vector<int32_t> TokenizerImpl::encode(std::string_view text, bool add_speci
   std::vector<int32_t> ids;
   ids.reserve(text.size() / 3 + 4);
   if (add_special) ids = prefix_ids;
+  if (spm) {
+    spm_encode(*spm, text, ids);
+    if (add_special) ids.insert(ids.end(), suffix_ids.begin(), suffix_ids.end());
+    return ids;
+  }
   std::string scratch;
   auto emit = [&](std::string_view w) { bpe->encode(w, ids); };
   auto model_stage = [&](std::string_view piece, bool at_start) { pre_tokenize(pre, piece, at_start, scratch, emit); };
@@ -125,6 +130,11 @@ std::vector<int32_t> TokenizerImpl::encode(std::string_view text, bool add_speci
 }
 
 std::string TokenizerImpl::decode(const std::vector<int32_t>& ids, bool skip_special) const {
+  if (spm) {
+    for (size_t i = 0; i < ids.size(); ++i)
+      QP_CHECK(ids[i] >= 0 && size_t(ids[i]) < id_to_token.size(), "[tokenizer] decode: token id {} (position {}) is outside the vocabulary [0, {}) of {}", ids[i], i, id_to_token.size(), source);
+    return spm_decode(*spm, ids, special, skip_special);
+  }
   std::vector<std::string> tokens;
   tokens.reserve(ids.size());
   for (size_t i = 0; i < ids.size(); ++i) {

@@ -94,8 +94,18 @@ class BpeEncoder {
   mutable std::unordered_map<std::string, std::vector<int32_t>, Hash, std::equal_to<>> cache_;
 };
 
+// A SentencePiece tokenizer.model behind SentencePieceProcessor (tokenizer_spm.cpp); opaque
+// here so that only that file includes sentencepiece's headers.
+struct SpmModel;
+struct SpmDeleter {
+  void operator()(SpmModel* p) const;
+};
+void spm_encode(const SpmModel& m, std::string_view text, std::vector<int32_t>& out);
+std::string spm_decode(const SpmModel& m, const std::vector<int32_t>& ids, const std::vector<uint8_t>& special, bool skip_special);
+
 struct TokenizerImpl {
   std::string source;
+  std::unique_ptr<SpmModel, SpmDeleter> spm;  // set for tokenizer.model: the pipeline below is unused
   std::vector<Normalizer> normalizers;
   PreTokenizer pre;
   BpeModel model;
@@ -130,6 +140,13 @@ std::string decode_pipeline(const std::vector<Decoder>& steps, std::vector<std::
 }  // namespace qpeft::tok_detail
 
 namespace qpeft::tok_detail {
+// The parts of tokenizer_config.json the tokenizer uses.
+struct TokenizerConfig {
+  bool present = false;
+  std::string bos_token, eos_token, pad_token, unk_token, chat_template, tokenizer_class;
+  int add_bos_token = -1, add_eos_token = -1;  // -1: not given (or not a boolean)
+};
+TokenizerConfig parse_tokenizer_config(std::string_view text, const std::string& origin);
 std::unique_ptr<TokenizerImpl> load_tokenizer_json(std::string_view text, std::string_view config_text, const std::string& origin);
 // A SentencePiece tokenizer.model (BPE) converted as transformers' LlamaConverter does.
 std::unique_ptr<TokenizerImpl> load_sentencepiece_model(const std::string& path, std::string_view config_text);

@@ -284,6 +284,39 @@ std::string config_token(const json& cfg, const char* k) {
 
 }  // namespace
 
+TokenizerConfig parse_tokenizer_config(std::string_view text, const std::string& origin) {
+  TokenizerConfig c;
+  if (text.empty()) return c;
+  json cfg;
+  try {
+    cfg = json::parse(text.begin(), text.end());
+  } catch (const json::parse_error& e) {
+    fail("[tokenizer] tokenizer_config.json next to {}: not valid JSON ({})", origin, e.what());
+  }
+  if (!cfg.is_object()) fail("[tokenizer] tokenizer_config.json next to {}: expected a JSON object", origin);
+  c.present = true;
+  c.bos_token = config_token(cfg, "bos_token");
+  c.eos_token = config_token(cfg, "eos_token");
+  c.pad_token = config_token(cfg, "pad_token");
+  c.unk_token = config_token(cfg, "unk_token");
+  auto str = [&](const char* k) { return cfg.contains(k) && cfg[k].is_string() ? cfg[k].get<std::string>() : std::string(); };
+  auto flag = [&](const char* k) { return cfg.contains(k) && cfg[k].is_boolean() ? int(cfg[k].get<bool>()) : -1; };
+  c.tokenizer_class = str("tokenizer_class");
+  c.add_bos_token = flag("add_bos_token");
+  c.add_eos_token = flag("add_eos_token");
+  if (cfg.contains("chat_template")) {
+    const json& ct = cfg["chat_template"];
+    if (ct.is_string()) {
+      c.chat_template = ct.get<std::string>();
+    } else if (ct.is_array()) {
+      for (const auto& e : ct)
+        if (e.is_object() && e.contains("name") && e["name"] == "default" && e.contains("template") && e["template"].is_string())
+          c.chat_template = e["template"].get<std::string>();
+    }
+  }
+  return c;
+}
+
 std::unique_ptr<TokenizerImpl> load_tokenizer_json(std::string_view text, std::string_view config_text, const std::string& origin) {
   Ctx c{origin};
   json j;
@@ -343,21 +376,14 @@ std::unique_ptr<TokenizerImpl> load_tokenizer_json(std::string_view text, std::s
 
   // tokenizer_config.json: special tokens, chat template, and the add_bos/add_eos rules that
   // transformers' LlamaTokenizerFast applies over the file's post-processor.
-  json cfg;
-  if (!config_text.empty()) {
-    try {
-      cfg = json::parse(config_text.begin(), config_text.end());
-    } catch (const json::parse_error& e) {
-      fail("[tokenizer] tokenizer_config.json next to {}: not valid JSON ({})", origin, e.what());
-    }
-  }
+  TokenizerConfig cfg = parse_tokenizer_config(config_text, origin);
   auto id_of = [&](const std::string& s) {
     auto it = t->token_to_id.find(s);
     return s.empty() || it == t->token_to_id.end() ? -1 : it->second;
   };
-  t->bos_token = config_token(cfg, "bos_token");
-  t->eos_token = config_token(cfg, "eos_token");
-  if (cfg.is_null()) {  // no config: the usual names
+  t->bos_token = cfg.bos_token;
+  t->eos_token = cfg.eos_token;
+  if (!cfg.present) {  // no config: the usual names
     for (const char* s : {"<s>", "<|begin_of_text|>"})
       if (t->bos_token.empty() && id_of(s) >= 0) t->bos_token = s;
     for (const char* s : {"</s>", "<|end_of_text|>", "<|endoftext|>"})
@@ -365,24 +391,14 @@ std::unique_ptr<TokenizerImpl> load_tokenizer_json(std::string_view text, std::s
   }
   t->bos = id_of(t->bos_token);
   t->eos = id_of(t->eos_token);
-  t->pad = id_of(config_token(cfg, "pad_token"));
-  if (int32_t u = id_of(config_token(cfg, "unk_token")); u >= 0) t->unk = u;
-  if (cfg.is_object() && cfg.contains("chat_template")) {
-    const json& ct = cfg["chat_template"];
-    if (ct.is_string()) {
-      t->chat_template = ct.get<std::string>();
-    } else if (ct.is_array()) {
-      for (const auto& e : ct)
-        if (e.is_object() && e.value("name", "") == "default" && e.contains("template") && e["template"].is_string())
-          t->chat_template = e["template"].get<std::string>();
-    }
-  }
-  std::string cls = cfg.is_object() ? cfg.value("tokenizer_class", "") : "";
+  t->pad = id_of(cfg.pad_token);
+  if (int32_t u = id_of(cfg.unk_token); u >= 0) t->unk = u;
+  t->chat_template = cfg.chat_template;
+  const std::string& cls = cfg.tokenizer_class;
   if (cls == "LlamaTokenizer" || cls == "LlamaTokenizerFast" || cls == "CodeLlamaTokenizer" || cls == "CodeLlamaTokenizerFast") {
-    bool add_bos = cfg.value("add_bos_token", true), add_eos = cfg.value("add_eos_token", false);
     t->prefix_ids.clear(), t->suffix_ids.clear();
-    if (add_bos && t->bos >= 0) t->prefix_ids.push_back(t->bos);
-    if (add_eos && t->eos >= 0) t->suffix_ids.push_back(t->eos);
+    if (cfg.add_bos_token != 0 && t->bos >= 0) t->prefix_ids.push_back(t->bos);
+    if (cfg.add_eos_token == 1 && t->eos >= 0) t->suffix_ids.push_back(t->eos);
   }
   t->bpe = std::make_unique<BpeEncoder>(t->model);
   return t;

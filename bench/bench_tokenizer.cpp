@@ -22,6 +22,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <fmt/format.h>
 #include <fstream>
@@ -41,6 +42,13 @@ using qpeft::Tokenizer;
 namespace {
 
 double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+// CPU time of this thread: on a shared machine it shows how much of the wall time was ours.
+double thread_cpu() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+}
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -207,7 +215,13 @@ int main(int argc, char** argv) {
   size_t limit = size_t(mb * 1024 * 1024);
   std::vector<Corpus> corpora = {english_corpus(limit), code_corpus(limit)};
   qpeft::make_dirs(out_dir);
-  std::printf("bench_tokenizer: single thread, %d timed reps after 1 warm-up, median; MB = 1e6 bytes\n", reps);
+  std::printf("bench_tokenizer: single thread, %d timed reps after 1 warm-up, median; MB = 1e6 bytes; load average at start: %s\n", reps,
+              [] {
+                std::ifstream f("/proc/loadavg");
+                std::string l;
+                std::getline(f, l);
+                return l;
+              }().c_str());
   for (const auto& c : corpora) {
     std::string path = out_dir + "/" + c.name + ".txt";
     std::ofstream f(path, std::ios::binary);
@@ -245,11 +259,12 @@ int main(int argc, char** argv) {
   bool all_agree = true;
   std::vector<std::string> load_lines;
   for (auto& [m, dir] : models) {
-    std::vector<double> lt;
+    std::vector<double> lt, lc;
     for (int r = 0; r < load_reps; ++r) {
-      double t0 = now();
+      double t0 = now(), c0 = thread_cpu();
       Tokenizer probe = Tokenizer::load(dir);
       lt.push_back(now() - t0);
+      lc.push_back(thread_cpu() - c0);
     }
     Tokenizer tok = Tokenizer::load(dir);
     double js_load = -1;
@@ -296,7 +311,7 @@ int main(int argc, char** argv) {
                   js_col.c_str(), ratio_col.c_str(), agree_col.c_str());
       std::fflush(stdout);
     }
-    std::string line = fmt::format("  load {:<7} tokenizer.json: qpeft {:.3f} s (median of {})", m, median(lt), load_reps);
+    std::string line = fmt::format("  load {:<7} tokenizer.json: qpeft {:.3f} s wall, {:.3f} s CPU (median of {})", m, median(lt), median(lc), load_reps);
     if (js_load >= 0) line += fmt::format(", JS {:.3f} s (JSON.parse + construct, once)", js_load);
     load_lines.push_back(line);
   }

@@ -69,12 +69,10 @@ std::unique_ptr<TokenizerImpl> load_sentencepiece_model(const std::string& path,
   for (int id = 0; id < n; ++id) {
     t->id_to_token[size_t(id)] = sp.IdToPiece(id);
     t->special[size_t(id)] = sp.IsControl(id) || sp.IsUnknown(id);
-    t->token_to_id.emplace(t->id_to_token[size_t(id)], id);
   }
-  auto id_of = [&](const std::string& s) {
-    auto it = t->token_to_id.find(s);
-    return s.empty() || it == t->token_to_id.end() ? -1 : it->second;
-  };
+  t->token_to_id.reserve(size_t(n));
+  for (int id = 0; id < n; ++id) t->token_to_id.insert(t->id_to_token[size_t(id)], id);
+  auto id_of = [&](const std::string& s) { return s.empty() ? -1 : t->token_to_id.find(s); };
   auto piece_of = [&](int id) { return id >= 0 && id < n ? sp.IdToPiece(id) : std::string(); };
 
   TokenizerConfig cfg = parse_tokenizer_config(config_text, path);

@@ -162,3 +162,21 @@ TEST(TokenizerSpm, BadModelFileIsAClearError) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(TokenizerSpm, TokenizeCliTakesTokenizerModel) {
+  std::string cmd = std::string(QPEFT_CLI_PATH) + " tokenize --tokenizer '" + kModel + "' --text 'Hello world' --add-special 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  std::string out;
+  char buf[4096];
+  for (size_t n; (n = fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
+  EXPECT_EQ(pclose(p), 0) << out;
+  std::vector<int32_t> ids = Tokenizer::load(kModel).encode("Hello world", true);
+  std::string want;
+  for (size_t i = 0; i < ids.size(); ++i) want += (i ? " " : "") + std::to_string(ids[i]);
+  EXPECT_EQ(out, want + "\n");
+}
+
+}  // namespace

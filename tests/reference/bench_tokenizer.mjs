@@ -5,7 +5,8 @@
 // Each FILE holds documents separated by NUL bytes (valid UTF-8, so a JS string round-trips
 // the exact bytes). Each document is encoded with add_special_tokens=false, single thread.
 // Prints one JSON object on stdout:
-//   {results: [{model, corpus, bytes, docs, tokens, load_s, warmup_s, times_s: [...]}]}
+//   {results: [{model, corpus, bytes, docs, tokens, load_s, warmup_s, times_s: [...], cpu_s: [...]}]}
+// (cpu_s: user + system CPU time of the node process per pass, GC threads included).
 // and writes DIR/ids-MODEL-CORPUS.bin: per document, int32 count then the int32 ids (LE).
 import fs from "node:fs";
 import path from "node:path";
@@ -59,11 +60,14 @@ for (const [model, dir] of tokenizers) {
     let t = now();
     const ids = run();  // warm-up (JIT, caches); its ids are the ones compared
     const warmup_s = now() - t;
-    const times_s = [];
+    const times_s = [], cpu_s = [];
     for (let r = 0; r < reps; ++r) {
+      const c0 = process.cpuUsage();
       t = now();
       run();
       times_s.push(now() - t);
+      const c = process.cpuUsage(c0);
+      cpu_s.push((c.user + c.system) / 1e6);
     }
     let tokens = 0;
     for (const v of ids) tokens += v.length;
@@ -74,7 +78,7 @@ for (const [model, dir] of tokenizers) {
       for (const id of v) out[k++] = id;
     }
     fs.writeFileSync(path.join(outDir, `ids-${model}-${c.name}.bin`), Buffer.from(out.buffer));
-    results.push({ model, corpus: c.name, bytes: c.bytes, docs: c.docs.length, tokens, load_s, warmup_s, times_s });
+    results.push({ model, corpus: c.name, bytes: c.bytes, docs: c.docs.length, tokens, load_s, warmup_s, times_s, cpu_s });
     console.error(`[bench_tokenizer.mjs] ${model} ${c.name}: ${c.docs.length} documents, ${c.bytes} bytes, ${tokens} tokens`);
   }
 }

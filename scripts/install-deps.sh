@@ -8,6 +8,8 @@ PKGS=(
   build-essential cmake ninja-build pkg-config
   libopenblas-dev liblapacke-dev
   nlohmann-json3-dev libcli11-dev libfmt-dev
+  libsentencepiece-dev  # tokenizer.model checkpoints
+  sentencepiece         # spm_train/spm_encode: build the test model and the reference ids
   libgtest-dev libgmock-dev libbenchmark-dev
   nodejs npm
   unicode-data  # only to regenerate src/io/tokenizer_unicode_tables.cpp (scripts/gen_unicode_tables.py)

@@ -158,3 +158,54 @@ TEST(TokenizerLoad, FromModelDirectoryWithConfig) {
   EXPECT_EQ(t.chat_template(), "{{ bos_token }}{% for m in messages %}{{ m['content'] }}{% endfor %}");
   qpeft::remove_all(dir);
 }
+
+// model.vocab and model.merges are read by a SAX handler straight into the model: the same
+// answers and errors as from the DOM, for every shape they can take.
+TEST(TokenizerLoad, VocabAndMergesShapes) {
+  json j = test_fixtures::tiny_bytelevel_json();
+  Tokenizer want = Tokenizer::from_json(j.dump());
+  const std::string text = "aaaa 11 aa  ";
+  json pairs = json::array();
+  for (const auto& m : j["model"]["merges"]) {
+    std::string s = m;
+    pairs.push_back({s.substr(0, s.find(' ')), s.substr(s.find(' ') + 1)});
+  }
+  json k = j;
+  k["model"]["merges"] = pairs;  // [["a", "b"], ...] as newer tokenizer.json files write them
+  EXPECT_EQ(Tokenizer::from_json(k.dump()).encode(text), want.encode(text));
+  k = j;  // key order: merges before vocab, "model" before the pre-tokenizer
+  std::string dumped = "{\"model\": {\"merges\": " + j["model"]["merges"].dump() + ", \"vocab\": " + j["model"]["vocab"].dump() +
+                       ", \"type\": \"BPE\"}, \"pre_tokenizer\": " + j["pre_tokenizer"].dump() + ", \"decoder\": " + j["decoder"].dump() + "}";
+  EXPECT_EQ(Tokenizer::from_json(dumped).encode(text), want.encode(text));
+  // A "vocab" key elsewhere is ordinary JSON.
+  k = j;
+  k["decoder"]["vocab"] = {{"x", 1}};
+  k["extra"] = {{"model", {{"vocab", json::array({1, 2})}}}};
+  EXPECT_EQ(Tokenizer::from_json(k.dump()).encode(text), want.encode(text));
+
+  auto err = [](const json& bad) { return error_of([&] { Tokenizer::from_json(bad.dump()); }); };
+  k = j;
+  k["model"]["vocab"] = json::array({1, 2});
+  EXPECT_NE(err(k).find("model.vocab: expected an object"), std::string::npos) << err(k);
+  k = j;
+  k["model"].erase("vocab");
+  EXPECT_NE(err(k).find("missing key \"vocab\""), std::string::npos) << err(k);
+  for (json v : {json(-1), json(1.5), json(nullptr), json::object({{"id", 3}}), json::array({3}), json(int64_t(1) << 40)}) {
+    k = j;
+    k["model"]["vocab"]["weird"] = v;
+    EXPECT_NE(err(k).find("model.vocab[\"weird\"]: expected a non-negative integer id"), std::string::npos) << v.dump() << ": " << err(k);
+  }
+  k = j;
+  k["model"]["merges"] = "a a";
+  EXPECT_NE(err(k).find("model.merges: expected an array"), std::string::npos) << err(k);
+  for (json m : {json("a"), json("a a a"), json(7), json::array({"a"}), json::array({"a", "a", "a"}), json::array({"a", 1}),
+                 json::array({json::array({"a"}), "a"}), json::object({{"a", "a"}})}) {
+    k = j;
+    k["model"]["merges"].push_back(m);
+    EXPECT_NE(err(k).find("model.merges[4]: expected \"left right\""), std::string::npos) << m.dump() << ": " << err(k);
+  }
+  k = j;
+  k["model"]["merges"].push_back(json::array({"a", "zz"}));
+  EXPECT_NE(err(k).find("model.merges[4]: merge \"a\" + \"zz\": zz is not in the vocabulary"), std::string::npos) << err(k);
+  EXPECT_NE(error_of([] { Tokenizer::from_json("{\"model\": {\"vocab\": {\"a\": 0}, \"merges\": [\"a a\""); }).find("not valid JSON"), std::string::npos);
+}

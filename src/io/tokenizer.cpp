@@ -10,6 +10,78 @@
 namespace qpeft {
 namespace tok_detail {
 
+void StrIndex::reserve(size_t n) {
+  size_t cap = 16;
+  while (cap < n + n / 2 + 1) cap *= 2;
+  if (cap <= slots_.size()) return;
+  std::vector<Slot> old;
+  old.swap(slots_);
+  slots_.assign(cap, Slot{});
+  for (const Slot& e : old) {
+    if (e.value < 0) continue;
+    size_t i = e.hash & (cap - 1);
+    while (slots_[i].value >= 0) i = (i + 1) & (cap - 1);
+    slots_[i] = e;
+  }
+}
+
+void StrIndex::insert(std::string_view key, int32_t value, bool overwrite) {
+  if ((size_ + 1) * 3 > slots_.size() * 2) reserve(slots_.size() + 1);  // load <= 2/3
+  uint32_t h = hash_of(key);
+  size_t mask = slots_.size() - 1;
+  for (size_t i = h & mask;; i = (i + 1) & mask) {
+    Slot& e = slots_[i];
+    if (e.value < 0) {
+      e = Slot{key, h, value};
+      ++size_;
+      return;
+    }
+    if (e.hash == h && e.key == key) {
+      if (overwrite) e.key = key, e.value = value;
+      return;
+    }
+  }
+}
+
+int32_t StrIndex::find(std::string_view key) const {
+  if (slots_.empty()) return -1;
+  uint32_t h = hash_of(key);
+  size_t mask = slots_.size() - 1;
+  for (size_t i = h & mask;; i = (i + 1) & mask) {
+    const Slot& e = slots_[i];
+    if (e.value < 0) return -1;
+    if (e.hash == h && e.key == key) return e.value;
+  }
+}
+
+void PairMap::reserve(size_t n) {
+  size_t cap = 16;
+  int bits = 4;
+  while (cap < n + n / 2 + 1) cap *= 2, ++bits;
+  if (cap <= keys_.size()) return;
+  std::vector<uint64_t> old_keys(cap, kEmpty), old_values(cap);
+  old_keys.swap(keys_), old_values.swap(values_);
+  shift_ = 64 - bits;
+  size_ = 0;
+  for (size_t i = 0; i < old_keys.size(); ++i)
+    if (old_keys[i] != kEmpty) set(old_keys[i], old_values[i]);
+}
+
+void PairMap::set(uint64_t key, uint64_t value) {
+  if ((size_ + 1) * 3 > keys_.size() * 2) reserve(keys_.size() + 1);
+  for (size_t i = slot(key);; i = (i + 1) & (keys_.size() - 1)) {
+    if (keys_[i] == key) {
+      values_[i] = value;
+      return;
+    }
+    if (keys_[i] == kEmpty) {
+      keys_[i] = key, values_[i] = value;
+      ++size_;
+      return;
+    }
+  }
+}
+
 void TokenTrie::add(std::string_view s, int32_t token_index) {
   if (s.empty()) return;
   first_[static_cast<unsigned char>(s[0])] = true;
@@ -109,6 +181,11 @@ std::vector<int32_t> TokenizerImpl::encode(std::string_view text, bool add_speci
   std::vector<int32_t> ids;
   ids.reserve(text.size() / 3 + 4);
   if (add_special) ids = prefix_ids;
+  if (spm) {
+    spm_encode(*spm, text, ids);
+    if (add_special) ids.insert(ids.end(), suffix_ids.begin(), suffix_ids.end());
+    return ids;
+  }
   std::string scratch;
   auto emit = [&](std::string_view w) { bpe->encode(w, ids); };
   auto model_stage = [&](std::string_view piece, bool at_start) { pre_tokenize(pre, piece, at_start, scratch, emit); };
@@ -125,6 +202,11 @@ std::vector<int32_t> TokenizerImpl::encode(std::string_view text, bool add_speci
 }
 
 std::string TokenizerImpl::decode(const std::vector<int32_t>& ids, bool skip_special) const {
+  if (spm) {
+    for (size_t i = 0; i < ids.size(); ++i)
+      QP_CHECK(ids[i] >= 0 && size_t(ids[i]) < id_to_token.size(), "[tokenizer] decode: token id {} (position {}) is outside the vocabulary [0, {}) of {}", ids[i], i, id_to_token.size(), source);
+    return spm_decode(*spm, ids, special, skip_special);
+  }
   std::vector<std::string> tokens;
   tokens.reserve(ids.size());
   for (size_t i = 0; i < ids.size(); ++i) {
@@ -161,8 +243,7 @@ const std::string& Tokenizer::id_to_token(int32_t id) const {
   return impl_->id_to_token[size_t(id)];
 }
 int32_t Tokenizer::token_to_id(std::string_view token) const {
-  auto it = impl_->token_to_id.find(std::string(token));
-  return it == impl_->token_to_id.end() ? -1 : it->second;
+  return impl_->token_to_id.find(token);
 }
 bool Tokenizer::is_special(int32_t id) const { return id >= 0 && size_t(id) < impl_->special.size() && impl_->special[size_t(id)]; }
 const std::string& Tokenizer::bos_token() const { return impl_->bos_token; }

@@ -1,6 +1,7 @@
 // Tokenizer: loads a Hugging Face tokenizer.json (byte-level BPE: GPT-2, Llama 3, Qwen2/3;
 // SentencePiece-style BPE: Llama 2, Mistral, TinyLlama) and encodes/decodes exactly as the
-// `tokenizers` library does, id for id.
+// `tokenizers` library does, id for id; or a SentencePiece tokenizer.model, encoded and
+// decoded by libsentencepiece itself (docs/tokenizers.md lists what is supported).
 //
 //   auto tok = qpeft::Tokenizer::load("models/llama3");   // dir, tokenizer.json or .model
 //   std::vector<int32_t> ids = tok.encode("Hello world", /*add_special=*/true);

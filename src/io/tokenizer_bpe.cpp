@@ -21,10 +21,10 @@ struct Sym {
 };
 
 inline bool lookup(const BpeModel& m, int32_t a, int32_t b, uint32_t* rank, int32_t* merged) {
-  auto it = m.merges.find((uint64_t(uint32_t(a)) << 32) | uint32_t(b));
-  if (it == m.merges.end()) return false;
-  *rank = uint32_t(it->second >> 32);
-  *merged = int32_t(uint32_t(it->second));
+  uint64_t v;
+  if (!m.merges.find((uint64_t(uint32_t(a)) << 32) | uint32_t(b), &v)) return false;
+  *rank = uint32_t(v >> 32);
+  *merged = int32_t(uint32_t(v));
   return true;
 }
 
@@ -88,9 +88,8 @@ void merge_large(const BpeModel& m, std::vector<Sym>& s) {
 
 void BpeEncoder::encode_uncached(std::string_view w, std::vector<int32_t>& out) const {
   if (m_.ignore_merges) {
-    auto it = m_.vocab.find(std::string(w));
-    if (it != m_.vocab.end()) {
-      out.push_back(it->second);
+    if (int32_t id = m_.vocab.find(w); id >= 0) {
+      out.push_back(id);
       return;
     }
   }

@@ -45,6 +45,48 @@ struct AddedToken {
   bool single_word = false, lstrip = false, rstrip = false, normalized = false, special = false;
 };
 
+// Open-addressing hash index from strings to ids. Keys are views: the strings they point
+// into must outlive the index and never move (build it once its storage is final).
+class StrIndex {
+ public:
+  void reserve(size_t n);
+  // Adds key -> value; an existing key keeps its value unless `overwrite`.
+  void insert(std::string_view key, int32_t value, bool overwrite = false);
+  int32_t find(std::string_view key) const;  // -1 when absent
+  size_t size() const { return size_; }
+
+ private:
+  struct Slot {
+    std::string_view key;
+    uint32_t hash = 0;
+    int32_t value = -1;  // -1: empty
+  };
+  static uint32_t hash_of(std::string_view s) { return uint32_t(std::hash<std::string_view>{}(s)); }
+  std::vector<Slot> slots_;
+  size_t size_ = 0;
+};
+
+// Open-addressing map from a token pair (left << 32 | right) to (rank << 32 | merged id).
+class PairMap {
+ public:
+  void reserve(size_t n);
+  void set(uint64_t key, uint64_t value);  // overwrites
+  bool find(uint64_t key, uint64_t* value) const {
+    if (keys_.empty()) return false;
+    for (size_t i = slot(key);; i = (i + 1) & (keys_.size() - 1)) {
+      if (keys_[i] == key) return *value = values_[i], true;
+      if (keys_[i] == kEmpty) return false;
+    }
+  }
+
+ private:
+  static constexpr uint64_t kEmpty = ~uint64_t(0);  // ids are < 2^31: never a key
+  size_t slot(uint64_t key) const { return size_t((key * 0x9E3779B97F4A7C15ull) >> shift_); }
+  std::vector<uint64_t> keys_, values_;
+  size_t size_ = 0;
+  int shift_ = 64;
+};
+
 // Byte-wise trie matching added tokens leftmost-longest.
 class TokenTrie {
  public:
@@ -66,8 +108,9 @@ class TokenTrie {
 struct BpeModel {
   // Vocabulary keyed by the bytes a token stands for: for byte-level models the token
   // string mapped back through the byte alphabet, otherwise the token string itself.
-  std::unordered_map<std::string, int32_t> vocab;
-  std::unordered_map<uint64_t, uint64_t> merges;  // (left << 32 | right) -> (rank << 32 | merged)
+  std::vector<std::string> vocab_keys;  // storage of `vocab`'s keys
+  StrIndex vocab;
+  PairMap merges;  // (left << 32 | right) -> (rank << 32 | merged)
   int32_t byte_ids[256];        // byte-level: id of each single byte; byte fallback: <0xNN>
   std::unordered_map<uint32_t, int32_t> char_ids;  // single-character tokens (not byte-level)
   bool byte_level = false;
@@ -94,8 +137,18 @@ class BpeEncoder {
   mutable std::unordered_map<std::string, std::vector<int32_t>, Hash, std::equal_to<>> cache_;
 };
 
+// A SentencePiece tokenizer.model behind SentencePieceProcessor (tokenizer_spm.cpp); opaque
+// here so that only that file includes sentencepiece's headers.
+struct SpmModel;
+struct SpmDeleter {
+  void operator()(SpmModel* p) const;
+};
+void spm_encode(const SpmModel& m, std::string_view text, std::vector<int32_t>& out);
+std::string spm_decode(const SpmModel& m, const std::vector<int32_t>& ids, const std::vector<uint8_t>& special, bool skip_special);
+
 struct TokenizerImpl {
   std::string source;
+  std::unique_ptr<SpmModel, SpmDeleter> spm;  // set for tokenizer.model: the pipeline below is unused
   std::vector<Normalizer> normalizers;
   PreTokenizer pre;
   BpeModel model;
@@ -106,7 +159,7 @@ struct TokenizerImpl {
   std::vector<int32_t> prefix_ids, suffix_ids;  // post-processor for add_special
   std::vector<std::string> id_to_token;  // model vocab + added tokens
   std::vector<uint8_t> special;          // per id
-  std::unordered_map<std::string, int32_t> token_to_id;  // token strings as in the file
+  StrIndex token_to_id;  // token strings as in the file (keys point into id_to_token)
   int32_t bos = -1, eos = -1, pad = -1, unk = -1;
   std::string bos_token, eos_token, chat_template;
 
@@ -130,6 +183,13 @@ std::string decode_pipeline(const std::vector<Decoder>& steps, std::vector<std::
 }  // namespace qpeft::tok_detail
 
 namespace qpeft::tok_detail {
+// The parts of tokenizer_config.json the tokenizer uses.
+struct TokenizerConfig {
+  bool present = false;
+  std::string bos_token, eos_token, pad_token, unk_token, chat_template, tokenizer_class;
+  int add_bos_token = -1, add_eos_token = -1;  // -1: not given (or not a boolean)
+};
+TokenizerConfig parse_tokenizer_config(std::string_view text, const std::string& origin);
 std::unique_ptr<TokenizerImpl> load_tokenizer_json(std::string_view text, std::string_view config_text, const std::string& origin);
 // A SentencePiece tokenizer.model (BPE) converted as transformers' LlamaConverter does.
 std::unique_ptr<TokenizerImpl> load_sentencepiece_model(const std::string& path, std::string_view config_text);

@@ -35,6 +35,189 @@ struct Ctx {
   }
 };
 
+// The two big arrays of a tokenizer.json, taken out of the SAX stream as they are parsed
+// (a 128k-token DOM costs more to build and free than the rest of the load).
+struct BigArrays {
+  bool vocab_taken = false, merges_taken = false;
+  std::vector<std::pair<std::string, int32_t>> vocab;
+  std::string bad_vocab_key;  // first entry whose value is not an id in [0, 2^30]
+  bool bad_vocab = false;
+  std::vector<std::pair<std::string, std::string>> merges;
+  int64_t bad_merge = -1;  // index of the first entry that is not "a b" or ["a", "b"]
+  std::string bad_merge_text;
+};
+
+// SAX handler: builds the DOM of everything except model.vocab and model.merges (when they
+// are an object / an array), whose entries go straight into BigArrays.
+class TokenizerSax {
+ public:
+  using number_integer_t = json::number_integer_t;
+  using number_unsigned_t = json::number_unsigned_t;
+  using number_float_t = json::number_float_t;
+  using string_t = json::string_t;
+  using binary_t = json::binary_t;
+
+  TokenizerSax(json& root, BigArrays& big) : root_(root), big_(big) {}
+  std::string error;
+
+  bool null() { return value(nullptr); }
+  bool boolean(bool v) { return value(v); }
+  bool number_integer(number_integer_t v) {
+    if (cap_ == kVocab && cap_depth_ == 1) return vocab_entry(v >= 0 && v <= (1 << 30), v);
+    return value(v);
+  }
+  bool number_unsigned(number_unsigned_t v) {
+    if (cap_ == kVocab && cap_depth_ == 1) return vocab_entry(v <= (1u << 30), int64_t(v));
+    return value(v);
+  }
+  bool number_float(number_float_t v, const string_t&) { return value(v); }
+  bool binary(binary_t&) { return value(nullptr); }
+  bool string(string_t& v) {
+    if (cap_ == kMerges) {
+      if (cap_depth_ == 1) {
+        size_t sp = v.find(' ');
+        if (sp == std::string::npos || v.find(' ', sp + 1) != std::string::npos) bad_merge("\"" + v + "\"");
+        else big_.merges.emplace_back(v.substr(0, sp), v.substr(sp + 1));
+      } else if (cap_depth_ == 2) {
+        pair_.push_back(v);
+      } else {
+        bad_merge("a nested value");
+      }
+      return true;
+    }
+    return value(v);
+  }
+  bool start_object(std::size_t) {
+    if (begin_value(true)) return true;
+    if (cap_) return ++cap_depth_, other_in_capture(), true;
+    open(json::object());
+    return true;
+  }
+  bool key(string_t& k) {
+    if (cap_) {
+      if (cap_ == kVocab && cap_depth_ == 1) vocab_key_ = k;
+      return true;
+    }
+    // model.vocab / model.merges: decided at the value (only an object / array is taken).
+    if (stack_.size() == 2 && in_model_ && (k == "vocab" || k == "merges")) {
+      pending_ = k == "vocab" ? kVocab : kMerges;
+      key_ = k;
+      return true;
+    }
+    if (stack_.size() == 1) in_model_ = k == "model";
+    key_ = k;
+    return true;
+  }
+  bool end_object() {
+    if (cap_) return end_in_capture();
+    stack_.pop_back();
+    return true;
+  }
+  bool start_array(std::size_t) {
+    if (begin_value(false)) return true;
+    if (cap_) {
+      ++cap_depth_;
+      if (cap_ == kMerges && cap_depth_ == 2) pair_.clear();
+      else other_in_capture();
+      return true;
+    }
+    open(json::array());
+    return true;
+  }
+  bool end_array() {
+    if (cap_) {
+      if (cap_ == kMerges && cap_depth_ == 2) {
+        if (pair_.size() == 2) big_.merges.emplace_back(std::move(pair_[0]), std::move(pair_[1]));
+        else bad_merge("an array of " + std::to_string(pair_.size()) + " strings");
+      }
+      return end_in_capture();
+    }
+    stack_.pop_back();
+    return true;
+  }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& e) {
+    error = e.what();
+    return false;
+  }
+
+ private:
+  enum Cap { kNone, kVocab, kMerges };
+
+  // A pending model.vocab/merges key meets its value: take it if it has the right kind.
+  bool begin_value(bool is_object) {
+    if (!pending_) return false;
+    Cap want = pending_;
+    pending_ = kNone;
+    if ((want == kVocab) != is_object) return false;  // wrong kind: into the DOM, checked later
+    cap_ = want;
+    cap_depth_ = 1;
+    if (want == kVocab) big_.vocab_taken = true, big_.vocab.clear(), big_.bad_vocab = false;
+    else big_.merges_taken = true, big_.merges.clear(), big_.bad_merge = -1;
+    (*stack_.back())[key_] = nullptr;
+    return true;
+  }
+  void other_in_capture() {
+    if (cap_ == kVocab && cap_depth_ == 2) vocab_entry(false, 0);
+    if (cap_ == kMerges && cap_depth_ == 2) bad_merge("an object");
+    if (cap_ == kMerges && cap_depth_ > 2) bad_merge("a nested value");
+  }
+  bool end_in_capture() {
+    if (--cap_depth_ == 0) cap_ = kNone;
+    return true;
+  }
+  bool vocab_entry(bool ok, int64_t id) {
+    if (ok) {
+      big_.vocab.emplace_back(vocab_key_, int32_t(id));
+    } else if (!big_.bad_vocab) {
+      big_.bad_vocab = true;
+      big_.bad_vocab_key = vocab_key_;
+    }
+    return true;
+  }
+  void bad_merge(std::string what) {
+    if (big_.bad_merge >= 0) return;
+    big_.bad_merge = int64_t(big_.merges.size());
+    big_.bad_merge_text = std::move(what);
+  }
+  template <class V>
+  bool value(V&& v) {
+    if (pending_) {  // a scalar model.vocab/merges: into the DOM, rejected later
+      pending_ = kNone;
+    }
+    if (cap_) {
+      if (cap_ == kVocab && cap_depth_ == 1) return vocab_entry(false, 0);
+      if (cap_ == kMerges) bad_merge(cap_depth_ == 2 ? "a non-string in a pair" : "a non-string entry");
+      return true;
+    }
+    place(json(std::forward<V>(v)));
+    return true;
+  }
+  json* place(json&& v) {
+    if (stack_.empty()) {
+      root_ = std::move(v);
+      return &root_;
+    }
+    json& top = *stack_.back();
+    if (top.is_array()) {
+      top.push_back(std::move(v));
+      return &top.back();
+    }
+    json& slot = top[key_];
+    slot = std::move(v);
+    return &slot;
+  }
+  void open(json&& container) { stack_.push_back(place(std::move(container))); }
+
+  json& root_;
+  BigArrays& big_;
+  std::vector<json*> stack_;
+  std::string key_, vocab_key_;
+  bool in_model_ = false;
+  Cap pending_ = kNone, cap_ = kNone;
+  int cap_depth_ = 0;
+  std::vector<std::string> pair_;
+};
+
 std::string type_of(const Ctx& c, const json& j, const std::string& key) {
   if (!j.is_object()) c.err(key, "expected an object");
   return c.str(j, "type", key);
@@ -144,7 +327,7 @@ void load_decoder(const Ctx& c, const json& j, const std::string& key, std::vect
   out.push_back(std::move(d));
 }
 
-void load_model(const Ctx& c, const json& j, TokenizerImpl& t) {
+void load_model(const Ctx& c, const json& j, const BigArrays& big, TokenizerImpl& t) {
   std::string type = j.value("type", "BPE");
   if (type != "BPE") c.err("model.type", fmt::format("model type \"{}\" is not supported (only BPE)", type));
   if (j.contains("dropout") && j["dropout"].is_number() && j["dropout"].get<double>() > 0)
@@ -157,76 +340,66 @@ void load_model(const Ctx& c, const json& j, TokenizerImpl& t) {
   m.byte_fallback = c.flag(j, "byte_fallback", false);
   m.ignore_merges = c.flag(j, "ignore_merges", false);
   m.fuse_unk = c.flag(j, "fuse_unk", false);
-  const json& vocab = c.get(j, "vocab", "model");
-  if (!vocab.is_object()) c.err("model.vocab", "expected an object {token: id}");
-  std::unordered_map<std::string, int32_t> by_string;
-  by_string.reserve(vocab.size());
+  if (!big.vocab_taken) {  // missing or not an object (an object is taken by the SAX handler)
+    c.get(j, "vocab", "model");
+    c.err("model.vocab", "expected an object {token: id}");
+  }
+  if (big.bad_vocab) c.err("model.vocab[\"" + big.bad_vocab_key + "\"]", "expected a non-negative integer id");
+  const auto& entries = big.vocab;
+  StrIndex by_string;  // token string -> id (keys point into `entries`; the last duplicate wins)
+  by_string.reserve(entries.size());
   int32_t max_id = -1;
-  for (auto it = vocab.begin(); it != vocab.end(); ++it) {
-    if (!it.value().is_number_integer() || it.value().get<int64_t>() < 0 || it.value().get<int64_t>() > (1 << 30))
-      c.err("model.vocab[\"" + it.key() + "\"]", "expected a non-negative integer id");
-    int32_t id = it.value().get<int32_t>();
-    by_string[it.key()] = id;
+  for (const auto& [s, id] : entries) {
+    by_string.insert(s, id, /*overwrite=*/true);
     max_id = std::max(max_id, id);
   }
   t.id_to_token.assign(size_t(max_id + 1), std::string());
-  m.vocab.reserve(by_string.size());
-  for (auto& [s, id] : by_string) {
+  m.vocab_keys.reserve(entries.size());
+  for (const auto& [s, id] : entries) {
     t.id_to_token[size_t(id)] = s;
-    std::string key = s;
     if (m.byte_level) {  // the bytes the token stands for
-      key.clear();
+      std::string key;
       for (size_t i = 0, len = 0; i < s.size(); i += len) {
         int b = byte_of_char(unicode::decode_utf8(s, i, &len));
         if (b < 0) { key = s; break; }  // not in the byte alphabet: unreachable from bytes
         key.push_back(char(b));
       }
+      m.vocab_keys.push_back(std::move(key));
     } else {
       size_t len;
       uint32_t cp = unicode::decode_utf8(s, 0, &len);
       if (!s.empty() && len == s.size() && !(cp & unicode::kInvalidBit)) m.char_ids[cp] = id;
+      m.vocab_keys.push_back(s);
     }
-    m.vocab[key] = id;
   }
+  m.vocab.reserve(entries.size());
+  for (size_t i = 0; i < entries.size(); ++i) m.vocab.insert(m.vocab_keys[i], entries[i].second, /*overwrite=*/true);
   for (int b = 0; b < 256; ++b) {
     m.byte_ids[b] = -1;
-    std::string key;
-    if (m.byte_level) {
-      key.assign(1, char(b));
-      auto it = m.vocab.find(key);
-      if (it != m.vocab.end()) m.byte_ids[b] = it->second;
-    } else if (m.byte_fallback) {
-      auto it = by_string.find(fmt::format("<0x{:02X}>", b));
-      if (it != by_string.end()) m.byte_ids[b] = it->second;
-    }
+    if (m.byte_level) m.byte_ids[b] = m.vocab.find(std::string_view(reinterpret_cast<const char*>(&b), 1));
+    else if (m.byte_fallback) m.byte_ids[b] = by_string.find(fmt::format("<0x{:02X}>", b));
   }
   if (j.contains("unk_token") && j["unk_token"].is_string()) {
-    auto it = by_string.find(j["unk_token"].get<std::string>());
-    if (it == by_string.end()) c.err("model.unk_token", "\"" + j["unk_token"].get<std::string>() + "\" is not in the vocabulary");
-    m.unk_id = it->second;
+    m.unk_id = by_string.find(j["unk_token"].get_ref<const std::string&>());
+    if (m.unk_id < 0) c.err("model.unk_token", "\"" + j["unk_token"].get<std::string>() + "\" is not in the vocabulary");
   }
-  const json& merges = c.get(j, "merges", "model");
-  if (!merges.is_array()) c.err("model.merges", "expected an array");
+  if (!big.merges_taken) {  // missing or not an array
+    c.get(j, "merges", "model");
+    c.err("model.merges", "expected an array");
+  }
+  const auto& merges = big.merges;
+  if (big.bad_merge >= 0)
+    c.err(fmt::format("model.merges[{}]", big.bad_merge),
+          "expected \"left right\" (two tokens separated by one space) or [\"left\", \"right\"], found " + big.bad_merge_text);
   m.merges.reserve(merges.size());
-  std::string a, b;
+  std::string ab;
   for (size_t r = 0; r < merges.size(); ++r) {
-    const json& e = merges[r];
-    if (e.is_string()) {
-      const std::string& s = e.get_ref<const std::string&>();
-      size_t sp = s.find(' ');
-      if (sp == std::string::npos || s.find(' ', sp + 1) != std::string::npos)
-        c.err(fmt::format("model.merges[{}]", r), "expected \"left right\" (two tokens separated by one space), found \"" + s + "\"");
-      a = s.substr(0, sp), b = s.substr(sp + 1);
-    } else if (e.is_array() && e.size() == 2 && e[0].is_string() && e[1].is_string()) {
-      a = e[0].get<std::string>(), b = e[1].get<std::string>();
-    } else {
-      c.err(fmt::format("model.merges[{}]", r), "expected \"left right\" or [\"left\", \"right\"]");
-    }
-    auto ia = by_string.find(a), ib = by_string.find(b), iab = by_string.find(a + b);
-    if (ia == by_string.end() || ib == by_string.end() || iab == by_string.end())
-      c.err(fmt::format("model.merges[{}]", r), "merge \"" + a + "\" + \"" + b + "\": " +
-                                                      (ia == by_string.end() ? a : ib == by_string.end() ? b : a + b) + " is not in the vocabulary");
-    m.merges[(uint64_t(uint32_t(ia->second)) << 32) | uint32_t(ib->second)] = (uint64_t(r) << 32) | uint32_t(iab->second);
+    const auto& [a, b] = merges[r];
+    ab.assign(a).append(b);
+    int32_t ia = by_string.find(a), ib = by_string.find(b), iab = by_string.find(ab);
+    if (ia < 0 || ib < 0 || iab < 0)
+      c.err(fmt::format("model.merges[{}]", r), "merge \"" + a + "\" + \"" + b + "\": " + (ia < 0 ? a : ib < 0 ? b : ab) + " is not in the vocabulary");
+    m.merges.set((uint64_t(uint32_t(ia)) << 32) | uint32_t(ib), (uint64_t(r) << 32) | uint32_t(iab));
   }
   t.unk = m.unk_id;
 }
@@ -284,21 +457,53 @@ std::string config_token(const json& cfg, const char* k) {
 
 }  // namespace
 
+TokenizerConfig parse_tokenizer_config(std::string_view text, const std::string& origin) {
+  TokenizerConfig c;
+  if (text.empty()) return c;
+  json cfg;
+  try {
+    cfg = json::parse(text.begin(), text.end());
+  } catch (const json::parse_error& e) {
+    fail("[tokenizer] tokenizer_config.json next to {}: not valid JSON ({})", origin, e.what());
+  }
+  if (!cfg.is_object()) fail("[tokenizer] tokenizer_config.json next to {}: expected a JSON object", origin);
+  c.present = true;
+  c.bos_token = config_token(cfg, "bos_token");
+  c.eos_token = config_token(cfg, "eos_token");
+  c.pad_token = config_token(cfg, "pad_token");
+  c.unk_token = config_token(cfg, "unk_token");
+  auto str = [&](const char* k) { return cfg.contains(k) && cfg[k].is_string() ? cfg[k].get<std::string>() : std::string(); };
+  auto flag = [&](const char* k) { return cfg.contains(k) && cfg[k].is_boolean() ? int(cfg[k].get<bool>()) : -1; };
+  c.tokenizer_class = str("tokenizer_class");
+  c.add_bos_token = flag("add_bos_token");
+  c.add_eos_token = flag("add_eos_token");
+  if (cfg.contains("chat_template")) {
+    const json& ct = cfg["chat_template"];
+    if (ct.is_string()) {
+      c.chat_template = ct.get<std::string>();
+    } else if (ct.is_array()) {
+      for (const auto& e : ct)
+        if (e.is_object() && e.contains("name") && e["name"] == "default" && e.contains("template") && e["template"].is_string())
+          c.chat_template = e["template"].get<std::string>();
+    }
+  }
+  return c;
+}
+
 std::unique_ptr<TokenizerImpl> load_tokenizer_json(std::string_view text, std::string_view config_text, const std::string& origin) {
   Ctx c{origin};
   json j;
-  try {
-    j = json::parse(text.begin(), text.end());
-  } catch (const json::parse_error& e) {
-    fail("[tokenizer] {}: not valid JSON ({}); expected a Hugging Face tokenizer.json", origin, e.what());
-  }
+  BigArrays big;
+  TokenizerSax sax(j, big);
+  if (!json::sax_parse(text.begin(), text.end(), &sax))
+    fail("[tokenizer] {}: not valid JSON ({}); expected a Hugging Face tokenizer.json", origin, sax.error);
   if (!j.is_object() || !j.contains("model")) c.err("model", "missing: this is not a tokenizer.json (no \"model\" key)");
   auto t = std::make_unique<TokenizerImpl>();
   t->source = origin;
   try {
     load_normalizer(c, j.value("normalizer", json()), "normalizer", t->normalizers);
     load_pre_tokenizer(c, j.value("pre_tokenizer", json()), "pre_tokenizer", t->pre);
-    load_model(c, j["model"], *t);
+    load_model(c, j["model"], big, *t);
     load_decoder(c, j.value("decoder", json()), "decoder", t->decoders);
     load_post_processor(c, j.value("post_processor", json()), "post_processor", *t);
     if (j.contains("added_tokens") && j["added_tokens"].is_array()) {
@@ -337,27 +542,19 @@ std::unique_ptr<TokenizerImpl> load_tokenizer_json(std::string_view text, std::s
   t->special.assign(t->id_to_token.size(), 0);
   for (const auto& a : t->added)
     if (a.special) t->special[size_t(a.id)] = 1;
+  // Token strings -> ids: the lowest id of a string, then added tokens override.
+  t->token_to_id.reserve(t->id_to_token.size());
   for (size_t id = 0; id < t->id_to_token.size(); ++id)
-    if (!t->id_to_token[id].empty()) t->token_to_id.emplace(t->id_to_token[id], int32_t(id));
-  for (const auto& a : t->added) t->token_to_id[a.content] = a.id;
+    if (!t->id_to_token[id].empty()) t->token_to_id.insert(t->id_to_token[id], int32_t(id));
+  for (const auto& a : t->added) t->token_to_id.insert(a.content, a.id, /*overwrite=*/true);
 
   // tokenizer_config.json: special tokens, chat template, and the add_bos/add_eos rules that
   // transformers' LlamaTokenizerFast applies over the file's post-processor.
-  json cfg;
-  if (!config_text.empty()) {
-    try {
-      cfg = json::parse(config_text.begin(), config_text.end());
-    } catch (const json::parse_error& e) {
-      fail("[tokenizer] tokenizer_config.json next to {}: not valid JSON ({})", origin, e.what());
-    }
-  }
-  auto id_of = [&](const std::string& s) {
-    auto it = t->token_to_id.find(s);
-    return s.empty() || it == t->token_to_id.end() ? -1 : it->second;
-  };
-  t->bos_token = config_token(cfg, "bos_token");
-  t->eos_token = config_token(cfg, "eos_token");
-  if (cfg.is_null()) {  // no config: the usual names
+  TokenizerConfig cfg = parse_tokenizer_config(config_text, origin);
+  auto id_of = [&](const std::string& s) { return s.empty() ? -1 : t->token_to_id.find(s); };
+  t->bos_token = cfg.bos_token;
+  t->eos_token = cfg.eos_token;
+  if (!cfg.present) {  // no config: the usual names
     for (const char* s : {"<s>", "<|begin_of_text|>"})
       if (t->bos_token.empty() && id_of(s) >= 0) t->bos_token = s;
     for (const char* s : {"</s>", "<|end_of_text|>", "<|endoftext|>"})
@@ -365,24 +562,14 @@ std::unique_ptr<TokenizerImpl> load_tokenizer_json(std::string_view text, std::s
   }
   t->bos = id_of(t->bos_token);
   t->eos = id_of(t->eos_token);
-  t->pad = id_of(config_token(cfg, "pad_token"));
-  if (int32_t u = id_of(config_token(cfg, "unk_token")); u >= 0) t->unk = u;
-  if (cfg.is_object() && cfg.contains("chat_template")) {
-    const json& ct = cfg["chat_template"];
-    if (ct.is_string()) {
-      t->chat_template = ct.get<std::string>();
-    } else if (ct.is_array()) {
-      for (const auto& e : ct)
-        if (e.is_object() && e.value("name", "") == "default" && e.contains("template") && e["template"].is_string())
-          t->chat_template = e["template"].get<std::string>();
-    }
-  }
-  std::string cls = cfg.is_object() ? cfg.value("tokenizer_class", "") : "";
+  t->pad = id_of(cfg.pad_token);
+  if (int32_t u = id_of(cfg.unk_token); u >= 0) t->unk = u;
+  t->chat_template = cfg.chat_template;
+  const std::string& cls = cfg.tokenizer_class;
   if (cls == "LlamaTokenizer" || cls == "LlamaTokenizerFast" || cls == "CodeLlamaTokenizer" || cls == "CodeLlamaTokenizerFast") {
-    bool add_bos = cfg.value("add_bos_token", true), add_eos = cfg.value("add_eos_token", false);
     t->prefix_ids.clear(), t->suffix_ids.clear();
-    if (add_bos && t->bos >= 0) t->prefix_ids.push_back(t->bos);
-    if (add_eos && t->eos >= 0) t->suffix_ids.push_back(t->eos);
+    if (cfg.add_bos_token != 0 && t->bos >= 0) t->prefix_ids.push_back(t->bos);
+    if (cfg.add_eos_token == 1 && t->eos >= 0) t->suffix_ids.push_back(t->eos);
   }
   t->bpe = std::make_unique<BpeEncoder>(t->model);
   return t;

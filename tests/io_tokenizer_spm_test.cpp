@@ -1,0 +1,182 @@
+// tokenizer.model (SentencePiece) checkpoints through libsentencepiece, against the
+// independent `spm_encode` CLI on every line of the tokenizer corpus. The model is
+// tests/data/spm/tiny_bpe.model (see the README there for how it was made).
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "core/file.h"
+#include "io/tokenizer.h"
+
+namespace {
+
+using qpeft::Tokenizer;
+
+const std::string kModel = std::string(QPEFT_TEST_DATA) + "/spm/tiny_bpe.model";
+const char* kCorpus[] = {"basic", "code", "digits", "doc_long", "edge", "emoji", "nfc", "scripts", "special", "whitespace"};
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const qpeft::Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+std::string temp_dir(const std::string& name) {
+  std::string dir = testing::TempDir() + "/qpeft_spm_" + name + "_" + std::to_string(getpid());
+  qpeft::remove_all(dir);
+  qpeft::make_dirs(dir);
+  return dir;
+}
+
+// Corpus lines (without their '\n'), all files.
+std::vector<std::string> corpus_lines() {
+  std::vector<std::string> lines;
+  for (const char* f : kCorpus) {
+    std::istringstream in(qpeft::read_text_file(std::string(QPEFT_TEST_DATA) + "/tokenizer_corpus/" + f + ".txt"));
+    for (std::string line; std::getline(in, line);)
+      if (line != "@@@@") lines.push_back(line);
+  }
+  return lines;
+}
+
+std::vector<int32_t> parse_ids(const std::string& line) {
+  std::vector<int32_t> v;
+  std::istringstream in(line);
+  for (int32_t id; in >> id;) v.push_back(id);
+  return v;
+}
+
+TEST(TokenizerSpm, MatchesSpmEncodeOnCorpusLines) {
+  if (std::system("spm_encode --help > /dev/null 2>&1") != 0) GTEST_SKIP() << "spm_encode is not installed (scripts/install-deps.sh: sentencepiece)";
+  std::vector<std::string> lines = corpus_lines();
+  ASSERT_GT(lines.size(), 100u);
+  std::string dir = temp_dir("ref");
+  std::string in_path = dir + "/lines.txt", out_path = dir + "/ids.txt";
+  {
+    std::string all;
+    for (const auto& l : lines) all += l + "\n";
+    qpeft::write_file_atomic(in_path, all);
+  }
+  std::string cmd = "spm_encode --model='" + kModel + "' --output_format=id < '" + in_path + "' > '" + out_path + "'";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  std::istringstream ref(qpeft::read_text_file(out_path));
+  Tokenizer tok = Tokenizer::load(kModel);
+  size_t agree = 0, n = 0, byte_tokens = 0;
+  for (std::string line; std::getline(ref, line); ++n) {
+    ASSERT_LT(n, lines.size());
+    std::vector<int32_t> want = parse_ids(line), got = tok.encode(lines[n]);
+    for (int32_t id : got) byte_tokens += tok.id_to_token(id).rfind("<0x", 0) == 0;
+    if (got == want) ++agree;
+    else ADD_FAILURE() << "line " << n << ": \"" << lines[n].substr(0, 80) << "\"";
+  }
+  EXPECT_EQ(n, lines.size());
+  EXPECT_GT(byte_tokens, 100u);  // byte fallback is exercised
+  std::printf("[ reference ] tiny_bpe.model: %zu/%zu corpus lines agree id-exactly with spm_encode\n", agree, n);
+  qpeft::remove_all(dir);
+}
+
+TEST(TokenizerSpm, SpecialTokensFromTheModel) {
+  Tokenizer tok = Tokenizer::load(kModel);
+  EXPECT_EQ(tok.vocab_size(), 512);
+  EXPECT_EQ(tok.unk_id(), 0);
+  EXPECT_EQ(tok.bos_id(), 1);
+  EXPECT_EQ(tok.eos_id(), 2);
+  EXPECT_EQ(tok.pad_id(), -1);
+  EXPECT_EQ(tok.bos_token(), "<s>");
+  EXPECT_EQ(tok.eos_token(), "</s>");
+  EXPECT_EQ(tok.id_to_token(3), "<0x00>");
+  EXPECT_EQ(tok.token_to_id("</s>"), 2);
+  EXPECT_EQ(tok.token_to_id("no such piece"), -1);
+  EXPECT_TRUE(tok.is_special(1));
+  EXPECT_FALSE(tok.is_special(3));
+  std::vector<int32_t> plain = tok.encode("Hello world");
+  std::vector<int32_t> with = tok.encode("Hello world", true);  // BOS only, as LlamaTokenizer
+  ASSERT_EQ(with.size(), plain.size() + 1);
+  EXPECT_EQ(with[0], 1);
+  EXPECT_TRUE(tok.encode("").empty());
+  EXPECT_EQ(tok.encode("", true), std::vector<int32_t>{1});
+  EXPECT_TRUE(tok.chat_template().empty());
+}
+
+TEST(TokenizerSpm, DecodeRoundTrips) {
+  Tokenizer tok = Tokenizer::load(kModel);
+  for (std::string s : {"Hello world", "Ünïcode 你好 🙂 tabs\tand more", "x = f(y) + 42;", "a"}) {
+    EXPECT_EQ(tok.decode(tok.encode(s)), s);
+    EXPECT_EQ(tok.decode(tok.encode(s, true), /*skip_special=*/true), s);
+  }
+  std::vector<int32_t> ids = tok.encode("Hi", true);
+  ids.push_back(tok.eos_id());
+  EXPECT_EQ(tok.decode(ids), "<s>Hi</s>");
+  EXPECT_EQ(tok.decode(ids, true), "Hi");
+  // A lone byte token: invalid UTF-8 is replaced, never returned raw.
+  EXPECT_EQ(tok.decode({tok.token_to_id("<0xF0>")}), "\xEF\xBF\xBD");
+  // Invalid UTF-8 input does not throw.
+  EXPECT_FALSE(tok.encode(std::string("a\xFF\xC3(b", 5)).empty());
+  EXPECT_NE(error_of([&] { tok.decode({5, 512}); }).find("token id 512 (position 1) is outside"), std::string::npos);
+  EXPECT_NE(error_of([&] { tok.decode({-1}); }).find("outside the vocabulary"), std::string::npos);
+}
+
+TEST(TokenizerSpm, DirectoryWithOnlyTokenizerModelAndConfig) {
+  std::string dir = temp_dir("dir");
+  qpeft::write_file_atomic(dir + "/tokenizer.model", qpeft::read_text_file(kModel));
+  Tokenizer plain = Tokenizer::load(dir);
+  EXPECT_EQ(plain.source(), dir + "/tokenizer.model");
+  EXPECT_EQ(plain.encode("Hello", true)[0], 1);
+  // tokenizer_config.json overrides: EOS appended, no BOS, pad and template from the config.
+  qpeft::write_file_atomic(dir + "/tokenizer_config.json",
+                           R"({"bos_token": {"content": "<s>"}, "eos_token": "</s>", "pad_token": "<unk>",
+                               "add_bos_token": false, "add_eos_token": true, "chat_template": "{{ messages }}"})");
+  Tokenizer cfg = Tokenizer::load(dir);
+  std::vector<int32_t> ids = cfg.encode("Hello", true);
+  EXPECT_EQ(ids, [&] { auto v = plain.encode("Hello"); v.push_back(2); return v; }());
+  EXPECT_EQ(cfg.pad_id(), 0);
+  EXPECT_EQ(cfg.chat_template(), "{{ messages }}");
+  qpeft::write_file_atomic(dir + "/tokenizer_config.json", R"({"bos_token": "<nope>"})");
+  EXPECT_NE(error_of([&] { Tokenizer::load(dir); }).find("bos_token \"<nope>\" is not a piece"), std::string::npos);
+  qpeft::remove_all(dir);
+}
+
+TEST(TokenizerSpm, BadModelFileIsAClearError) {
+  std::string dir = temp_dir("bad");
+  qpeft::write_file_atomic(dir + "/tokenizer.model", "this is not a protobuf");
+  std::string e = error_of([&] { Tokenizer::load(dir + "/tokenizer.model"); });
+  EXPECT_NE(e.find("not a SentencePiece model"), std::string::npos) << e;
+  qpeft::write_file_atomic(dir + "/tokenizer.model", "");
+  e = error_of([&] { Tokenizer::load(dir); });
+  EXPECT_NE(e.find("tokenizer.model"), std::string::npos) << e;
+  std::string model = qpeft::read_text_file(kModel);
+  qpeft::write_file_atomic(dir + "/tokenizer.model", model.substr(0, model.size() / 2));
+  e = error_of([&] { Tokenizer::load(dir); });
+  EXPECT_NE(e.find("not a SentencePiece model"), std::string::npos) << e;
+  qpeft::remove_all(dir);
+}
+
+}  // namespace
+
+namespace {
+
+TEST(TokenizerSpm, TokenizeCliTakesTokenizerModel) {
+  std::string cmd = std::string(QPEFT_CLI_PATH) + " tokenize --tokenizer '" + kModel + "' --text 'Hello world' --add-special 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  std::string out;
+  char buf[4096];
+  for (size_t n; (n = fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
+  EXPECT_EQ(pclose(p), 0) << out;
+  std::vector<int32_t> ids = Tokenizer::load(kModel).encode("Hello world", true);
+  std::string want;
+  for (size_t i = 0; i < ids.size(); ++i) want += (i ? " " : "") + std::to_string(ids[i]);
+  EXPECT_EQ(out, want + "\n");
+}
+
+}  // namespace

@@ -76,8 +76,8 @@ struct Reader {
 
   const SafetensorsFile::Entry& entry(const std::string& name, const char* why) const {
     const SafetensorsFile::Entry* e = store.find(name);
-    QP_CHECK(e, "[bnb] {}: tensor '{}' is missing; a quantized weight '{}' {} (re-export the checkpoint with "
-             "bitsandbytes, or with `qpeft quantize`)",
+    QP_CHECK(e, "[bnb] {}: tensor '{}' is missing; the quantized weight '{}' needs it ({}). Re-export the "
+             "checkpoint with bitsandbytes or `qpeft quantize`",
              store.source(), name, weight, why);
     return *e;
   }
@@ -86,8 +86,8 @@ struct Reader {
   Tensor get(const std::string& name, DType dt, const Shape& shape, const char* why) const {
     const auto& e = entry(name, why);
     QP_CHECK(e.supported && e.dtype == dt && e.shape == shape,
-             "[bnb] {}: tensor '{}' is {}{}, expected {}{} for {}[{}] (is the file truncated or written for "
-             "another shape/blocksize?)",
+             "[bnb] {}: tensor '{}' is {}{}, expected {}{} for {} ({}); is the file truncated or written for "
+             "another shape or blocksize?",
              file(name), name, e.dtype_name, shape_str(e.shape), dtype_info(dt).safetensors_name, shape_str(shape),
              weight, why);
     return store.get(name);
@@ -104,7 +104,7 @@ struct Reader {
 };
 
 json parse_state(const Reader& rd, const std::string& key) {
-  const auto& e = rd.entry(key, "needs its quant_state");
+  const auto& e = rd.entry(key, "its quant_state JSON");
   QP_CHECK(e.supported && e.dtype == DType::U8 && e.shape.size() == 1 && e.shape[0] > 0,
            "[bnb] {}: tensor '{}' must be a non-empty 1-d U8 tensor of JSON bytes, found {}{}", rd.file(key), key,
            e.dtype_name, shape_str(e.shape));
@@ -213,7 +213,7 @@ std::shared_ptr<QuantizedWeight> read_bnb_weight(const TensorStore& store, const
   const std::string why = fmt::format("{}[{}, {}] block {}", quant_format_name(format), rows, cols, block);
 
   // weight: packed codes. bitsandbytes keeps [bytes / storage size, 1] (quant_storage uint8 by default).
-  const auto& we = rd.entry(pn.weight, "needs its packed codes");
+  const auto& we = rd.entry(pn.weight, "its packed codes");
   const uint64_t want_bytes = uint64_t(packed_bytes(n, int(bits)));
   QP_CHECK(we.supported && we.shape.size() == 2 && we.shape[1] == 1 && we.nbytes() == want_bytes &&
                dtype_size(we.dtype) * uint64_t(we.shape[0]) == want_bytes,

@@ -58,23 +58,27 @@ QuantizationConfig quantization_for(const std::map<std::string, int>& formats, b
 // and i), or constant 1 (norms) / 0 (biases). n values of `dtype` into dst.
 enum class InitKind { Normal, One, Zero };
 void fill_random(uint64_t tensor_seed, int64_t n, InitKind kind, DType dtype, void* dst) {
+  constexpr int64_t kPairs = 16384;  // pairs converted per step: 128 KB of f32 per thread
   pool().parallel_for((n + 1) / 2, [&](int64_t p0, int64_t p1) {
-    std::vector<float> buf;
-    buf.reserve(size_t(2 * (p1 - p0)));
-    for (int64_t p = p0; p < p1; ++p) {
-      if (kind != InitKind::Normal) {
-        buf.push_back(kind == InitKind::One ? 1.0f : 0.0f);
-        buf.push_back(kind == InitKind::One ? 1.0f : 0.0f);
-        continue;
+    std::vector<float> buf(size_t(2 * std::min(kPairs, p1 - p0)));
+    for (int64_t c0 = p0; c0 < p1; c0 += kPairs) {
+      const int64_t c1 = std::min(p1, c0 + kPairs);
+      float* b = buf.data();
+      for (int64_t p = c0; p < c1; ++p) {
+        if (kind != InitKind::Normal) {
+          *b++ = kind == InitKind::One ? 1.0f : 0.0f;
+          *b++ = kind == InitKind::One ? 1.0f : 0.0f;
+          continue;
+        }
+        double u1 = std::max(1e-12, double(hash_uniform(tensor_seed, 0, uint64_t(p))));
+        double u2 = double(hash_uniform(tensor_seed, 1, uint64_t(p)));
+        double rad = std::sqrt(-2.0 * std::log(u1)) * 0.02;
+        *b++ = float(rad * std::cos(6.283185307179586 * u2));
+        *b++ = float(rad * std::sin(6.283185307179586 * u2));
       }
-      double u1 = std::max(1e-12, double(hash_uniform(tensor_seed, 0, uint64_t(p))));
-      double u2 = double(hash_uniform(tensor_seed, 1, uint64_t(p)));
-      double rad = std::sqrt(-2.0 * std::log(u1)) * 0.02;
-      buf.push_back(float(rad * std::cos(6.283185307179586 * u2)));
-      buf.push_back(float(rad * std::sin(6.283185307179586 * u2)));
+      const int64_t i0 = 2 * c0, cnt = std::min(n, 2 * c1) - i0;
+      convert_from_f32(buf.data(), dtype, static_cast<char*>(dst) + size_t(i0) * dtype_size(dtype), size_t(cnt));
     }
-    const int64_t i0 = 2 * p0, cnt = std::min(n, 2 * p1) - i0;
-    convert_from_f32(buf.data(), dtype, static_cast<char*>(dst) + size_t(i0) * dtype_size(dtype), size_t(cnt));
   });
 }
 
@@ -175,6 +179,10 @@ void save_model(LlamaModel& model, const std::string& dir, const SaveOptions& op
       return;
     }
     const DType dt = opt.matrix || !dw ? opt.dtype : dw->tensor().dtype();
+    if (!opt.matrix && dw) {  // as stored: written straight from the (mapped) tensor, no copy
+      w.add(s.name, dw->tensor());
+      return;
+    }
     w.add(s.name, dt, s.shape, [source, dt](void* dst) {
       Tensor t = source();
       if (t.dtype() == dt) {

@@ -99,7 +99,7 @@ TEST(TrainLoop, RepetitiveDataDrivesTheLossDown) {
   write_file(tmp / "data.jsonl", repetitive_jsonl(16, 16, 96, 3));
   // The golden model's 0.02-scale head cannot express confident predictions (logits stay
   // within ~±1); a wider init gives the adapter something to work with.
-  write_random_model(ModelConfig::load(golden_dir("llama")), DType::F32, 5, tmp / "model", 0.15);
+  write_random_model(ModelConfig::load(golden_dir("llama")), DType::F32, 5, tmp / "model", {}, 0.15);
   TrainOptions o = small_run(tmp, "out");
   o.model_dir = tmp / "model";
   o.steps = 80;

@@ -1,5 +1,8 @@
 // qpeft eval (loss / perplexity) and qpeft merge (W + s·B·A into a plain checkpoint).
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -8,6 +11,8 @@
 #include "core/thread_pool.h"
 #include "models/checkpoint.h"
 #include "peft/adapter_io.h"
+#include "peft/lora.h"
+#include "quant/quantized_weight.h"
 #include "train/trainer.h"
 
 namespace {
@@ -52,33 +57,90 @@ void setup_eval(CLI::App& app) {
 
 struct MergeArgs {
   std::string model, adapter, out, dtype;
+  bool requantize = false;
   int threads = 0;
+};
+
+// Rounding error of requantizing merged weights: per weight ‖Q(W) − W‖_F / ‖W‖_F and, against
+// the adapter's own update ΔW = W − W0, ‖Q(W) − W‖_F / ‖ΔW‖_F (above ~1 the merge is mostly noise).
+struct RequantStats {
+  double max_rel = 0, sum_rel = 0, max_vs_delta = 0;
+  std::string worst, worst_delta;
+  int64_t count = 0;
+
+  void add(const std::string& name, const qpeft::FrozenWeight& base, const qpeft::QuantizedWeight& q,
+           const qpeft::Tensor& exact) {
+    const int64_t rows = q.rows(), cols = q.cols(), tile = std::max<int64_t>(1, q.row_tile());
+    std::vector<float> qbuf(size_t(tile * cols)), bbuf(size_t(tile * cols));
+    const float* w = exact.f32();
+    double err2 = 0, w2 = 0, d2 = 0;
+    for (int64_t r0 = 0; r0 < rows; r0 += tile) {
+      const int64_t r1 = std::min(rows, r0 + tile);
+      const float* qr = q.decode_rows(r0, r1, qbuf.data());
+      const float* br = base.decode_rows(r0, r1, bbuf.data());
+      for (int64_t i = 0; i < (r1 - r0) * cols; ++i) {
+        const double x = w[r0 * cols + i];
+        err2 += (qr[i] - x) * (qr[i] - x);
+        w2 += x * x;
+        d2 += (x - br[i]) * (x - br[i]);
+      }
+    }
+    const double rel = w2 > 0 ? std::sqrt(err2 / w2) : 0, vs = d2 > 0 ? std::sqrt(err2 / d2) : 0;
+    if (rel >= max_rel) max_rel = rel, worst = name;
+    if (vs >= max_vs_delta) max_vs_delta = vs, worst_delta = name;
+    sum_rel += rel;
+    ++count;
+  }
 };
 
 void setup_merge(CLI::App& app) {
   auto a = std::make_shared<MergeArgs>();
   auto* cmd = app.add_subcommand("merge", "Merge a LoRA adapter into the base: W + s·B·A, written as a plain checkpoint");
-  cmd->add_option("--model", a->model, "Base model directory")->required();
+  cmd->add_option("--model", a->model, "Base model directory (dense or bitsandbytes 4-bit)")->required();
   cmd->add_option("--adapter", a->adapter, "PEFT LoRA adapter directory")->required();
   cmd->add_option("--out", a->out, "Output model directory")->required();
-  cmd->add_option("--dtype", a->dtype, "Output dtype (default: the base's)")->check(CLI::IsMember({"bf16", "f16", "f32"}));
+  cmd->add_option("--dtype", a->dtype, "Output dtype (default: the base's; bf16 when the base is quantized)")
+      ->check(CLI::IsMember({"bf16", "f16", "f32"}));
+  cmd->add_flag("--requantize", a->requantize,
+                "Quantize the merged weights again in the base's format (prints the rounding error)");
   cmd->add_option("--threads", a->threads, "Threads (0 = all cores)");
   cmd->callback([a] {
     qpeft::set_num_threads(a->threads);
     auto model = qpeft::load_model(a->model);
     qpeft::load_lora_adapter(*model, a->adapter);
-    qpeft::DType base = qpeft::DType::F32;
+    bool quantized_base = false;
+    model->visit_linears([&](qpeft::Linear& l) {
+      quantized_base = quantized_base || dynamic_cast<const qpeft::QuantizedWeight*>(l.weight.get());
+    });
+    QP_CHECK(!a->requantize || quantized_base,
+             "--requantize: the base {} is not quantized; merge into it without --requantize, or quantize the "
+             "merged model with `qpeft quantize`",
+             a->model);
+    qpeft::DType base = quantized_base ? qpeft::DType::BF16 : qpeft::DType::F32;
     auto* emb = dynamic_cast<const qpeft::DenseWeight*>(model->embed_tokens().get());
-    if (emb) base = emb->tensor().dtype();
+    if (emb && !quantized_base) base = emb->tensor().dtype();
     qpeft::SaveOptions opt;
     opt.dtype = a->dtype.empty() ? base : (a->dtype == "bf16" ? qpeft::DType::BF16 : a->dtype == "f16" ? qpeft::DType::F16 : qpeft::DType::F32);
     opt.matrix = [](const qpeft::WeightSlot& s) -> qpeft::Tensor {
       if (s.linear) return qpeft::merged_weight(*s.linear);
       return qpeft::decode_to_f32(**s.frozen);
     };
+    opt.requantize = a->requantize;
+    RequantStats stats;
+    opt.on_quantized = [&stats](const qpeft::WeightSlot& s, const qpeft::QuantizedWeight& q, const qpeft::Tensor& exact) {
+      stats.add(s.name, **s.frozen, q, exact);
+    };
     qpeft::save_model(*model, a->out, opt);
     qpeft::copy_tokenizer_files(a->model, a->out);
-    std::fprintf(stderr, "merged %s into %s -> %s\n", a->adapter.c_str(), a->model.c_str(), a->out.c_str());
+    std::fprintf(stderr, "merged %s into %s -> %s (%s)\n", a->adapter.c_str(), a->model.c_str(), a->out.c_str(),
+                 a->requantize ? "requantized in the base's format" : qpeft::dtype_name(opt.dtype));
+    if (a->requantize && stats.count)
+      std::fprintf(stderr,
+                   "warning: requantizing the merged weights rounds them again: relative Frobenius error "
+                   "|Q(W)-W|/|W| max %.4g (%s), mean %.4g over %lld weights; against the adapter's update "
+                   "|Q(W)-W|/|sBA| max %.4g (%s). Merge to bf16 (no --requantize) to keep the adapter exactly.\n",
+                   stats.max_rel, stats.worst.c_str(), stats.sum_rel / double(stats.count), (long long)stats.count,
+                   stats.max_vs_delta, stats.worst_delta.c_str());
   });
 }
 

@@ -9,7 +9,9 @@
 namespace {
 
 struct InitArgs {
-  std::string preset, dtype = "bf16", out;
+  std::string preset, dtype = "bf16", out, quant;
+  int64_t block_size = 64;
+  bool double_quant = false;
   uint64_t seed = 0;
   double init_std = 0.02;
   int threads = 0;
@@ -26,14 +28,22 @@ void setup(CLI::App& app) {
   cmd->add_option("--out", args->out, "Output directory")->required();
   cmd->add_option("--init-std", args->init_std, "Standard deviation of the random weights (initializer_range)")
       ->check(CLI::Range(1e-6, 10.0));
+  cmd->add_option("--quant", args->quant,
+                  "Quantize linear weights while writing: nf4, fp4 (bitsandbytes) or nf2, nf3, uniform2..4 (qpeft)")
+      ->check(CLI::IsMember({"nf4", "fp4", "nf2", "nf3", "uniform2", "uniform3", "uniform4"}));
+  cmd->add_option("--block-size", args->block_size, "Quantization block size (power of two in 32..4096)");
+  cmd->add_flag("--double-quant", args->double_quant, "Quantize the block scales too (QLoRA double quantization)");
   cmd->add_option("--threads", args->threads, "Threads (0 = all cores)");
   cmd->callback([args] {
     qpeft::set_num_threads(args->threads);
     qpeft::ModelConfig cfg = qpeft::ModelConfig::preset(args->preset);
     qpeft::DType dt = args->dtype == "f32" ? qpeft::DType::F32 : qpeft::DType::BF16;
-    qpeft::write_random_model(cfg, dt, args->seed, args->out, args->init_std);
-    std::fprintf(stderr, "wrote %s: preset %s, %.1fM parameters, %s\n", args->out.c_str(), args->preset.c_str(),
-                 double(cfg.num_parameters()) / 1e6, args->dtype.c_str());
+    qpeft::QuantizeOptions q{args->quant, args->block_size, args->double_quant};
+    if (q.enabled()) qpeft::check_block_size(args->block_size, "--block-size");
+    qpeft::write_random_model(cfg, dt, args->seed, args->out, q, args->init_std);
+    std::fprintf(stderr, "wrote %s: preset %s, %.1fM parameters, %s%s%s\n", args->out.c_str(), args->preset.c_str(),
+                 double(cfg.num_parameters()) / 1e6, args->dtype.c_str(), q.enabled() ? ", linear weights " : "",
+                 q.enabled() ? (args->quant + (args->double_quant ? " + double quant" : "")).c_str() : "");
   });
 }
 

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "models/llama.h"
+#include "quant/quantized_weight.h"
 
 namespace qpeft {
 
@@ -17,23 +18,45 @@ struct LoadOptions {
 };
 
 // Loads config.json + model.safetensors (or a sharded index) from dir. Matrices stay in the
-// file's dtype, memory-mapped (zero-copy); norms and biases become f32.
+// file's dtype, memory-mapped (zero-copy); norms and biases become f32. Weights stored as
+// bitsandbytes 4-bit (io/bnb_checkpoint.h) become QuantizedWeight, whatever config.json says.
+// With opt.quantize, every other linear weight is quantized tile by tile from the mapping
+// (never a whole f32 copy); embeddings and lm_head stay as stored (as bitsandbytes and PEFT's
+// QLoRA leave them).
 std::unique_ptr<LlamaModel> load_model(const std::string& dir, const LoadOptions& opt = {});
+
+// How linear weights are quantized while a checkpoint is written.
+struct QuantizeOptions {
+  std::string format;  // "" = none; "nf4", "fp4", "nf2", "nf3", "uniform4", ...
+  int64_t block_size = 64;
+  bool double_quant = true;
+  bool enabled() const { return !format.empty(); }
+};
 
 // Writes config.json + model.safetensors (sharded past max_shard_bytes) atomically.
 // `matrix(slot)` returns a matrix's values in the output dtype when set; by default the
-// loaded weight is written as it is (same dtype and bits).
+// loaded weight is written as it is (same dtype and bits; a QuantizedWeight in bitsandbytes'
+// layout). Linear weights are quantized while written, one at a time, when `quant` is set (all
+// of them) or with `requantize` (those loaded quantized, each in its own format). config.json
+// gets quantization_config exactly when some weight is written quantized.
 struct SaveOptions {
   DType dtype = DType::BF16;  // for matrices produced as f32 (merged or freshly initialised)
   uint64_t max_shard_bytes = uint64_t(5) << 30;
   std::function<Tensor(const WeightSlot&)> matrix;  // optional override, may return f32
+  QuantizeOptions quant;
+  bool requantize = false;
+  // Called for each weight quantized while written, with the exact values it came from.
+  std::function<void(const WeightSlot&, const QuantizedWeight&, const Tensor& exact)> on_quantized;
 };
 void save_model(LlamaModel& model, const std::string& dir, const SaveOptions& opt);
 
 // init-model: a random checkpoint of this shape, generated tensor by tensor while it is
 // written (the whole model is never in memory). Matrices N(0, init_std), norms 1, biases 0.
+// With quant, each linear weight is generated in `dtype` and quantized while written (the
+// same bits as writing the dense model and quantizing it afterwards); embeddings, lm_head and
+// norms are written dense in `dtype`.
 void write_random_model(const ModelConfig& cfg, DType dtype, uint64_t seed, const std::string& dir,
-                        double init_std = 0.02);
+                        const QuantizeOptions& quant = {}, double init_std = 0.02);
 
 // Copies tokenizer.json, tokenizer_config.json, tokenizer.model, special_tokens_map.json,
 // generation_config.json from src_dir to dst_dir when present.

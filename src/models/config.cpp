@@ -29,7 +29,65 @@ int64_t require_int(const json& j, const char* key, const std::string& src) {
   return it->get<int64_t>();
 }
 
+QuantizationConfig parse_quantization_config(const json& q, const std::string& src) {
+  const std::string where = src + ": quantization_config";
+  QP_CHECK(q.is_object(), "{} must be a JSON object (found {})", where, q.dump());
+  QuantizationConfig c;
+  c.json = q.dump();
+  c.quant_method = get_or<std::string>(q, "quant_method", "", where);
+  QP_CHECK(c.quant_method == "bitsandbytes" || c.quant_method == "qpeft",
+           "{}: quant_method '{}' is not supported; qpeft reads bitsandbytes 4-bit checkpoints (NF4/FP4) "
+           "- dequantize the model with its own tools first",
+           where, c.quant_method);
+  c.load_in_4bit = get_or<bool>(q, "load_in_4bit", get_or<bool>(q, "_load_in_4bit", false, where), where);
+  c.load_in_8bit = get_or<bool>(q, "load_in_8bit", get_or<bool>(q, "_load_in_8bit", false, where), where);
+  QP_CHECK(!c.load_in_8bit,
+           "{}: load_in_8bit checkpoints (LLM.int8) are not supported; qpeft reads bitsandbytes 4-bit "
+           "(load_in_4bit) checkpoints",
+           where);
+  c.quant_type = get_or<std::string>(q, "bnb_4bit_quant_type", "fp4", where);  // transformers' default
+  c.double_quant = get_or<bool>(q, "bnb_4bit_use_double_quant", false, where);
+  c.compute_dtype = get_or<std::string>(q, "bnb_4bit_compute_dtype", "float32", where);
+  if (auto it = q.find("llm_int8_skip_modules"); it != q.end() && !it->is_null()) {
+    QP_CHECK(it->is_array(), "{}: llm_int8_skip_modules must be a list of module names or null", where);
+    for (const auto& m : *it) {
+      QP_CHECK(m.is_string(), "{}: llm_int8_skip_modules must hold strings (found {})", where, m.dump());
+      c.skip_modules.push_back(m.get<std::string>());
+    }
+  }
+  return c;
+}
+
+json quantization_config_json(const QuantizationConfig& c) {
+  json j = c.json.empty() ? json::object() : json::parse(c.json);
+  j["quant_method"] = c.quant_method;
+  j["_load_in_8bit"] = c.load_in_8bit;
+  j["_load_in_4bit"] = c.load_in_4bit;
+  if (!j.contains("llm_int8_threshold")) j["llm_int8_threshold"] = 6.0;
+  j["llm_int8_skip_modules"] = c.skip_modules.empty() ? json(nullptr) : json(c.skip_modules);
+  if (!j.contains("llm_int8_enable_fp32_cpu_offload")) j["llm_int8_enable_fp32_cpu_offload"] = false;
+  if (!j.contains("llm_int8_has_fp16_weight")) j["llm_int8_has_fp16_weight"] = false;
+  j["bnb_4bit_quant_type"] = c.quant_type;
+  j["bnb_4bit_use_double_quant"] = c.double_quant;
+  j["bnb_4bit_compute_dtype"] = c.compute_dtype;
+  if (!j.contains("bnb_4bit_quant_storage")) j["bnb_4bit_quant_storage"] = "uint8";
+  j["load_in_4bit"] = c.load_in_4bit;
+  j["load_in_8bit"] = c.load_in_8bit;
+  return j;
+}
+
 }  // namespace
+
+QuantizationConfig QuantizationConfig::bnb_4bit(const std::string& quant_type, bool double_quant,
+                                                const std::string& compute_dtype) {
+  QuantizationConfig c;
+  c.quant_method = quant_type == "nf4" || quant_type == "fp4" ? "bitsandbytes" : "qpeft";
+  c.quant_type = quant_type;
+  c.double_quant = double_quant;
+  c.load_in_4bit = true;
+  c.compute_dtype = compute_dtype;
+  return c;
+}
 
 ModelConfig ModelConfig::load(const std::string& path) {
   std::string file = dir_exists(path) ? path + "/config.json" : path;
@@ -106,6 +164,8 @@ ModelConfig ModelConfig::parse(const std::string& text, const std::string& src) 
   }
   c.pad_token_id = get_or<int32_t>(j, "pad_token_id", -1, src);
   c.torch_dtype = get_or<std::string>(j, "torch_dtype", "float32", src);
+  if (auto it = j.find("quantization_config"); it != j.end() && !it->is_null())
+    c.quantization = parse_quantization_config(*it, src);
   return c;
 }
 
@@ -184,6 +244,7 @@ std::string ModelConfig::to_json() const {
   if (eos_token_ids.size() > 1) j["eos_token_id"] = eos_token_ids;
   if (pad_token_id >= 0) j["pad_token_id"] = pad_token_id;
   j["torch_dtype"] = torch_dtype;
+  if (quantization.present()) j["quantization_config"] = quantization_config_json(quantization);
   return j.dump(2) + "\n";
 }
 

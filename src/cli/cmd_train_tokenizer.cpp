@@ -29,7 +29,9 @@ std::vector<std::string> split_commas(const std::string& s) {
   if (s.empty()) return out;
   for (size_t i = 0;;) {
     size_t c = s.find(',', i);
-    out.push_back(s.substr(i, c == std::string::npos ? std::string::npos : c - i));
+    std::string item = s.substr(i, c == std::string::npos ? std::string::npos : c - i);
+    size_t b = item.find_first_not_of(" \t"), e = item.find_last_not_of(" \t");
+    out.push_back(b == std::string::npos ? std::string() : item.substr(b, e - b + 1));  // "<s>, </s>" works too
     if (c == std::string::npos) break;
     i = c + 1;
   }
@@ -72,6 +74,10 @@ void run(const TrainTokenizerArgs& a) {
   std::string config = a.config_out.empty() ? std::string() : bpe.config_json(cfg);
   // Check that what we write loads before replacing anything.
   Tokenizer::from_json(json, config, a.out);
+  for (const std::string* f : {&a.out, &a.config_out}) {
+    size_t slash = f->rfind('/');
+    if (slash != std::string::npos && slash > 0) make_dirs(f->substr(0, slash));
+  }
   write_file_atomic(a.out, json);
   if (!a.config_out.empty()) write_file_atomic(a.config_out, config);
 

@@ -17,6 +17,9 @@
 // most frequent adjacent pair (ties: the pair with the smaller (left id, right id)), with
 // incremental pair counts and a priority queue, until vocab_size is reached, no pair is
 // left, or the best count is below min_frequency. Deterministic: same input, same bytes.
+// Special tokens occurring in the training text are counted as ordinary text (as HF does).
+// Cost: each merge rescans the words that hold the pair, so one giant pre-token (megabytes
+// of letters without a space, with split_lines off) trains slowly, as it does in HF.
 #pragma once
 #include <cstdint>
 #include <string>

@@ -14,6 +14,11 @@ PKGS=(
   nodejs npm
   unicode-data  # only to regenerate src/io/tokenizer_unicode_tables.cpp (scripts/gen_unicode_tables.py)
 )
+# The training corpus of the default model (scripts/build-corpus.sh installs these itself):
+# QPEFT_DEPS_CORPUS=1 scripts/install-deps.sh
+if [ "${QPEFT_DEPS_CORPUS:-0}" = "1" ]; then
+  PKGS+=(r-base-core r-cran-janeaustenr fortunes fortunes-min)
+fi
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -77,4 +77,8 @@ TEST(OpsGrad, EmbeddingAndLosses) {
   check_gradients("linear_cross_entropy", {param({5, 6}, 27)}, [&](Graph& g, const std::vector<Var>& in) {
     return linear_cross_entropy(g, in[0], head, targets, 1).loss;
   });
+  check_gradients("linear_cross_entropy_trainable_head", {param({5, 6}, 31), param({7, 6}, 32)},
+                  [&](Graph& g, const std::vector<Var>& in) {
+                    return linear_cross_entropy(g, in[0], in[1], targets, 2 * 7 * 4).loss;
+                  });
 }

@@ -35,8 +35,13 @@ int64_t chunk_rows(int64_t V, int64_t max_chunk_bytes) {
 
 }  // namespace
 
-LossResult linear_cross_entropy(Graph& g, const Var& h, const std::shared_ptr<const FrozenWeight>& head,
-                                const std::vector<int32_t>& targets, int64_t max_chunk_bytes) {
+namespace {
+
+// head_var, when defined, is the trainable f32 tensor that `head` views: its gradient
+// dW[V, d] = Σ_chunks dlogitsᵀ h_chunk is formed chunk by chunk during the forward too.
+LossResult linear_cross_entropy_impl(Graph& g, const Var& h, const std::shared_ptr<const FrozenWeight>& head,
+                                     const Var* head_var, const std::vector<int32_t>& targets,
+                                     int64_t max_chunk_bytes) {
   const Tensor& hv = h.value();
   const int64_t V = head->rows(), d = head->cols();
   QP_CHECK(hv.ndim() == 2 && hv.dim(1) == d, "[linear_cross_entropy] hidden {} does not match head {}",
@@ -45,12 +50,14 @@ LossResult linear_cross_entropy(Graph& g, const Var& h, const std::shared_ptr<co
   check_targets(targets, N, V);
   int64_t count = 0;
   for (int32_t t : targets) count += t != kIgnoreIndex;
-  const bool rg = g.needs_grad({&h}) && count > 0;
+  const bool head_rg = head_var && g.needs_grad({head_var}) && count > 0;
+  const bool rg = (g.needs_grad({&h}) || head_rg) && count > 0;
   const int64_t rows = chunk_rows(V, max_chunk_bytes);
   const float inv_count = count ? 1.0f / float(count) : 0.0f;
 
   std::vector<double> nll(size_t(N), 0.0);
   Tensor dh = rg ? Tensor::empty({N, d}) : Tensor();
+  Tensor dw = head_rg ? Tensor::zeros({V, d}) : Tensor();
   Tensor logits = Tensor::empty({std::min(rows, std::max<int64_t>(N, 1)), V});
   for (int64_t r0 = 0; r0 < N; r0 += rows) {
     const int64_t r1 = std::min(N, r0 + rows), n = r1 - r0;
@@ -76,6 +83,14 @@ LossResult linear_cross_entropy(Graph& g, const Var& h, const std::shared_ptr<co
       }
     });
     if (rg) linear_input_grad(lg, n, *head, dh.f32() + r0 * d, false);
+    if (head_rg) {
+      // dW[V, d] += dlogitsᵀ[V, n] h[n, d]; threads split the columns of dW (fixed sum order).
+      const float* hp = hv.f32() + r0 * d;
+      float* dwp = dw.f32();
+      pool().parallel_for(d, [&](int64_t k0, int64_t k1) {
+        sgemm(true, false, V, k1 - k0, n, 1.0f, lg, V, hp + k0, d, 1.0f, dwp + k0, d);
+      });
+    }
   }
   double sum = 0;
   for (double x : nll) sum += x;  // fixed order: same bits for any thread count
@@ -86,15 +101,37 @@ LossResult linear_cross_entropy(Graph& g, const Var& h, const std::shared_ptr<co
   res.loss = g.make_output(loss, rg);
   if (rg) {
     Var out = res.loss;
-    g.record([h, out, dh] {
+    Var hw = head_rg ? *head_var : Var();
+    g.record([h, out, dh, hw, dw] {
       if (!out.has_grad()) return;
       const float s = out.grad().f32()[0];
-      float* dx = h.grad_buffer();
-      const float* src = dh.f32();
-      for (int64_t i = 0; i < dh.numel(); ++i) dx[i] += s * src[i];
+      if (h.requires_grad()) {
+        float* dx = h.grad_buffer();
+        const float* src = dh.f32();
+        for (int64_t i = 0; i < dh.numel(); ++i) dx[i] += s * src[i];
+      }
+      if (hw.defined()) {
+        float* dst = hw.grad_buffer();
+        const float* src = dw.f32();
+        for (int64_t i = 0; i < dw.numel(); ++i) dst[i] += s * src[i];
+      }
     });
   }
   return res;
+}
+
+}  // namespace
+
+LossResult linear_cross_entropy(Graph& g, const Var& h, const std::shared_ptr<const FrozenWeight>& head,
+                                const std::vector<int32_t>& targets, int64_t max_chunk_bytes) {
+  return linear_cross_entropy_impl(g, h, head, nullptr, targets, max_chunk_bytes);
+}
+
+LossResult linear_cross_entropy(Graph& g, const Var& h, const Var& head, const std::vector<int32_t>& targets,
+                                int64_t max_chunk_bytes) {
+  QP_CHECK(head.value().dtype() == DType::F32, "[linear_cross_entropy] trainable head '{}' must be f32", head.name());
+  auto view = std::make_shared<DenseWeight>(head.value(), head.name());
+  return linear_cross_entropy_impl(g, h, view, &head, targets, max_chunk_bytes);
 }
 
 LossResult cross_entropy(Graph& g, const Var& logits, const std::vector<int32_t>& targets) {

@@ -23,6 +23,10 @@ struct LossResult {
 LossResult linear_cross_entropy(Graph& g, const Var& h, const std::shared_ptr<const FrozenWeight>& head,
                                 const std::vector<int32_t>& targets, int64_t max_chunk_bytes = 64 << 20);
 
+// The same with a trainable f32 head [V, d] (full fine-tuning): also dW = Σ dlogitsᵀ h.
+LossResult linear_cross_entropy(Graph& g, const Var& h, const Var& head, const std::vector<int32_t>& targets,
+                                int64_t max_chunk_bytes = 64 << 20);
+
 // Composite reference: mean NLL of explicit logits [N, V]; used by the tests of the fused op.
 LossResult cross_entropy(Graph& g, const Var& logits, const std::vector<int32_t>& targets);
 

@@ -9,6 +9,7 @@
 #include "models/checkpoint.h"
 #include "models/choice_eval.h"
 #include "models/generate.h"
+#include "peft/adapter_io.h"
 #include "gen_fixtures.h"
 #include "test_util.h"
 
@@ -17,8 +18,10 @@ using namespace qpeft::testing;
 namespace {
 
 // What the CLI should print on stdout: the generated text without the EOS, then a newline.
-std::string expected_text(const std::string& dir, const std::vector<int32_t>& prompt, qpeft::GenerateOptions opt) {
+std::string expected_text(const std::string& dir, const std::vector<int32_t>& prompt, qpeft::GenerateOptions opt,
+                          const std::string& adapter = "") {
   auto model = qpeft::load_model(dir);
+  if (!adapter.empty()) qpeft::load_lora_adapter(*model, adapter);
   qpeft::Tokenizer tok = qpeft::Tokenizer::load(dir);
   opt.eos_ids = qpeft::eos_token_ids(model->config(), dir, &tok);
   qpeft::GenerateResult r = qpeft::generate(*model, prompt, opt);
@@ -50,6 +53,12 @@ TEST(CliGenerate, GreedyChatAndSampledOutputMatchTheLibrary) {
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_EQ(r.output.substr(0, want.size()), want) << r.output;
   EXPECT_NE(r.output.find("tok/s", want.size()), std::string::npos) << r.output;
+  // With an adapter: the library's text with the same adapter.
+  want = expected_text(dir, tok.encode("the cat sat on", true), opt, golden_dir("llama") + "/adapter_init");
+  r = run_cli("generate --model " + dir + " --adapter " + golden_dir("llama") +
+              "/adapter_init --prompt 'the cat sat on' --max-new-tokens 16 --threads 1");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(r.output.substr(0, want.size()), want) << r.output;
 
   // --chat: the template renders BOS itself and ends with the generation prompt.
   auto tmpl = qpeft::ChatTemplate::from_tokenizer(tok);

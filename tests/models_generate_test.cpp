@@ -14,6 +14,8 @@
 #include "models/choice_eval.h"
 #include "models/generate.h"
 #include "models/kv_cache.h"
+#include "peft/adapter_io.h"
+#include "peft/lora.h"
 #include "gen_fixtures.h"
 #include "test_util.h"
 
@@ -96,6 +98,27 @@ TEST(Generate, GreedyWithCacheEqualsWithout) {
   // Greedy: each token is the argmax of its logits.
   std::vector<float> row(ref.f32() + (seq.size() - 1) * 96, ref.f32() + seq.size() * 96);
   EXPECT_EQ(with.tokens.back(), int32_t(std::max_element(row.begin(), row.end()) - row.begin()));
+}
+
+TEST(Generate, WithALoraAdapterCacheStillEqualsRecompute) {
+  auto model = load_model(golden_dir("llama"));
+  GenerateOptions opt;
+  opt.max_new_tokens = 16;
+  opt.stop_on_eos = false;
+  const std::vector<int32_t> prompt = some_ids(5, 23, 4);
+  const std::vector<int32_t> base = generate(*model, prompt, opt).tokens;
+  load_lora_adapter(*model, golden_dir("llama") + "/adapter_init");
+  Rng rng(9);
+  for (auto& [key, p] : adapter_params(*model)) {  // B is zero at init: make the adapter matter
+    float* v = p.value().f32();
+    for (int64_t i = 0; i < p.value().numel(); ++i) v[i] = float(rng.normal() * 0.5);
+  }
+  GenerateResult with = generate(*model, prompt, opt);
+  opt.use_cache = false;
+  GenerateResult without = generate(*model, prompt, opt);
+  EXPECT_EQ(with.tokens, without.tokens);
+  EXPECT_NE(with.tokens, base);
+  for (size_t j = 0; j < 96; ++j) EXPECT_NEAR(with.last_logits[j], without.last_logits[j], 1e-4) << j;
 }
 
 TEST(Generate, StopsAtEosAndOnCallback) {

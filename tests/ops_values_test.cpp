@@ -116,3 +116,25 @@ TEST(OpsValues, RopeLlama3FrequenciesAndRotation) {
   EXPECT_NEAR(y.f32()[2], 3 * std::cos(a0) + 1 * std::sin(a0), 1e-6);
   EXPECT_NEAR(y.f32()[1], 2 * std::cos(a1) - 4 * std::sin(a1), 1e-6);
 }
+
+TEST(OpsValues, SgemmSingleRowTakesGemvAndMatchesReference) {
+  // M == 1 (decoding a token) goes through gemv: all four transposes, strides, beta 0 over
+  // garbage and beta 1 accumulating.
+  const int64_t N = 37, K = 19, lda_t = 3, ldb_pad = 5;
+  std::vector<float> a(size_t(K * lda_t)), b(size_t(std::max(N, K) * (std::max(N, K) + ldb_pad)));
+  for (size_t i = 0; i < a.size(); ++i) a[i] = float(std::sin(0.7 * double(i)));
+  for (size_t i = 0; i < b.size(); ++i) b[i] = float(std::cos(0.3 * double(i)));
+  for (bool ta : {false, true})
+    for (bool tb : {false, true})
+      for (float beta : {0.0f, 1.0f}) {
+        const int64_t lda = ta ? lda_t : K, ldb = (tb ? K : N) + ldb_pad;
+        std::vector<float> c(static_cast<size_t>(N), beta == 0.0f ? NAN : 0.5f), ref(static_cast<size_t>(N));
+        for (int64_t j = 0; j < N; ++j) {
+          double s = 0;
+          for (int64_t k = 0; k < K; ++k) s += double(ta ? a[k * lda] : a[k]) * double(tb ? b[j * ldb + k] : b[k * ldb + j]);
+          ref[j] = float(1.5 * s + (beta == 0.0f ? 0.0 : 0.5));
+        }
+        sgemm(ta, tb, 1, N, K, 1.5f, a.data(), lda, b.data(), ldb, beta, c.data(), N);
+        for (int64_t j = 0; j < N; ++j) ASSERT_NEAR(c[j], ref[j], 1e-4) << ta << tb << beta << " j=" << j;
+      }
+}

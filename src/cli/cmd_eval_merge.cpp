@@ -1,4 +1,4 @@
-// qpeft eval (loss / perplexity) and qpeft merge (W + s·B·A into a plain checkpoint).
+// qpeft eval (loss / perplexity, or multiple-choice accuracy) and qpeft merge (W + s·B·A into a plain checkpoint).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "core/thread_pool.h"
 #include "models/checkpoint.h"
+#include "models/choice_eval.h"
 #include "peft/adapter_io.h"
 #include "peft/lora.h"
 #include "quant/quantized_weight.h"
@@ -18,7 +19,7 @@
 namespace {
 
 struct EvalArgs {
-  std::string model, adapter, data, format = "auto";
+  std::string model, adapter, data, format = "auto", metric = "loss", choice_score = "mean";
   bool json = false, train_on_prompt = false;
   int64_t batch = 4, seq_len = 2048;
   int threads = 0;
@@ -26,7 +27,7 @@ struct EvalArgs {
 
 void setup_eval(CLI::App& app) {
   auto a = std::make_shared<EvalArgs>();
-  auto* cmd = app.add_subcommand("eval", "Loss and perplexity of a model (and adapter) on a data file");
+  auto* cmd = app.add_subcommand("eval", "Loss and perplexity, or multiple-choice accuracy, of a model (and adapter) on a data file");
   cmd->add_option("--model", a->model, "Base model directory")->required();
   cmd->add_option("--adapter", a->adapter, "PEFT LoRA adapter directory");
   cmd->add_option("--data", a->data, "Data file (JSON lines)")->required();
@@ -36,11 +37,29 @@ void setup_eval(CLI::App& app) {
   cmd->add_option("--batch", a->batch, "Sequences per batch")->check(CLI::PositiveNumber);
   cmd->add_option("--seq-len", a->seq_len, "Maximum tokens per sequence")->check(CLI::Range(2, 1 << 20));
   cmd->add_option("--threads", a->threads, "Threads (0 = all cores)");
-  cmd->add_flag("--json", a->json, "Print {\"loss\", \"perplexity\", \"tokens\"} as JSON");
+  cmd->add_option("--metric", a->metric, "loss (loss and perplexity) or choice (accuracy by rank classification on "
+                  "{\"prompt\", \"choices\", \"answer\"} lines)")
+      ->check(CLI::IsMember({"loss", "choice"}));
+  cmd->add_option("--choice-score", a->choice_score, "With --metric choice: mean (length-normalised) or sum log-likelihood")
+      ->check(CLI::IsMember({"mean", "sum"}));
+  cmd->add_flag("--json", a->json, "Print {\"loss\", \"perplexity\", \"tokens\"} (or {\"accuracy\", \"correct\", \"total\"}) as JSON");
   cmd->callback([a] {
     qpeft::set_num_threads(a->threads);
     auto model = qpeft::load_model(a->model);
     if (!a->adapter.empty()) qpeft::load_lora_adapter(*model, a->adapter);
+    if (a->metric == "choice") {
+      qpeft::ChoiceScore how;
+      qpeft::parse_choice_score(a->choice_score, &how);
+      auto data = qpeft::load_choice_examples(a->data, a->model, model->config().vocab_size);
+      qpeft::ChoiceEvalResult r = qpeft::evaluate_choices(*model, data, how, a->seq_len);
+      if (a->json) {
+        nlohmann::json j = {{"accuracy", r.accuracy}, {"correct", r.correct}, {"total", r.total}};
+        std::printf("%s\n", j.dump().c_str());
+      } else {
+        std::printf("accuracy %.4f  correct %lld  total %lld\n", r.accuracy, (long long)r.correct, (long long)r.total);
+      }
+      return;
+    }
     qpeft::DataOptions dopt;
     qpeft::parse_data_format(a->format, &dopt.format);
     dopt.train_on_prompt = a->train_on_prompt;

@@ -1,6 +1,7 @@
 #include "models/llama.h"
 
 #include "core/error.h"
+#include "models/kv_cache.h"
 #include "ops/attention.h"
 #include "ops/elementwise.h"
 #include "ops/embedding.h"
@@ -93,17 +94,26 @@ std::shared_ptr<const RopeTable> LlamaModel::rope_table(int64_t T) {
   return rope_;
 }
 
-Var LlamaModel::block(Graph& g, const DecoderLayer& L, const Var& x, int64_t B, int64_t T) {
+Var LlamaModel::block(Graph& g, const DecoderLayer& L, const Var& x, int64_t B, int64_t T, int64_t layer,
+                      KVCache* cache) {
   const float eps = float(cfg_.rms_norm_eps);
   const int64_t D = cfg_.head_dim;
-  auto rope = rope_table(T);
+  const int64_t pos = cache ? cache->length() : 0;
+  auto rope = rope_table(pos + T);
   // x: [B, T, hidden]
   Var h = rms_norm(g, x, L.input_norm, eps);
   Var q = reshape(g, L.q_proj.forward(g, h), {B, T, cfg_.num_heads, D});
   Var k = reshape(g, L.k_proj.forward(g, h), {B, T, cfg_.num_kv_heads, D});
   Var v = reshape(g, L.v_proj.forward(g, h), {B, T, cfg_.num_kv_heads, D});
-  q = qpeft::rope(g, q, rope);
-  k = qpeft::rope(g, k, rope);
+  q = qpeft::rope(g, q, rope, pos);
+  k = qpeft::rope(g, k, rope, pos);
+  if (cache) {
+    // k, v: [B, pos + T, Hkv, D]; query t sees keys 0 .. pos + t.
+    Tensor k_all, v_all;
+    cache->append(layer, k.value(), v.value(), &k_all, &v_all);
+    k = Var(k_all);
+    v = Var(v_all);
+  }
   Var a = reshape(g, causal_attention(g, q, k, v), {B, T, cfg_.num_heads * D});
   Var x1 = add(g, x, L.o_proj.forward(g, a));
   Var h2 = rms_norm(g, x1, L.post_attention_norm, eps);
@@ -111,21 +121,33 @@ Var LlamaModel::block(Graph& g, const DecoderLayer& L, const Var& x, int64_t B, 
   return add(g, x1, L.down_proj.forward(g, m));
 }
 
-Var LlamaModel::hidden_states(Graph& g, const std::vector<int32_t>& ids, int64_t B, int64_t T) {
+Var LlamaModel::hidden_states(Graph& g, const std::vector<int32_t>& ids, int64_t B, int64_t T, KVCache* cache) {
   QP_CHECK(int64_t(ids.size()) == B * T, "[model] {} ids for a batch of {} x {}", ids.size(), B, T);
+  if (cache) {
+    QP_CHECK(!g.grad_enabled(), "[model] the KV cache is for inference: run it under Graph(false)");
+    QP_CHECK(cache->batch() == B && cache->num_layers() == int64_t(layers_.size()),
+             "[model] KV cache for {} rows and {} layers used with {} rows and {} layers", cache->batch(),
+             cache->num_layers(), B, layers_.size());
+    QP_CHECK(cache->length() + T <= cache->max_len(),
+             "[model] KV cache full: {} + {} positions exceed its {}; create it with a larger max_len",
+             cache->length(), T, cache->max_len());
+  }
+  const int64_t total = T + (cache ? cache->length() : 0);
   if (cfg_.sliding_window > 0)
-    QP_CHECK(T <= cfg_.sliding_window,
+    QP_CHECK(total <= cfg_.sliding_window,
              "{}: sequence length {} exceeds sliding_window {}; qpeft does not implement sliding-window attention, "
              "use --seq-len {} or less",
-             cfg_.source, T, cfg_.sliding_window, cfg_.sliding_window);
+             cfg_.source, total, cfg_.sliding_window, cfg_.sliding_window);
   Var x = reshape(g, embedding(g, *embed_tokens_, ids), {B, T, cfg_.hidden_size});
-  for (const DecoderLayer& L : layers_) {
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const DecoderLayer& L = layers_[i];
     if (grad_checkpoint_ && g.grad_enabled()) {
       x = checkpoint(g, x, [this, &L, B, T](Graph& sg, const Var& xin) { return block(sg, L, xin, B, T); });
     } else {
-      x = block(g, L, x, B, T);
+      x = block(g, L, x, B, T, int64_t(i), cache);
     }
   }
+  if (cache) cache->advance(T);
   return reshape(g, rms_norm(g, x, final_norm_, float(cfg_.rms_norm_eps)), {B * T, cfg_.hidden_size});
 }
 

@@ -16,6 +16,8 @@
 
 namespace qpeft {
 
+class KVCache;
+
 // A hook on one linear layer: y = adapt_output(x', base(x')) with x' = adapt_input(x).
 class LinearAdapter {
  public:
@@ -67,7 +69,9 @@ class LlamaModel {
   void finish_loading();
 
   // Final normed hidden states [B·T, hidden] for ids [B·T] (row-major [B, T]).
-  Var hidden_states(Graph& g, const std::vector<int32_t>& ids, int64_t B, int64_t T);
+  // With a cache (inference only: g without gradients), the tokens sit at positions
+  // cache->length() .. +T-1, attend over the cached prefix too, and are appended to it.
+  Var hidden_states(Graph& g, const std::vector<int32_t>& ids, int64_t B, int64_t T, KVCache* cache = nullptr);
   // Causal-LM loss with Hugging Face's shift: position t predicts labels[t + 1];
   // labels are aligned with ids, kIgnoreIndex marks positions without loss.
   LossResult loss(Graph& g, const std::vector<int32_t>& ids, const std::vector<int32_t>& labels, int64_t B, int64_t T);
@@ -80,7 +84,10 @@ class LlamaModel {
   void set_grad_checkpointing(bool on) { grad_checkpoint_ = on; }
 
  private:
-  Var block(Graph& g, const DecoderLayer& L, const Var& x, int64_t B, int64_t T);
+  // cache == nullptr: positions 0 .. T-1; else cache->length() onwards, keys/values appended
+  // to the cache's layer `layer`.
+  Var block(Graph& g, const DecoderLayer& L, const Var& x, int64_t B, int64_t T, int64_t layer = 0,
+            KVCache* cache = nullptr);
   std::shared_ptr<const RopeTable> rope_table(int64_t T);
 
   ModelConfig cfg_;

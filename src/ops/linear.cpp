@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "core/error.h"
@@ -48,6 +49,18 @@ void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float al
       for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
     return;
   }
+  if (M == 1) {
+    // One row (decoding a token): a matrix-vector product streams B once, where sgemm would
+    // first pack (copy) all of it: c[N] = alpha · a[K] op(B)[K, N] + beta · c.
+    if (beta == 0.0f) std::fill(C, C + N, 0.0f);  // C may hold garbage (NaN · 0)
+    const int inc_a = trans_a ? int(lda) : 1;
+    if (trans_b) {  // B: [N, K]; c = B a
+      cblas_sgemv(CblasRowMajor, CblasNoTrans, int(N), int(K), alpha, B, int(ldb), A, inc_a, beta, C, 1);
+    } else {  // B: [K, N]; c = Bᵀ a
+      cblas_sgemv(CblasRowMajor, CblasTrans, int(K), int(N), alpha, B, int(ldb), A, inc_a, beta, C, 1);
+    }
+    return;
+  }
   cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, int(M), int(N),
               int(K), alpha, A, int(lda), B, int(ldb), beta, C, int(ldc));
 }
@@ -72,9 +85,11 @@ static int64_t panel_rows(const FrozenWeight& w) {
 // is decoded exactly once.
 void linear_forward(const float* x, int64_t M, const FrozenWeight& w, float* y) {
   const int64_t N = w.rows(), K = w.cols();
-  // Threads get whole panels while there are enough of them; otherwise whole tiles.
+  // Threads get whole panels while there are enough of them; otherwise whole tiles. One row
+  // (decoding) takes tiles too: gemv packs nothing, and a tile stays in cache between its
+  // decode and its use.
   int64_t tile = panel_rows(w);
-  if ((N + tile - 1) / tile < num_threads()) tile = std::max<int64_t>(1, w.row_tile());
+  if (M == 1 || (N + tile - 1) / tile < num_threads()) tile = std::max<int64_t>(1, w.row_tile());
   const int64_t n_tiles = (N + tile - 1) / tile;
   pool().run([&](int ith, int nth) {
     int64_t t0, t1;
@@ -86,10 +101,10 @@ void linear_forward(const float* x, int64_t M, const FrozenWeight& w, float* y) 
       sgemm(false, true, M, n1 - n0, K, 1.0f, x, K, wr, K, 0.0f, y + n0, N);
       return;
     }
-    std::vector<float> scratch(size_t(tile * K));
+    std::unique_ptr<float[]> scratch(new float[size_t(tile * K)]);  // decode overwrites it
     for (int64_t t = t0; t < t1; ++t) {
       int64_t n0 = t * tile, n1 = std::min(N, n0 + tile);
-      const float* wr = w.decode_rows(n0, n1, scratch.data());
+      const float* wr = w.decode_rows(n0, n1, scratch.get());
       sgemm(false, true, M, n1 - n0, K, 1.0f, x, K, wr, K, 0.0f, y + n0, N);
     }
   });
@@ -110,10 +125,10 @@ void linear_input_grad(const float* dy, int64_t M, const FrozenWeight& w, float*
             dxi, K);
       return;
     }
-    std::vector<float> scratch(size_t(tile * K));
+    std::unique_ptr<float[]> scratch(new float[size_t(tile * K)]);  // decode overwrites it
     for (int64_t n0 = 0; n0 < N; n0 += tile) {
       int64_t n1 = std::min(N, n0 + tile);
-      const float* wr = w.decode_rows(n0, n1, scratch.data());
+      const float* wr = w.decode_rows(n0, n1, scratch.get());
       float beta = (accumulate || n0 > 0) ? 1.0f : 0.0f;
       sgemm(false, false, m1 - m0, K, n1 - n0, 1.0f, dyi + n0, N, wr, K, beta, dxi, K);
     }

@@ -33,7 +33,9 @@ std::vector<Example> load_examples(const std::string& path, const std::string& m
     tok = Tokenizer::load(model_dir);
   Dataset ds = load_jsonl(path, tok ? &*tok : nullptr, vocab_size, opt);
   QP_CHECK(ds.format != DataFormat::kChoice,
-           "{}: multiple-choice data (prompt/choices/answer) cannot be trained on as plain sequences yet", path);
+           "{}: multiple-choice data (prompt/choices/answer) cannot be used as plain sequences yet (evaluate it with "
+           "eval --metric choice)",
+           path);
   for (size_t i = 0; i < ds.examples.size(); ++i)
     QP_CHECK(ds.examples[i].input_ids.size() >= 2, "{}: example {} has fewer than 2 tokens", path, i + 1);
   return std::move(ds.examples);

@@ -1,0 +1,207 @@
+#include "models/generate.h"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+
+#include "core/error.h"
+#include "core/file.h"
+#include "io/tokenizer.h"
+#include "models/kv_cache.h"
+
+namespace qpeft {
+
+// ---- KVCache -----------------------------------------------------------------------------
+
+KVCache::KVCache(const ModelConfig& cfg, int64_t batch, int64_t max_len)
+    : B_(batch), max_len_(max_len), Hkv_(cfg.num_kv_heads), D_(cfg.head_dim) {
+  QP_CHECK(batch > 0 && max_len > 0, "[kv_cache] batch {} and max_len {} must be positive", batch, max_len);
+  for (int64_t l = 0; l < cfg.num_layers; ++l) {
+    k_.push_back(Tensor::zeros({B_, max_len_, Hkv_, D_}));
+    v_.push_back(Tensor::zeros({B_, max_len_, Hkv_, D_}));
+  }
+}
+
+void KVCache::append(int64_t layer, const Tensor& k_new, const Tensor& v_new, Tensor* k_all, Tensor* v_all) {
+  QP_CHECK(layer >= 0 && layer < num_layers(), "[kv_cache] layer {} of {}", layer, num_layers());
+  QP_CHECK(k_new.ndim() == 4 && k_new.shape() == v_new.shape() && k_new.dim(0) == B_ && k_new.dim(2) == Hkv_ &&
+               k_new.dim(3) == D_,
+           "[kv_cache] new keys {} / values {} do not match a cache of [{}, {}, {}, {}]", k_new.describe(),
+           v_new.describe(), B_, max_len_, Hkv_, D_);
+  const int64_t T = k_new.dim(1), total = len_ + T, row = Hkv_ * D_;
+  QP_CHECK(total <= max_len_, "[kv_cache] {} positions exceed the cache's {}", total, max_len_);
+  // cache[b, len + t] = new[b, t]
+  for (const auto& [src, dst] : {std::pair{&k_new, &k_[layer]}, std::pair{&v_new, &v_[layer]}})
+    for (int64_t b = 0; b < B_; ++b)
+      std::memcpy(dst->f32() + (b * max_len_ + len_) * row, src->f32() + b * T * row, size_t(T * row) * 4);
+  auto prefix = [&](const Tensor& c) {
+    if (B_ == 1) return Tensor::from_storage(c.storage(), 0, {1, total, Hkv_, D_}, DType::F32);
+    Tensor out = Tensor::empty({B_, total, Hkv_, D_});
+    for (int64_t b = 0; b < B_; ++b)
+      std::memcpy(out.f32() + b * total * row, c.f32() + b * max_len_ * row, size_t(total * row) * 4);
+    return out;
+  };
+  *k_all = prefix(k_[layer]);
+  *v_all = prefix(v_[layer]);
+}
+
+void KVCache::advance(int64_t T) {
+  QP_CHECK(T >= 0 && len_ + T <= max_len_, "[kv_cache] cannot advance {} by {} (max_len {})", len_, T, max_len_);
+  len_ += T;
+}
+
+// ---- sampling ----------------------------------------------------------------------------
+
+int32_t sample_token(float* logits, int64_t V, const SamplingOptions& opt, Rng& rng) {
+  QP_CHECK(V > 0, "[sample] empty logits");
+  QP_CHECK(opt.temperature >= 0 && std::isfinite(opt.temperature), "[sample] temperature {} must be >= 0",
+           opt.temperature);
+  QP_CHECK(opt.top_p > 0 && opt.top_p <= 1, "[sample] top_p {} must be in (0, 1]", opt.top_p);
+  QP_CHECK(opt.top_k >= 0, "[sample] top_k {} must be >= 0", opt.top_k);
+  if (opt.temperature == 0) return int32_t(std::max_element(logits, logits + V) - logits);  // first maximum
+
+  // Candidates sorted by logit, highest first (ties: lower id first).
+  std::vector<int32_t> idx(static_cast<size_t>(V));
+  std::iota(idx.begin(), idx.end(), 0);
+  std::stable_sort(idx.begin(), idx.end(), [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
+  size_t n = idx.size();
+  // top-k: keep the logits >= the k-th largest (transformers' TopKLogitsWarper keeps ties).
+  if (opt.top_k > 0 && opt.top_k < V) {
+    const float kth = logits[idx[size_t(opt.top_k - 1)]];
+    while (n > 1 && logits[idx[n - 1]] < kth) --n;
+  }
+  // softmax(logits / T) over the kept candidates.
+  std::vector<double> p(n);
+  const double inv_t = 1.0 / opt.temperature, m = double(logits[idx[0]]) * inv_t;
+  double sum = 0;
+  for (size_t i = 0; i < n; ++i) sum += p[i] = std::exp(double(logits[idx[i]]) * inv_t - m);
+  for (double& x : p) x /= sum;
+  // top-p: a candidate stays while the probability of those above it is < top_p, so the one
+  // that crosses top_p is kept (TopPLogitsWarper; at least one always stays).
+  if (opt.top_p < 1) {
+    double above = 0;
+    size_t keep = 0;
+    while (keep < n && above < opt.top_p) above += p[keep++];
+    n = std::max<size_t>(keep, 1);
+    double s = 0;
+    for (size_t i = 0; i < n; ++i) s += p[i];
+    for (size_t i = 0; i < n; ++i) p[i] /= s;
+  }
+  // Inverse CDF in the sorted order.
+  const double u = rng.uniform();
+  double c = 0;
+  for (size_t i = 0; i < n; ++i) {
+    c += p[i];
+    if (u < c) return idx[i];
+  }
+  return idx[n - 1];
+}
+
+// ---- generation --------------------------------------------------------------------------
+
+Tensor last_logits(LlamaModel& model, const std::vector<int32_t>& ids, int64_t B, int64_t T, KVCache* cache) {
+  Graph g(false);
+  Var h = model.hidden_states(g, ids, B, T, cache);
+  const int64_t d = model.config().hidden_size, V = model.config().vocab_size;
+  // Rows b·T + T − 1 of h [B·T, d].
+  Tensor last = Tensor::empty({B, d});
+  for (int64_t b = 0; b < B; ++b)
+    std::memcpy(last.f32() + b * d, h.value().f32() + (b * T + T - 1) * d, size_t(d) * 4);
+  Tensor out = Tensor::empty({B, V});
+  linear_forward(last.f32(), B, *model.lm_head(), out.f32());
+  return out;
+}
+
+GenerateResult generate(LlamaModel& model, const std::vector<int32_t>& prompt_ids, const GenerateOptions& opt,
+                        const TokenCallback& on_token) {
+  using Clock = std::chrono::steady_clock;
+  QP_CHECK(!prompt_ids.empty(), "[generate] empty prompt: give at least one token (a BOS will do)");
+  QP_CHECK(opt.max_new_tokens >= 0, "[generate] max_new_tokens {} must be >= 0", opt.max_new_tokens);
+  const int64_t V = model.config().vocab_size, Tp = int64_t(prompt_ids.size());
+  for (int32_t id : prompt_ids)
+    QP_CHECK(id >= 0 && id < V, "[generate] prompt token {} is outside the model's vocabulary of {}", id, V);
+  GenerateResult res;
+  res.prompt_tokens = Tp;
+  if (opt.max_new_tokens == 0) return res;
+
+  Rng rng(opt.seed);
+  std::unique_ptr<KVCache> cache;
+  if (opt.use_cache) cache = std::make_unique<KVCache>(model.config(), 1, Tp + opt.max_new_tokens);
+  std::vector<int32_t> seq = prompt_ids;
+  auto t0 = Clock::now(), t_first = t0;
+  for (int64_t step = 0; step < opt.max_new_tokens; ++step) {
+    Tensor logits;
+    if (!cache) {
+      logits = last_logits(model, seq, 1, int64_t(seq.size()));
+    } else if (step == 0) {
+      logits = last_logits(model, seq, 1, Tp, cache.get());
+    } else {
+      logits = last_logits(model, {seq.back()}, 1, 1, cache.get());
+    }
+    res.last_logits.assign(logits.f32(), logits.f32() + V);
+    const int32_t id = sample_token(logits.f32(), V, opt, rng);
+    if (step == 0) t_first = Clock::now();
+    seq.push_back(id);
+    res.tokens.push_back(id);
+    const bool eos = opt.stop_on_eos && std::find(opt.eos_ids.begin(), opt.eos_ids.end(), id) != opt.eos_ids.end();
+    const bool go_on = on_token ? on_token(id) : true;
+    if (eos) res.stopped_on_eos = true;
+    if (eos || !go_on) break;
+  }
+  auto t1 = Clock::now();
+  res.prefill_seconds = std::chrono::duration<double>(t_first - t0).count();
+  res.decode_seconds = std::chrono::duration<double>(t1 - t_first).count();
+  return res;
+}
+
+std::vector<int32_t> eos_token_ids(const ModelConfig& cfg, const std::string& model_dir, const Tokenizer* tok) {
+  std::vector<int32_t> ids = cfg.eos_token_ids;
+  const std::string gen_cfg = model_dir + "/generation_config.json";
+  if (file_exists(gen_cfg)) {
+    nlohmann::json j = nlohmann::json::parse(read_text_file(gen_cfg), nullptr, false);
+    QP_CHECK(!j.is_discarded() && j.is_object(), "{}: invalid JSON", gen_cfg);
+    if (j.contains("eos_token_id")) {
+      const auto& e = j["eos_token_id"];
+      if (e.is_number_integer()) ids.push_back(e.get<int32_t>());
+      if (e.is_array())
+        for (const auto& x : e)
+          if (x.is_number_integer()) ids.push_back(x.get<int32_t>());
+    }
+  }
+  if (tok && tok->eos_id() >= 0) ids.push_back(tok->eos_id());
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  return ids;
+}
+
+// ---- streaming text ----------------------------------------------------------------------
+
+std::string TextStreamer::push(int32_t id) {
+  // Ids the tokenizer does not know (a model's padded vocabulary) have no text, as in HF.
+  if (id < 0 || id >= tok_.vocab_size()) return {};
+  ids_.push_back(id);
+  return flush(false);
+}
+
+std::string TextStreamer::finish() { return flush(true); }
+
+std::string TextStreamer::flush(bool final) {
+  // Decoding the whole sequence each time keeps decoders that look at neighbours (SentencePiece
+  // leading-space strip, byte fallback) exact; a character still missing bytes decodes to
+  // U+FFFD at the end, which is held back until it completes (or generation ends).
+  std::string text = tok_.decode(ids_, /*skip_special=*/true);
+  size_t end = text.size();
+  static const std::string kReplacement = "\xEF\xBF\xBD";
+  if (!final)
+    while (end >= 3 && text.compare(end - 3, 3, kReplacement) == 0) end -= 3;
+  if (end <= printed_) return {};
+  std::string out = text.substr(printed_, end - printed_);
+  printed_ = end;
+  return out;
+}
+
+}  // namespace qpeft

@@ -1,0 +1,76 @@
+// Text generation: prefill the prompt in one pass through a KV cache, then one token at a
+// time; greedy or sampled (temperature → top-k → top-p, transformers' order), deterministic
+// for a seed.
+//
+//   GenerateOptions opt;  opt.max_new_tokens = 64;  opt.eos_ids = {2};
+//   GenerateResult r = generate(model, prompt_ids, opt, [&](int32_t id) { ...; return true; });
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "core/rng.h"
+#include "models/llama.h"
+
+namespace qpeft {
+
+class Tokenizer;
+
+struct SamplingOptions {
+  double temperature = 0.0;  // 0: greedy (argmax)
+  int64_t top_k = 0;         // 0: off; else keep the k highest logits (ties with the k-th kept)
+  double top_p = 1.0;        // 1: off; else keep the smallest top set with probability >= top_p
+};
+
+struct GenerateOptions : SamplingOptions {
+  int64_t max_new_tokens = 128;
+  uint64_t seed = 0;
+  bool stop_on_eos = true;
+  std::vector<int32_t> eos_ids;  // any of them ends generation (it is still reported)
+  bool use_cache = true;         // false: rerun the whole sequence per token (the reference)
+};
+
+struct GenerateResult {
+  std::vector<int32_t> tokens;  // generated ids (the EOS that stopped it included)
+  bool stopped_on_eos = false;
+  int64_t prompt_tokens = 0;
+  double prefill_seconds = 0, decode_seconds = 0;  // first token / the tokens after it
+  std::vector<float> last_logits;  // [vocab] logits that chose the last token
+};
+
+// Picks a token from logits [V] (modified in place): argmax when temperature == 0, else a draw
+// from softmax(logits / temperature) restricted by top-k then top-p (nucleus).
+int32_t sample_token(float* logits, int64_t V, const SamplingOptions& opt, Rng& rng);
+
+// Logits [B, V] of the last position of each row after running ids [B·T] through the model
+// (appending to `cache` when given).
+Tensor last_logits(LlamaModel& model, const std::vector<int32_t>& ids, int64_t B, int64_t T, KVCache* cache = nullptr);
+
+// on_token(id) is called for every generated token as it is chosen; returning false stops.
+using TokenCallback = std::function<bool(int32_t)>;
+GenerateResult generate(LlamaModel& model, const std::vector<int32_t>& prompt_ids, const GenerateOptions& opt,
+                        const TokenCallback& on_token = {});
+
+// End-of-sequence ids of a model directory: config.json's eos_token_id(s), those of
+// generation_config.json when present, and the tokenizer's EOS (when tok is given).
+std::vector<int32_t> eos_token_ids(const ModelConfig& cfg, const std::string& model_dir, const Tokenizer* tok);
+
+// Streams decoded text as tokens arrive: push() returns the text that became complete (whole
+// UTF-8 characters only: a character split across tokens waits for its last byte); finish()
+// returns whatever is left. Special tokens, and ids past the tokenizer's vocabulary (a model's
+// padded rows), are skipped.
+class TextStreamer {
+ public:
+  explicit TextStreamer(const Tokenizer& tok) : tok_(tok) {}
+  std::string push(int32_t id);
+  std::string finish();
+
+ private:
+  std::string flush(bool final);
+  const Tokenizer& tok_;
+  std::vector<int32_t> ids_;
+  size_t printed_ = 0;  // bytes of decode(ids_) already returned
+};
+
+}  // namespace qpeft

@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 
 #include "core/error.h"
@@ -85,4 +86,42 @@ TEST(Llama, Bf16CheckpointStaysBf16AndMatchesF32Closely) {
   save_model(*m, tmp / "f32", opt);
   Tensor b = load_model(tmp / "f32")->logits(ids, 1, 8);
   for (int64_t i = 0; i < a.numel(); ++i) EXPECT_NEAR(a.f32()[i], b.f32()[i], 1e-5);
+}
+
+TEST(Llama, FullFineTuningGradientsMatchFiniteDifferences) {
+  for (const char* v : {"llama", "qwen2"}) {  // untied head + GQA; tied head + biases
+    auto model = load_model(golden_dir(v));
+    auto params = model->make_fully_trainable();
+    std::vector<int32_t> ids(24);
+    for (int i = 0; i < 24; ++i) ids[i] = (i * 13 + 7) % int(model->config().vocab_size);
+    auto loss_of = [&] {
+      Graph g(false);
+      return double(model->loss(g, ids, ids, 2, 12).loss.value().f32()[0]);
+    };
+    {
+      Graph g;
+      LossResult r = model->loss(g, ids, ids, 2, 12);
+      g.backward(r.loss);
+    }
+    int checked = 0;
+    for (auto& [name, p] : params) {
+      ASSERT_TRUE(p.has_grad()) << v << " " << name << " got no gradient";
+      // The largest-gradient element of each tensor: well above finite-difference noise.
+      const float* gr = p.grad().f32();
+      int64_t best = 0;
+      for (int64_t i = 1; i < p.value().numel(); ++i)
+        if (std::fabs(gr[i]) > std::fabs(gr[best])) best = i;
+      float* x = p.value().f32();
+      const float orig = x[best], eps = 1e-2f;
+      x[best] = orig + eps;
+      const double up = loss_of();
+      x[best] = orig - eps;
+      const double down = loss_of();
+      x[best] = orig;
+      const double fd = (up - down) / (2 * eps);
+      EXPECT_NEAR(gr[best], fd, 2e-4 + 0.03 * std::fabs(fd)) << v << " " << name;
+      ++checked;
+    }
+    EXPECT_EQ(checked, int(params.size()));
+  }
 }

@@ -147,6 +147,49 @@ TEST(TrainLoop, QloraWithPaged8bitAdamAndCheckpointingLearns) {
   EXPECT_EQ(read_file(a.out_dir + "/adapter_model.safetensors"), read_file(b.out_dir + "/adapter_model.safetensors"));
 }
 
+TEST(TrainLoop, FullFineTuningUpdatesEveryWeightAndResumes) {
+  TempDir tmp("full");
+  write_file(tmp / "data.jsonl", repetitive_jsonl(16, 16, 96, 3));
+  write_random_model(ModelConfig::load(golden_dir("qwen2")), DType::F32, 5, tmp / "model", {}, 0.15);
+  TrainOptions o = small_run(tmp, "out");
+  o.model_dir = tmp / "model";
+  o.method = "full";
+  o.save_dtype = DType::F32;
+  o.steps = 30;
+  o.lr = 3e-3;
+  o.schedule = "constant";
+  o.warmup_steps = 0;
+  o.save_every = 15;
+  TrainResult r = train(o);
+  EXPECT_LT(r.last_loss, 0.5 * r.first_loss) << r.first_loss << " -> " << r.last_loss;
+  auto before = load_model(o.model_dir);
+  auto after = load_model(o.out_dir + "/model");
+  int tensors = 0;
+  before->visit_weights([&](WeightSlot& s) {
+    ++tensors;
+    Tensor a = s.frozen ? decode_to_f32(**s.frozen) : s.vector->value();
+    Tensor b;
+    after->visit_weights([&](WeightSlot& t) {
+      if (t.name == s.name) b = t.frozen ? decode_to_f32(**t.frozen) : t.vector->value();
+    });
+    ASSERT_TRUE(b.defined()) << s.name;
+    double diff = 0;
+    for (int64_t i = 0; i < a.numel(); ++i) diff = std::max(diff, double(std::fabs(a.f32()[i] - b.f32()[i])));
+    EXPECT_GT(diff, 1e-5) << s.name << " did not change";
+  });
+  EXPECT_GT(tensors, 10);
+  // Resume from checkpoint-15 reproduces the final model bit for bit.
+  TrainOptions res = o;
+  res.out_dir = tmp / "res";
+  res.steps = 30;
+  train(res);
+  std::filesystem::remove_all(res.out_dir + "/checkpoint-30");
+  std::filesystem::remove_all(res.out_dir + "/model");
+  res.resume = true;
+  train(res);
+  EXPECT_EQ(read_file(o.out_dir + "/model/model.safetensors"), read_file(res.out_dir + "/model/model.safetensors"));
+}
+
 TEST(TrainLoop, NonFiniteLossStopsWithTheLastGoodCheckpoint) {
   TempDir tmp("nan");
   write_file(tmp / "data.jsonl", repetitive_jsonl(8, 12, 96, 4));

@@ -39,6 +39,7 @@ struct TrainArgs {
   qpeft::TrainOptions o;
   std::string targets = "q_proj,v_proj", rank_pattern, alpha_pattern, format = "auto";
   bool no_packing = false;
+  std::string save_dtype = "bf16";
   int threads = 0;
 };
 
@@ -56,9 +57,12 @@ void setup(CLI::App& app) {
   cmd->add_flag("--no-packing", a->no_packing, "One example per row instead of packing short examples into --seq-len");
   cmd->add_option("--eval-data", o.eval_data_path, "Held-out data evaluated every --eval-every steps and at the end");
   cmd->add_option("--method", o.method,
-                  "lora, or qlora: NF4 + double-quantized frozen base with the QLoRA paper's defaults (r 64, alpha 16, "
-                  "dropout 0.1, all-linear, lr 2e-4 constant, warmup 3%, max grad norm 0.3) for flags not given")
-      ->check(CLI::IsMember({"lora", "qlora"}));
+                  "lora; qlora: NF4 + double-quantized frozen base with the QLoRA paper's defaults (r 64, alpha 16, "
+                  "dropout 0.1, all-linear, lr 2e-4 constant, warmup 3%, max grad norm 0.3) for flags not given; "
+                  "full: every weight trains (the model is written to OUT/model)")
+      ->check(CLI::IsMember({"lora", "qlora", "full"}));
+  cmd->add_option("--save-dtype", a->save_dtype, "full: dtype of the trained model written to OUT/model")
+      ->check(CLI::IsMember({"bf16", "f32"}));
   cmd->add_option("--quant", o.quant, "qlora: base weight format")->check(CLI::IsMember({"nf4", "fp4", "nf2", "nf3"}));
   cmd->add_option("--quant-block", o.quant_block, "qlora: quantization block size (32..4096)");
   cmd->add_option("--double-quant", o.double_quant, "qlora: double-quantize the block scales (true/false)");
@@ -113,6 +117,7 @@ void setup(CLI::App& app) {
     a->o.lora.target_modules = split_csv(a->targets);
     qpeft::parse_data_format(a->format, &a->o.data.format);
     a->o.packing = !a->no_packing;
+    a->o.save_dtype = a->save_dtype == "f32" ? qpeft::DType::F32 : qpeft::DType::BF16;
     a->o.lora.rank_pattern = parse_pattern<int64_t>(a->rank_pattern, "--rank-pattern");
     a->o.lora.alpha_pattern = parse_pattern<double>(a->alpha_pattern, "--alpha-pattern");
     qpeft::train(a->o);

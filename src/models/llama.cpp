@@ -12,7 +12,7 @@ namespace qpeft {
 Var Linear::forward(Graph& g, const Var& x) const {
   QP_CHECK(weight, "[{}] weight not loaded", name);
   Var xin = adapter ? adapter->adapt_input(g, x) : x;
-  Var y = linear(g, xin, weight);
+  Var y = trainable.defined() ? matmul_nt(g, xin, trainable) : linear(g, xin, weight);
   if (bias.defined()) y = add_bias(g, y, bias);
   return adapter ? adapter->adapt_output(g, xin, y) : y;
 }
@@ -81,6 +81,37 @@ void LlamaModel::visit_weights(const std::function<void(WeightSlot&)>& fn) {
   if (!cfg_.tie_word_embeddings) matrix("lm_head.weight", {V, h}, &lm_head_, nullptr);
 }
 
+std::vector<std::pair<std::string, Var>> LlamaModel::make_fully_trainable() {
+  std::vector<std::pair<std::string, Var>> params;
+  auto to_trainable = [&](const std::string& name, std::shared_ptr<const FrozenWeight>& w) {
+    QP_CHECK(dynamic_cast<const DenseWeight*>(w.get()),
+             "{}: full fine-tuning needs a dense (f32/bf16/f16) base; '{}' is quantized. Dequantize first (qpeft merge "
+             "--dtype bf16) or train an adapter with --method lora/qlora",
+             cfg_.source, name);
+    Var v(decode_to_f32(*w), true, name);
+    w = std::make_shared<DenseWeight>(v.value(), name);  // the frozen view now reads the trained values
+    params.emplace_back(name, v);
+    return v;
+  };
+  visit_weights([&](WeightSlot& s) {
+    if (s.vector) {
+      *s.vector = Var(s.vector->value(), true, s.name);
+      params.emplace_back(s.name, *s.vector);
+    } else if (s.linear) {
+      s.linear->trainable = to_trainable(s.name, *s.frozen);
+    } else if (s.name == "model.embed_tokens.weight") {
+      embed_trainable_ = to_trainable(s.name, *s.frozen);
+    } else {
+      head_trainable_ = to_trainable(s.name, *s.frozen);
+    }
+  });
+  if (cfg_.tie_word_embeddings) {
+    head_trainable_ = embed_trainable_;
+    lm_head_ = embed_tokens_;
+  }
+  return params;
+}
+
 void LlamaModel::finish_loading() {
   if (cfg_.tie_word_embeddings) lm_head_ = embed_tokens_;
   QP_CHECK(embed_tokens_ && lm_head_, "{}: model weights not loaded", cfg_.source);
@@ -138,7 +169,8 @@ Var LlamaModel::hidden_states(Graph& g, const std::vector<int32_t>& ids, int64_t
              "{}: sequence length {} exceeds sliding_window {}; qpeft does not implement sliding-window attention, "
              "use --seq-len {} or less",
              cfg_.source, total, cfg_.sliding_window, cfg_.sliding_window);
-  Var x = reshape(g, embedding(g, *embed_tokens_, ids), {B, T, cfg_.hidden_size});
+  Var x = reshape(g, embed_trainable_.defined() ? embedding(g, embed_trainable_, ids) : embedding(g, *embed_tokens_, ids),
+                  {B, T, cfg_.hidden_size});
   for (size_t i = 0; i < layers_.size(); ++i) {
     const DecoderLayer& L = layers_[i];
     if (grad_checkpoint_ && g.grad_enabled()) {
@@ -162,6 +194,7 @@ LossResult LlamaModel::loss(Graph& g, const std::vector<int32_t>& ids, const std
                             int64_t T) {
   QP_CHECK(labels.size() == ids.size(), "[model] {} labels for {} ids", labels.size(), ids.size());
   Var h = hidden_states(g, ids, B, T);
+  if (head_trainable_.defined()) return linear_cross_entropy(g, h, head_trainable_, shift_labels(labels, B, T));
   return linear_cross_entropy(g, h, lm_head_, shift_labels(labels, B, T));
 }
 

@@ -34,6 +34,7 @@ struct Linear {
   int64_t layer = -1;
   int64_t in_features = 0, out_features = 0;
   std::shared_ptr<const FrozenWeight> weight;
+  Var trainable;  // full fine-tuning: the f32 weight [out, in] that `weight` views; else undefined
   Var bias;  // undefined when the layer has none
   std::shared_ptr<LinearAdapter> adapter;
 
@@ -67,6 +68,11 @@ class LlamaModel {
   void visit_linears(const std::function<void(Linear&)>& fn);
   // After loading: a tied model's head is its embedding.
   void finish_loading();
+  // Full fine-tuning: every weight becomes a trainable f32 tensor (dense copies of the stored
+  // weights; quantized bases are refused) and is returned with its checkpoint name. The frozen
+  // views (`Linear::weight`, embed_tokens(), lm_head()) keep reading the same storage, so
+  // saving and merging see the trained values.
+  std::vector<std::pair<std::string, Var>> make_fully_trainable();
 
   // Final normed hidden states [B·T, hidden] for ids [B·T] (row-major [B, T]).
   // With a cache (inference only: g without gradients), the tokens sit at positions
@@ -92,6 +98,7 @@ class LlamaModel {
 
   ModelConfig cfg_;
   std::shared_ptr<const FrozenWeight> embed_tokens_, lm_head_;
+  Var embed_trainable_, head_trainable_;  // full fine-tuning only
   std::vector<DecoderLayer> layers_;
   Var final_norm_;
   std::shared_ptr<const RopeTable> rope_;

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -101,12 +102,35 @@ std::string latest_checkpoint(const std::string& out) {
   return path;
 }
 
-void save_checkpoint(LlamaModel& model, const TrainOptions& opt, const Optimizer& optim, const TrainerState& st) {
+// Trainable tensors by name in one safetensors file (full fine-tuning checkpoints).
+void save_params(const NamedParams& params, const std::string& path) {
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  for (auto& [name, p] : params) tensors.emplace_back(name, p.value());
+  save_safetensors(path, tensors, {{"format", "pt"}});
+}
+
+void load_params(const NamedParams& params, const std::string& path) {
+  auto st = SafetensorsFile::open(path);
+  for (auto& [name, p] : params) {
+    QP_CHECK(st->has(name), "{}: tensor '{}' missing", path, name);
+    Tensor t = st->get(name);
+    QP_CHECK(t.shape() == p.shape() && t.dtype() == DType::F32, "{}: '{}' is {}, expected f32{}", path, name,
+             t.describe(), shape_str(p.shape()));
+    std::memcpy(p.value().f32(), t.f32(), t.nbytes());
+  }
+}
+
+void save_checkpoint(LlamaModel& model, const TrainOptions& opt, const NamedParams& params, const Optimizer& optim,
+                     const TrainerState& st) {
   const std::string dir = opt.out_dir + "/" + checkpoint_name(st.step);
   AtomicDir out(dir);
   std::string tmp = out.path("");
   tmp.pop_back();
-  write_lora_adapter_files(model, opt.lora, tmp);
+  if (opt.method == "full") {
+    save_params(params, tmp + "/model.safetensors");
+  } else {
+    write_lora_adapter_files(model, opt.lora, tmp);
+  }
   save_safetensors(tmp + "/optimizer.safetensors", optim.state_tensors(), {{"optimizer", optim.name()}});
   json j = {{"step", st.step}, {"optimizer_steps", optim.steps()}, {"last_loss", st.last_loss}, {"seed", opt.seed},
             {"batch", opt.batch}, {"grad_accum", opt.grad_accum}, {"seq_len", opt.seq_len}, {"lr", opt.lr},
@@ -125,7 +149,8 @@ void save_checkpoint(LlamaModel& model, const TrainOptions& opt, const Optimizer
   for (size_t i = size_t(std::max<int64_t>(1, opt.keep_checkpoints)); i < all.size(); ++i) remove_all(all[i].second);
 }
 
-TrainerState load_checkpoint(LlamaModel& model, const TrainOptions& opt, Optimizer& optim, const std::string& dir) {
+TrainerState load_checkpoint(LlamaModel& model, const TrainOptions& opt, const NamedParams& params, Optimizer& optim,
+                             const std::string& dir) {
   const std::string state_path = dir + "/trainer_state.json";
   json j;
   try {
@@ -141,7 +166,11 @@ TrainerState load_checkpoint(LlamaModel& model, const TrainOptions& opt, Optimiz
              "{}: the checkpoint was trained with {} = {}; resume with the same value", state_path, key,
              j.value(key, json()).dump());
   }
-  load_lora_weights_into(model, dir + "/adapter_model.safetensors");
+  if (opt.method == "full") {
+    load_params(params, dir + "/model.safetensors");
+  } else {
+    load_lora_weights_into(model, dir + "/adapter_model.safetensors");
+  }
   auto st = SafetensorsFile::open(dir + "/optimizer.safetensors");
   std::vector<std::pair<std::string, Tensor>> tensors;
   for (const auto& n : st->names()) tensors.emplace_back(n, st->get(n).clone());
@@ -155,7 +184,8 @@ TrainerState load_checkpoint(LlamaModel& model, const TrainOptions& opt, Optimiz
 }  // namespace
 
 TrainResult train(const TrainOptions& opt) {
-  QP_CHECK(opt.method == "lora" || opt.method == "qlora", "--method '{}' is not known (lora, qlora)", opt.method);
+  QP_CHECK(opt.method == "lora" || opt.method == "qlora" || opt.method == "full",
+           "--method '{}' is not known (lora, qlora, full)", opt.method);
   QP_CHECK(!opt.out_dir.empty(), "--out is required");
   QP_CHECK(opt.steps > 0 && opt.batch > 0 && opt.grad_accum > 0, "--steps, --batch and --grad-accum must be positive");
   QP_CHECK(opt.lr > 0 && std::isfinite(opt.lr), "--lr must be a positive number");
@@ -173,8 +203,13 @@ TrainResult train(const TrainOptions& opt) {
   if (lcfg.base_model_name_or_path.empty()) lcfg.base_model_name_or_path = opt.model_dir;
   TrainOptions o = opt;
   o.lora = lcfg;
-  inject_lora(*model, lcfg, opt.seed);
-  NamedParams params = adapter_params(*model);
+  NamedParams params;
+  if (opt.method == "full") {
+    params = model->make_fully_trainable();
+  } else {
+    inject_lora(*model, lcfg, opt.seed);
+    params = adapter_params(*model);
+  }
 
   const int64_t vocab = model->config().vocab_size;
   std::vector<Example> data = load_examples(opt.data_path, opt.model_dir, vocab, opt.data);
@@ -200,17 +235,20 @@ TrainResult train(const TrainOptions& opt) {
   if (opt.resume) {
     const std::string ck = latest_checkpoint(opt.out_dir);
     QP_CHECK(!ck.empty(), "--resume: no checkpoint-N directory with trainer_state.json in {}", opt.out_dir);
-    state = load_checkpoint(*model, o, optim, ck);
+    state = load_checkpoint(*model, o, params, optim, ck);
     if (!opt.quiet) std::fprintf(stderr, "resuming from %s at step %lld\n", ck.c_str(), (long long)state.step);
   }
 
   int64_t trainable = 0;
   for (auto& [n, p] : params) trainable += p.value().numel();
+  const std::string what = opt.method == "full" ? std::string("full fine-tuning")
+                                                : fmt::format("{} layers adapted (LoRA r={} alpha={})", params.size() / 2,
+                                                              lcfg.r, lcfg.alpha);
   if (!opt.quiet)
     std::fprintf(stderr,
-                 "qpeft train: %s, %lld layers adapted (LoRA r=%lld alpha=%g), %lld trainable parameters (%.4f%% of "
+                 "qpeft train (%s): %s, %s, %lld trainable parameters (%.4f%% of "
                  "%lld), %zu examples in %zu rows, %lld steps x %lld x %lld\n",
-                 opt.model_dir.c_str(), (long long)params.size() / 2, (long long)lcfg.r, lcfg.alpha,
+                 opt.method.c_str(), opt.model_dir.c_str(), what.c_str(),
                  (long long)trainable, 100.0 * double(trainable) / double(model->config().num_parameters()),
                  (long long)model->config().num_parameters(), n_examples, data.size(), (long long)opt.steps, (long long)opt.batch,
                  (long long)opt.grad_accum);
@@ -296,17 +334,29 @@ TrainResult train(const TrainOptions& opt) {
       std::fprintf(stderr, "step %lld/%lld | loss %.4f | lr %.2e | grad_norm %.3f | %.0f tok/s | ETA %s\n",
                    (long long)state.step, (long long)opt.steps, loss, lr, grad_norm, tps,
                    fmt_duration(eta).c_str());
-    if ((opt.save_every > 0 && state.step % opt.save_every == 0) || last) save_checkpoint(*model, o, optim, state);
+    if ((opt.save_every > 0 && state.step % opt.save_every == 0) || last)
+      save_checkpoint(*model, o, params, optim, state);
   }
   if (truncated_total > 0 && !opt.quiet)
     std::fprintf(stderr, "note: %lld examples were longer than --seq-len %lld and were truncated\n",
                  (long long)truncated_total, (long long)opt.seq_len);
-  write_lora_adapter_files(*model, lcfg, opt.out_dir);
+  if (opt.method == "full") {
+    // The trained model as a Hugging Face directory, in the requested dtype.
+    SaveOptions so;
+    so.dtype = opt.save_dtype;
+    so.matrix = [](const WeightSlot& s) { return decode_to_f32(**s.frozen); };
+    result.adapter_dir = opt.out_dir + "/model";
+    save_model(*model, result.adapter_dir, so);
+    copy_tokenizer_files(opt.model_dir, result.adapter_dir);
+  } else {
+    write_lora_adapter_files(*model, lcfg, opt.out_dir);
+    result.adapter_dir = opt.out_dir;
+  }
   result.steps = state.step;
-  result.adapter_dir = opt.out_dir;
   const double elapsed = std::chrono::duration<double>(Clock::now() - t_start).count();
   result.tokens_per_second = double(tokens_total) / std::max(1e-9, elapsed);
-  if (!opt.quiet) std::fprintf(stderr, "adapter written to %s\n", opt.out_dir.c_str());
+  if (!opt.quiet)
+    std::fprintf(stderr, "%s written to %s\n", opt.method == "full" ? "model" : "adapter", result.adapter_dir.c_str());
   return result;
 }
 

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "core/dtype.h"
 #include "models/llama.h"
 #include "peft/lora.h"
 #include "train/data.h"
@@ -13,7 +14,8 @@ namespace qpeft {
 
 struct TrainOptions {
   std::string model_dir, data_path, eval_data_path, out_dir, metrics_path;
-  std::string method = "lora";  // lora | qlora (NF4 + double-quantized frozen base)
+  std::string method = "lora";  // lora | qlora (NF4 + double-quantized frozen base) | full
+  DType save_dtype = DType::BF16;  // full: dtype of OUT/model
   std::string quant = "nf4";     // qlora: base format (nf4, fp4, nf2, nf3)
   int64_t quant_block = 64;
   bool double_quant = true;
@@ -45,7 +47,7 @@ struct TrainResult {
   int64_t steps = 0;
   double first_loss = 0, last_loss = 0;
   double tokens_per_second = 0;
-  std::string adapter_dir;
+  std::string adapter_dir;  // the adapter (lora, qlora) or OUT/model (full)
 };
 
 TrainResult train(const TrainOptions& opt);

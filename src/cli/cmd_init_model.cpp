@@ -1,8 +1,11 @@
 // qpeft init-model: a random-initialised Hugging Face checkpoint of a preset shape.
 #include <cstdio>
+#include <filesystem>
 
 #include "cli/commands.h"
 #include "core/error.h"
+#include "core/file.h"
+#include "io/tokenizer.h"
 #include "core/thread_pool.h"
 #include "models/checkpoint.h"
 
@@ -14,6 +17,7 @@ struct InitArgs {
   bool double_quant = false;
   uint64_t seed = 0;
   double init_std = 0.02;
+  std::string tokenizer;
   int threads = 0;
 };
 
@@ -33,14 +37,30 @@ void setup(CLI::App& app) {
       ->check(CLI::IsMember({"nf4", "fp4", "nf2", "nf3", "uniform2", "uniform3", "uniform4"}));
   cmd->add_option("--block-size", args->block_size, "Quantization block size (power of two in 32..4096)");
   cmd->add_flag("--double-quant", args->double_quant, "Quantize the block scales too (QLoRA double quantization)");
+  cmd->add_option("--tokenizer", args->tokenizer,
+                  "A tokenizer.json (with tokenizer_config.json beside it) or a model directory: copied into --out; "
+                  "vocab_size, bos and eos ids follow it");
   cmd->add_option("--threads", args->threads, "Threads (0 = all cores)");
   cmd->callback([args] {
     qpeft::set_num_threads(args->threads);
     qpeft::ModelConfig cfg = qpeft::ModelConfig::preset(args->preset);
+    std::string tok_dir;
+    if (!args->tokenizer.empty()) {
+      tok_dir = qpeft::dir_exists(args->tokenizer) ? args->tokenizer
+                                                   : std::filesystem::path(args->tokenizer).parent_path().string();
+      if (tok_dir.empty()) tok_dir = ".";
+      qpeft::Tokenizer tok = qpeft::Tokenizer::load(args->tokenizer);
+      cfg.vocab_size = tok.vocab_size();
+      cfg.bos_token_id = tok.bos_id();
+      cfg.eos_token_ids.clear();
+      if (tok.eos_id() >= 0) cfg.eos_token_ids.push_back(tok.eos_id());
+      cfg.pad_token_id = tok.pad_id();
+    }
     qpeft::DType dt = args->dtype == "f32" ? qpeft::DType::F32 : qpeft::DType::BF16;
     qpeft::QuantizeOptions q{args->quant, args->block_size, args->double_quant};
     if (q.enabled()) qpeft::check_block_size(args->block_size, "--block-size");
     qpeft::write_random_model(cfg, dt, args->seed, args->out, q, args->init_std);
+    if (!tok_dir.empty()) qpeft::copy_tokenizer_files(tok_dir, args->out);
     std::fprintf(stderr, "wrote %s: preset %s, %.1fM parameters, %s%s%s\n", args->out.c_str(), args->preset.c_str(),
                  double(cfg.num_parameters()) / 1e6, args->dtype.c_str(), q.enabled() ? ", linear weights " : "",
                  q.enabled() ? (args->quant + (args->double_quant ? " + double quant" : "")).c_str() : "");

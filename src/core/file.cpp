@@ -42,6 +42,12 @@ std::shared_ptr<MappedFile> MappedFile::open(const std::string& path) {
   return mf;
 }
 
+void MappedFile::release(const void* p, size_t n) const {
+  const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
+  uintptr_t b = (uintptr_t(p) + page - 1) / page * page, e = (uintptr_t(p) + n) / page * page;
+  if (e > b) madvise(reinterpret_cast<void*>(b), e - b, MADV_DONTNEED);
+}
+
 MappedFile::~MappedFile() {
   if (data_) munmap(const_cast<uint8_t*>(data_), size_);
 }

@@ -17,6 +17,9 @@ class MappedFile {
   const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
   const std::string& path() const { return path_; }
+  // Drops the resident pages wholly inside [p, p + n) (the data was copied elsewhere); the
+  // mapping stays valid and rereads from the file if touched again.
+  void release(const void* p, size_t n) const;
 
  private:
   MappedFile() = default;

@@ -266,6 +266,9 @@ std::shared_ptr<QuantizedWeight> read_bnb_weight(const TensorStore& store, const
              rd.file(pn.nested_quant_map), pn.nested_quant_map);
     absmax = rd.floats(pn.absmax, {nb}, "one f32 scale per block");
   }
+  // The buffers were copied: let the OS drop the file pages, or a 7B model counts twice in RSS.
+  for (const std::string& key : {pn.weight, pn.absmax, pn.nested_absmax})
+    if (store.has(key)) store.release(key);
   return std::make_shared<QuantizedWeight>(QuantizedWeight::from_parts(format, rows, cols, block, std::move(packed),
                                                                        std::move(absmax), std::move(dq), weight_name,
                                                                        orig));

@@ -451,6 +451,13 @@ const SafetensorsFile::Entry* TensorStore::find(const std::string& name) const {
 
 Tensor TensorStore::get(const std::string& name) const { return files_[file_index(name)]->get(name); }
 
+void TensorStore::release(const std::string& name) const { files_[file_index(name)]->release(name); }
+
+void SafetensorsFile::release(const std::string& name) const {
+  const Entry* e = find(name);
+  if (e && map_) map_->release(data_ + e->begin, size_t(e->nbytes()));
+}
+
 DType TensorStore::dtype_of(const std::string& name) const {
   const auto& f = files_[file_index(name)];
   const auto* e = f->find(name);

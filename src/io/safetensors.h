@@ -64,6 +64,8 @@ class SafetensorsFile {
   // qpeft cannot load.
   Tensor get(const std::string& name) const;
   Tensor get(const Entry& e) const;
+  // After a tensor's bytes were copied elsewhere: lets the OS drop its resident pages.
+  void release(const std::string& name) const;
 
   // "__metadata__" (empty if absent).
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
@@ -104,6 +106,7 @@ class TensorStore {
   const SafetensorsFile::Entry* find(const std::string& name) const;  // nullptr if absent
   // Errors if missing: "tensor 'X' not found in DIR (N tensors; did you mean 'Y'?)".
   Tensor get(const std::string& name) const;
+  void release(const std::string& name) const;  // see SafetensorsFile::release
   DType dtype_of(const std::string& name) const;  // errors if missing or unsupported dtype
   Shape shape_of(const std::string& name) const;
   const std::string& file_of(const std::string& name) const;

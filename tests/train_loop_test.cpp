@@ -36,6 +36,19 @@ TrainOptions small_run(const TempDir& tmp, const std::string& out) {
   return o;
 }
 
+// Repetitive data and a model whose head can express confident predictions: the golden
+// models' 0.02-scale head keeps logits within ~±1, so tests that must see learning use a
+// wider (0.15) initialisation of the same shape.
+TrainOptions learnable_run(const TempDir& tmp, const char* variant, DType dtype) {
+  write_file(tmp / "data.jsonl", repetitive_jsonl(16, 16, 96, 3));
+  write_random_model(ModelConfig::load(golden_dir(variant)), dtype, 5, tmp / "model", {}, 0.15);
+  TrainOptions o = small_run(tmp, "out");
+  o.model_dir = tmp / "model";
+  o.schedule = "constant";
+  o.warmup_steps = 0;
+  return o;
+}
+
 }  // namespace
 
 TEST(Schedule, MatchesHuggingFaceFactors) {
@@ -96,18 +109,11 @@ TEST(TrainLoop, SameSeedSameBitsAcrossRuns) {
 
 TEST(TrainLoop, RepetitiveDataDrivesTheLossDown) {
   TempDir tmp("learns");
-  write_file(tmp / "data.jsonl", repetitive_jsonl(16, 16, 96, 3));
-  // The golden model's 0.02-scale head cannot express confident predictions (logits stay
-  // within ~±1); a wider init gives the adapter something to work with.
-  write_random_model(ModelConfig::load(golden_dir("llama")), DType::F32, 5, tmp / "model", {}, 0.15);
-  TrainOptions o = small_run(tmp, "out");
-  o.model_dir = tmp / "model";
+  TrainOptions o = learnable_run(tmp, "llama", DType::F32);
   o.steps = 80;
   o.lr = 2e-2;
   o.lora.r = 8;
   o.lora.dropout = 0;
-  o.schedule = "constant";
-  o.warmup_steps = 0;
   o.eval_data_path = tmp / "data.jsonl";
   TrainResult r = train(o);
   EXPECT_LT(r.last_loss, 0.5 * r.first_loss) << r.first_loss << " -> " << r.last_loss;
@@ -118,10 +124,7 @@ TEST(TrainLoop, RepetitiveDataDrivesTheLossDown) {
 
 TEST(TrainLoop, QloraWithPaged8bitAdamAndCheckpointingLearns) {
   TempDir tmp("qlora");
-  write_file(tmp / "data.jsonl", repetitive_jsonl(16, 16, 96, 3));
-  write_random_model(ModelConfig::load(golden_dir("llama")), DType::BF16, 5, tmp / "model", {}, 0.15);
-  TrainOptions o = small_run(tmp, "out");
-  o.model_dir = tmp / "model";
+  TrainOptions o = learnable_run(tmp, "llama", DType::BF16);
   o.method = "qlora";  // NF4 + double quant on load
   o.optimizer = "paged_adamw8bit";
   o.grad_checkpoint = true;
@@ -129,8 +132,6 @@ TEST(TrainLoop, QloraWithPaged8bitAdamAndCheckpointingLearns) {
   o.lr = 2e-2;
   o.lora.r = 8;
   o.lora.dropout = 0;
-  o.schedule = "constant";
-  o.warmup_steps = 0;
   TrainResult r = train(o);
   EXPECT_LT(r.last_loss, 0.5 * r.first_loss) << r.first_loss << " -> " << r.last_loss;
   // Resuming a QLoRA run with 8-bit paged state is bit-identical too.
@@ -149,16 +150,11 @@ TEST(TrainLoop, QloraWithPaged8bitAdamAndCheckpointingLearns) {
 
 TEST(TrainLoop, FullFineTuningUpdatesEveryWeightAndResumes) {
   TempDir tmp("full");
-  write_file(tmp / "data.jsonl", repetitive_jsonl(16, 16, 96, 3));
-  write_random_model(ModelConfig::load(golden_dir("qwen2")), DType::F32, 5, tmp / "model", {}, 0.15);
-  TrainOptions o = small_run(tmp, "out");
-  o.model_dir = tmp / "model";
+  TrainOptions o = learnable_run(tmp, "qwen2", DType::F32);
   o.method = "full";
   o.save_dtype = DType::F32;
   o.steps = 30;
   o.lr = 3e-3;
-  o.schedule = "constant";
-  o.warmup_steps = 0;
   o.save_every = 15;
   TrainResult r = train(o);
   EXPECT_LT(r.last_loss, 0.5 * r.first_loss) << r.first_loss << " -> " << r.last_loss;

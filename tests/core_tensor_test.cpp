@@ -1,6 +1,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
+#include <vector>
 #include <limits>
 
 #include "core/dtype.h"
@@ -26,6 +28,26 @@ TEST(DType, F16RoundTrip) {
   EXPECT_TRUE(std::isinf(f16_to_f32(f32_to_f16(1e6f))));
   EXPECT_EQ(f32_to_f16(1.0f), 0x3c00);
   EXPECT_EQ(f16_to_f32(0x0001), 5.9604645e-08f);
+}
+
+TEST(DType, VectorConversionEqualsScalar) {
+  // 37 elements: the 8-wide kernel and its scalar tail; NaN, inf, subnormals, signed zero.
+  std::vector<uint16_t> bits;
+  for (uint32_t v : {0x0000u, 0x8000u, 0x0001u, 0x7f80u, 0xff80u, 0x7fc1u, 0x3f80u, 0xc2f7u, 0x0400u, 0x7bffu, 0x3c00u})
+    bits.push_back(uint16_t(v));
+  for (int i = 0; i < 26; ++i) bits.push_back(uint16_t(i * 2503 + 17));
+  std::vector<float> out(bits.size());
+  convert_to_f32(bits.data(), DType::BF16, out.data(), bits.size());
+  for (size_t i = 0; i < bits.size(); ++i) {
+    float want = bf16_to_f32(bits[i]);
+    EXPECT_EQ(std::memcmp(&out[i], &want, 4), 0) << i;
+  }
+  convert_to_f32(bits.data(), DType::F16, out.data(), bits.size());
+  for (size_t i = 0; i < bits.size(); ++i) {
+    float want = f16_to_f32(bits[i]);
+    if (std::isnan(want)) EXPECT_TRUE(std::isnan(out[i])) << i;
+    else EXPECT_EQ(std::memcmp(&out[i], &want, 4), 0) << i;
+  }
 }
 
 TEST(Tensor, ViewsShareStorage) {

@@ -75,7 +75,11 @@ uint16_t f32_to_f16(float f) {
   return sign | uint16_t(r >> 13);
 }
 
+// dtype_avx2.cpp: the AVX2/F16C path; false when the CPU lacks it (then the scalar loop runs).
+bool half_to_f32_avx2(const void* src, DType dt, float* dst, size_t n);
+
 void convert_to_f32(const void* src, DType dt, float* dst, size_t n) {
+  if ((dt == DType::BF16 || dt == DType::F16) && half_to_f32_avx2(src, dt, dst, n)) return;
   switch (dt) {
     case DType::F32:
       std::memcpy(dst, src, n * 4);

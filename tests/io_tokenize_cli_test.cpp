@@ -7,27 +7,13 @@
 
 #include "core/file.h"
 #include "io/tokenizer.h"
+#include "test_util.h"
 #include "tokenizer_fixtures.h"
 
+using qpeft::testing::RunResult;
+using qpeft::testing::run_cli;
+
 namespace {
-
-struct CliRun {
-  int code;
-  std::string out;
-};
-
-CliRun run(const std::string& args) {
-  std::string cmd = std::string(QPEFT_CLI_PATH) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  CliRun r{-1, ""};
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  int st = pclose(p);
-  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
-}
 
 class TokenizeCli : public ::testing::Test {
  protected:
@@ -47,47 +33,47 @@ TEST_F(TokenizeCli, PlainJsonAndSpecial) {
   std::string plain, js = "[";
   for (size_t i = 0; i < ids.size(); ++i) plain += (i ? " " : "") + std::to_string(ids[i]), js += (i ? "," : "") + std::to_string(ids[i]);
   js += "]";
-  CliRun r = run("tokenize --tokenizer " + dir_ + " --text 'ab ab'");
-  EXPECT_EQ(r.code, 0) << r.out;
-  EXPECT_EQ(r.out, plain + "\n");
-  r = run("tokenize --tokenizer " + dir_ + "/tokenizer.json --text 'ab ab' --json");
-  EXPECT_EQ(r.out, js + "\n");
-  r = run("tokenize --tokenizer " + dir_ + " --text 'ab ab' --json --add-special");
-  EXPECT_EQ(r.out, "[1," + js.substr(1) + "\n");
+  RunResult r = run_cli("tokenize --tokenizer " + dir_ + " --text 'ab ab'");
+  EXPECT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(r.output, plain + "\n");
+  r = run_cli("tokenize --tokenizer " + dir_ + "/tokenizer.json --text 'ab ab' --json");
+  EXPECT_EQ(r.output, js + "\n");
+  r = run_cli("tokenize --tokenizer " + dir_ + " --text 'ab ab' --json --add-special");
+  EXPECT_EQ(r.output, "[1," + js.substr(1) + "\n");
 }
 
 TEST_F(TokenizeCli, FileBytesExactlyAndDecode) {
   std::string text = "a\xC3\xA7 ab\n\n";
   qpeft::write_file_atomic(dir_ + "/in.txt", text);
-  CliRun r = run("tokenize --tokenizer " + dir_ + " --file " + dir_ + "/in.txt --json");
-  ASSERT_EQ(r.code, 0) << r.out;
-  qpeft::write_file_atomic(dir_ + "/ids.json", r.out);
-  CliRun d = run("tokenize --tokenizer " + dir_ + " --file " + dir_ + "/ids.json --decode");
-  EXPECT_EQ(d.code, 0) << d.out;
-  EXPECT_EQ(d.out, text);
-  CliRun dj = run("tokenize --tokenizer " + dir_ + " --text '[1, 264]' --decode --json --skip-special");
-  EXPECT_EQ(dj.out, "\"ab\"\n");
-  CliRun ds = run("tokenize --tokenizer " + dir_ + " --text '260 261 259 262' --decode");
-  EXPECT_EQ(ds.out, "ab c");
+  RunResult r = run_cli("tokenize --tokenizer " + dir_ + " --file " + dir_ + "/in.txt --json");
+  ASSERT_EQ(r.status, 0) << r.output;
+  qpeft::write_file_atomic(dir_ + "/ids.json", r.output);
+  RunResult d = run_cli("tokenize --tokenizer " + dir_ + " --file " + dir_ + "/ids.json --decode");
+  EXPECT_EQ(d.status, 0) << d.output;
+  EXPECT_EQ(d.output, text);
+  RunResult dj = run_cli("tokenize --tokenizer " + dir_ + " --text '[1, 264]' --decode --json --skip-special");
+  EXPECT_EQ(dj.output, "\"ab\"\n");
+  RunResult ds = run_cli("tokenize --tokenizer " + dir_ + " --text '260 261 259 262' --decode");
+  EXPECT_EQ(ds.output, "ab c");
 }
 
 TEST_F(TokenizeCli, ErrorsAreOneLineWithExitCode1) {
-  CliRun r = run("tokenize --tokenizer " + dir_ + "/missing.json --text x");
-  EXPECT_EQ(r.code, 1);
-  EXPECT_EQ(r.out.rfind("qpeft: error: ", 0), 0u) << r.out;
-  EXPECT_NE(r.out.find("missing.json: no such file"), std::string::npos) << r.out;
-  r = run("tokenize --tokenizer " + dir_ + " --text '[1, \"x\"]' --decode");
-  EXPECT_EQ(r.code, 1);
-  EXPECT_NE(r.out.find("element 1 (\"x\") is not a token id"), std::string::npos) << r.out;
-  r = run("tokenize --tokenizer " + dir_ + " --text '5 99999999' --decode");
-  EXPECT_EQ(r.code, 1);
-  EXPECT_NE(r.out.find("token id 99999999 (position 1) is outside the vocabulary"), std::string::npos) << r.out;
-  r = run("tokenize --tokenizer " + dir_);
-  EXPECT_EQ(r.code, 1);
-  EXPECT_NE(r.out.find("exactly one of --text and --file"), std::string::npos) << r.out;
-  r = run("tokenize --help");
-  EXPECT_EQ(r.code, 0);
-  EXPECT_NE(r.out.find("separated by single spaces"), std::string::npos) << r.out;
+  RunResult r = run_cli("tokenize --tokenizer " + dir_ + "/missing.json --text x");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_EQ(r.output.rfind("qpeft: error: ", 0), 0u) << r.output;
+  EXPECT_NE(r.output.find("missing.json: no such file"), std::string::npos) << r.output;
+  r = run_cli("tokenize --tokenizer " + dir_ + " --text '[1, \"x\"]' --decode");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.output.find("element 1 (\"x\") is not a token id"), std::string::npos) << r.output;
+  r = run_cli("tokenize --tokenizer " + dir_ + " --text '5 99999999' --decode");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.output.find("token id 99999999 (position 1) is outside the vocabulary"), std::string::npos) << r.output;
+  r = run_cli("tokenize --tokenizer " + dir_);
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.output.find("exactly one of --text and --file"), std::string::npos) << r.output;
+  r = run_cli("tokenize --help");
+  EXPECT_EQ(r.status, 0);
+  EXPECT_NE(r.output.find("separated by single spaces"), std::string::npos) << r.output;
 }
 
 }  // namespace

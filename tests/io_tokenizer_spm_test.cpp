@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "core/file.h"
 #include "io/tokenizer.h"
+#include "test_util.h"
 
 namespace {
 
@@ -166,13 +167,9 @@ TEST(TokenizerSpm, BadModelFileIsAClearError) {
 namespace {
 
 TEST(TokenizerSpm, TokenizeCliTakesTokenizerModel) {
-  std::string cmd = std::string(QPEFT_CLI_PATH) + " tokenize --tokenizer '" + kModel + "' --text 'Hello world' --add-special 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  ASSERT_NE(p, nullptr);
-  std::string out;
-  char buf[4096];
-  for (size_t n; (n = fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
-  EXPECT_EQ(pclose(p), 0) << out;
+  const auto r = qpeft::testing::run_cli("tokenize --tokenizer '" + kModel + "' --text 'Hello world' --add-special");
+  EXPECT_EQ(r.status, 0) << r.output;
+  const std::string& out = r.output;
   std::vector<int32_t> ids = Tokenizer::load(kModel).encode("Hello world", true);
   std::string want;
   for (size_t i = 0; i < ids.size(); ++i) want += (i ? " " : "") + std::to_string(ids[i]);

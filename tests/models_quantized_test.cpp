@@ -15,8 +15,11 @@
 #include "io/bnb_checkpoint.h"
 #include "models/checkpoint.h"
 #include "peft/adapter_io.h"
+#include "test_util.h"
 
 using namespace qpeft;
+using qpeft::testing::RunResult;
+using qpeft::testing::run_cli;
 
 namespace {
 
@@ -47,23 +50,6 @@ double rel_diff(const Tensor& a, const Tensor& b) {
 
 bool same_bits(const Tensor& a, const Tensor& b) {
   return a.nbytes() == b.nbytes() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
-}
-
-struct CliRun {
-  int code;
-  std::string out;
-};
-CliRun cli(const std::string& args) {
-  const std::string cmd = std::string(QPEFT_CLI_PATH) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  CliRun r{-1, ""};
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  const int st = pclose(p);
-  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
 }
 
 class QuantizedModel : public ::testing::Test {
@@ -256,30 +242,30 @@ TEST(QuantizationConfigJson, RoundTripsAndRefusesWhatWeCannotRead) {
 
 TEST_F(QuantizedModel, CliQuantizeInitModelAndMerge) {
   const std::string d = path("dense"), q = path("q"), iq = path("iq");
-  ASSERT_EQ(cli("init-model --preset tiny --seed 4 --out " + d).code, 0);
+  ASSERT_EQ(run_cli("init-model --preset tiny --seed 4 --out " + d).status, 0);
   write_file_atomic(d + "/tokenizer_config.json", "{}\n");
-  CliRun r = cli("quantize --model " + d + " --out " + q + " --quant nf4 --block-size 64 --double-quant");
-  ASSERT_EQ(r.code, 0) << r.out;
-  EXPECT_NE(r.out.find("4.127 bits/param"), std::string::npos) << r.out;
+  RunResult r = run_cli("quantize --model " + d + " --out " + q + " --quant nf4 --block-size 64 --double-quant");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("4.127 bits/param"), std::string::npos) << r.output;
   EXPECT_TRUE(file_exists(q + "/tokenizer_config.json"));
-  r = cli("init-model --preset tiny --seed 4 --quant nf4 --double-quant --out " + iq);
-  ASSERT_EQ(r.code, 0) << r.out;
+  r = run_cli("init-model --preset tiny --seed 4 --quant nf4 --double-quant --out " + iq);
+  ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_EQ(read_text_file(q + "/model.safetensors"), read_text_file(iq + "/model.safetensors"));
 
   // Refusals: quantizing a quantized model, requantizing onto a dense base, a bad block size.
-  r = cli("quantize --model " + q + " --out " + path("qq"));
-  EXPECT_EQ(r.code, 1);
-  EXPECT_NE(r.out.find("already quantized"), std::string::npos) << r.out;
-  r = cli("quantize --model " + d + " --out " + path("qq") + " --block-size 48");
-  EXPECT_EQ(r.code, 1);
-  EXPECT_NE(r.out.find("48"), std::string::npos) << r.out;
+  r = run_cli("quantize --model " + q + " --out " + path("qq"));
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.output.find("already quantized"), std::string::npos) << r.output;
+  r = run_cli("quantize --model " + d + " --out " + path("qq") + " --block-size 48");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.output.find("48"), std::string::npos) << r.output;
 
   {
     auto m = load_model(q);
     make_adapter(*m, path("adapter"));
   }
-  r = cli("merge --model " + q + " --adapter " + path("adapter") + " --out " + path("m16"));
-  ASSERT_EQ(r.code, 0) << r.out;
+  r = run_cli("merge --model " + q + " --adapter " + path("adapter") + " --out " + path("m16"));
+  ASSERT_EQ(r.status, 0) << r.output;
   const ModelConfig mc = ModelConfig::load(path("m16"));
   EXPECT_FALSE(mc.quantization.present());
   EXPECT_EQ(mc.torch_dtype, "bfloat16");
@@ -287,17 +273,17 @@ TEST_F(QuantizedModel, CliQuantizeInitModelAndMerge) {
   auto merged = load_model(path("m16"));
   EXPECT_EQ(count_quantized(*merged), 0);
 
-  r = cli("merge --model " + q + " --adapter " + path("adapter") + " --out " + path("mq") + " --requantize");
-  ASSERT_EQ(r.code, 0) << r.out;
-  EXPECT_NE(r.out.find("warning: requantizing"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("|Q(W)-W|/|W| max"), std::string::npos) << r.out;
+  r = run_cli("merge --model " + q + " --adapter " + path("adapter") + " --out " + path("mq") + " --requantize");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("warning: requantizing"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("|Q(W)-W|/|W| max"), std::string::npos) << r.output;
   auto rq = load_model(path("mq"));
   EXPECT_EQ(count_quantized(*rq), 28);
   EXPECT_EQ(rq->config().quantization.quant_type, "nf4");
 
-  r = cli("merge --model " + d + " --adapter " + path("adapter") + " --out " + path("bad") + " --requantize");
-  EXPECT_EQ(r.code, 1);
-  EXPECT_NE(r.out.find("not quantized"), std::string::npos) << r.out;
+  r = run_cli("merge --model " + d + " --adapter " + path("adapter") + " --out " + path("bad") + " --requantize");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.output.find("not quantized"), std::string::npos) << r.output;
 }
 
 }  // namespace

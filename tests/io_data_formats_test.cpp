@@ -6,6 +6,7 @@
 #include "io/data_formats.h"
 #include "io/tokenizer.h"
 #include "tokenizer_fixtures.h"
+#include "test_util.h"
 
 using namespace qpeft;
 
@@ -13,14 +14,7 @@ namespace {
 
 Tokenizer tiny() { return Tokenizer::from_json(test_fixtures::tiny_spm_json().dump(), test_fixtures::tiny_spm_config()); }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using qpeft::testing::error_of;
 
 }  // namespace
 

@@ -23,14 +23,7 @@ using qpeft::Tokenizer;
 const std::string kModel = std::string(QPEFT_TEST_DATA) + "/spm/tiny_bpe.model";
 const char* kCorpus[] = {"basic", "code", "digits", "doc_long", "edge", "emoji", "nfc", "scripts", "special", "whitespace"};
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const qpeft::Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using qpeft::testing::error_of;
 
 std::string temp_dir(const std::string& name) {
   std::string dir = testing::TempDir() + "/qpeft_spm_" + name + "_" + std::to_string(getpid());

@@ -12,20 +12,14 @@
 #include "io/tokenizer.h"
 #include "io/tokenizer_unicode.h"
 #include "tokenizer_fixtures.h"
+#include "test_util.h"
 
 using qpeft::Tokenizer;
 using json = nlohmann::json;
 
 namespace {
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const qpeft::Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using qpeft::testing::error_of;
 
 }  // namespace
 

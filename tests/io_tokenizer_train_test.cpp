@@ -80,14 +80,7 @@ std::vector<std::string> merge_strings(const TrainedBpe& b) {
   return out;
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const qpeft::Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using qpeft::testing::error_of;
 
 // Random valid UTF-8: ASCII, controls, Latin-1, CJK, emoji and other planes.
 std::string random_text(std::mt19937& rng, size_t n_chars) {

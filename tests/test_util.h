@@ -6,7 +6,10 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <string>
+
+#include "core/error.h"
 
 namespace qpeft::testing {
 
@@ -63,6 +66,16 @@ inline std::string repetitive_jsonl(int n, int len, int vocab, int seed) {
     out += "]}\n";
   }
   return out;
+}
+
+// What fn throws as qpeft::Error, or "(no error)".
+inline std::string error_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const qpeft::Error& e) {
+    return e.what();
+  }
+  return "(no error)";
 }
 
 inline std::string golden_dir(const char* variant) { return std::string(QPEFT_TEST_DATA) + "/golden/" + variant; }

@@ -18,6 +18,7 @@
 #include "quant/codebook.h"
 #include "train/optimizer.h"
 #include "train/optimizer_8bit.h"
+#include "test_util.h"
 
 using namespace qpeft;
 
@@ -70,14 +71,7 @@ NamedParams two_params(int64_t n0, int64_t n1) {
   return {{"layers.0.a", make_param("layers.0.a", n0, 1)}, {"layers.0.b", make_param("layers.0.b", n1, 2)}};
 }
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using qpeft::testing::error_of;
 
 }  // namespace
 

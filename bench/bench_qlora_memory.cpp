@@ -17,6 +17,7 @@
 #include "peft/lora.h"
 #include "quant/quantized_weight.h"
 #include "train/optimizer.h"
+#include "bench_util.h"
 
 using namespace qpeft;
 using Clock = std::chrono::steady_clock;
@@ -92,30 +93,17 @@ int main(int argc, char** argv) {
   });
   const double after_load = current_rss_bytes();
 
-  LoraConfig lc;
-  lc.r = rank;
-  lc.alpha = 2.0 * double(rank);
-  lc.target_modules = {"all-linear"};
-  inject_lora(*model, lc, 1);
-  NamedParams params = adapter_params(*model);
+  NamedParams params = bench::attach_lora(*model, rank);
   double adapter_params_n = 0;
   for (auto& [k, p] : params) adapter_params_n += double(p.value().numel());
   auto opt = make_optimizer(optim, params, AdamWConfig{});
 
-  Rng rng(3);
-  std::vector<int32_t> ids(static_cast<size_t>(seq));
-  for (auto& t : ids) t = int32_t(rng.below(uint64_t(cfg.vocab_size)));
+  const std::vector<int32_t> ids = bench::random_ids(seq, cfg.vocab_size);
   double step_s = 0;
   for (int s = 0; s < steps; ++s) {
-    auto t = Clock::now();
-    Graph g(true, uint64_t(s), true);
-    LossResult res = model->loss(g, ids, ids, 1, seq);
-    g.backward(res.loss);
-    clip_grad_norm(params, 0.3);
-    opt->step(2e-4);
-    opt->zero_grad();
-    step_s = std::chrono::duration<double>(Clock::now() - t).count();
-    std::fprintf(stderr, "step %d: loss %.4f, %.1f s\n", s + 1, res.loss.value().f32()[0], step_s);
+    const auto [dt, loss] = bench::timed_step(*model, params, *opt, ids, 1, seq, s, 0.3, 2e-4);
+    step_s = dt;
+    std::fprintf(stderr, "step %d: loss %.4f, %.1f s\n", s + 1, loss, step_s);
   }
   const double peak = peak_rss_bytes();
   const double adapter_bytes = adapter_params_n * 4.0 * 2.0;  // weights + gradients (f32)

@@ -20,6 +20,7 @@
 #include "ops/linear.h"
 #include "peft/lora.h"
 #include "train/optimizer.h"
+#include "bench_util.h"
 
 using namespace qpeft;
 using Clock = std::chrono::steady_clock;
@@ -53,26 +54,13 @@ struct StepStats {
 static StepStats time_training(const std::string& dir, const LoadOptions& load, int64_t rank, int64_t batch, int64_t seq,
                                int steps) {
   auto model = load_model(dir, load);
-  LoraConfig lc;
-  lc.r = rank;
-  lc.alpha = 2.0 * double(rank);
-  lc.target_modules = {"all-linear"};
-  inject_lora(*model, lc, 1);
-  NamedParams params = adapter_params(*model);
+  NamedParams params = bench::attach_lora(*model, rank);
   AdamW opt(params, AdamWConfig{});
-  Rng rng(3);
-  std::vector<int32_t> ids(size_t(batch * seq));
-  for (auto& t : ids) t = int32_t(rng.below(uint64_t(model->config().vocab_size)));
+  const std::vector<int32_t> ids = bench::random_ids(batch * seq, model->config().vocab_size);
   std::vector<double> times;
   for (int s = 0; s < steps + 1; ++s) {
-    auto t = Clock::now();
-    Graph g(true, uint64_t(s), true);
-    LossResult res = model->loss(g, ids, ids, batch, seq);
-    g.backward(res.loss);
-    clip_grad_norm(params, 1.0);
-    opt.step(1e-4);
-    opt.zero_grad();
-    if (s > 0) times.push_back(seconds_since(t));  // the first step warms up
+    const double dt = bench::timed_step(*model, params, opt, ids, batch, seq, s, 1.0, 1e-4).first;
+    if (s > 0) times.push_back(dt);  // the first step warms up
   }
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);

@@ -1,0 +1,46 @@
+// Shared pieces of the training benchmarks: the LoRA set-up they measure, random token
+// batches and one timed optimizer step.
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <vector>
+
+#include "core/rng.h"
+#include "models/llama.h"
+#include "peft/lora.h"
+#include "train/optimizer.h"
+
+namespace qpeft::bench {
+
+// LoRA r = rank, alpha = 2·rank on every linear layer; returns the adapter parameters.
+inline NamedParams attach_lora(LlamaModel& model, int64_t rank) {
+  LoraConfig lc;
+  lc.r = rank;
+  lc.alpha = 2.0 * double(rank);
+  lc.target_modules = {"all-linear"};
+  inject_lora(model, lc, 1);
+  return adapter_params(model);
+}
+
+inline std::vector<int32_t> random_ids(int64_t n, int64_t vocab) {
+  Rng rng(3);
+  std::vector<int32_t> ids(static_cast<size_t>(n));
+  for (auto& t : ids) t = int32_t(rng.below(uint64_t(vocab)));
+  return ids;
+}
+
+// One optimizer step on ids [B, T] (labels = ids); returns {seconds, loss}.
+inline std::pair<double, float> timed_step(LlamaModel& model, const NamedParams& params, Optimizer& opt,
+                                           const std::vector<int32_t>& ids, int64_t B, int64_t T, int step,
+                                           double max_grad_norm, double lr) {
+  const auto t = std::chrono::steady_clock::now();
+  Graph g(true, uint64_t(step), true);
+  LossResult res = model.loss(g, ids, ids, B, T);
+  g.backward(res.loss);
+  clip_grad_norm(params, max_grad_norm);
+  opt.step(lr);
+  opt.zero_grad();
+  return {std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count(), res.loss.value().f32()[0]};
+}
+
+}  // namespace qpeft::bench

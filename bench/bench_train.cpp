@@ -94,7 +94,7 @@ int main(int argc, char** argv) {
   StepStats ql{};
   if (qlora) {
     LoadOptions lo;
-    lo.quantize = "nf4";
+    lo.quantize.format = "nf4";
     ql = time_training(dir, lo, rank, batch, seq, steps);
   }
   const double peak = std::max(peak_before, gemm_peak_gflops(1536, 5));

@@ -62,6 +62,25 @@ TEST(Cli, InitTrainEvalMergeEndToEnd) {
   EXPECT_NEAR(nlohmann::json::parse(ev2.output)["loss"].get<double>(), evj["loss"].get<double>(), 1e-4);
   RunResult ev_base = run_cli("eval --json --model " + (tmp / "tiny") + " --data " + (tmp / "data.jsonl"));
   EXPECT_GT(nlohmann::json::parse(ev_base.output)["loss"].get<double>(), evj["loss"].get<double>() + 1e-3);
+
+  // A QLoRA adapter is evaluated on the base quantized as it was trained, unless told otherwise.
+  RunResult ql = run_cli("train --method qlora --model " + (tmp / "tiny") + " --data " + (tmp / "data.jsonl") +
+                         " --out " + (tmp / "qrun") + " --rank 4 --steps 2 --batch 2 --seq-len 24 --lr 1e-2 --quiet");
+  ASSERT_EQ(ql.status, 0) << ql.output;
+  auto last_line_json = [](const std::string& out) {
+    const size_t end = out.find_last_not_of('\n');
+    return nlohmann::json::parse(out.substr(out.rfind('\n', end) + 1));
+  };
+  RunResult qe = run_cli("eval --json --model " + (tmp / "tiny") + " --adapter " + (tmp / "qrun") + " --data " +
+                         (tmp / "data.jsonl"));
+  ASSERT_EQ(qe.status, 0) << qe.output;
+  EXPECT_NE(qe.output.find("quantized on load to nf4 (block 64, double quantization), as the adapter was trained"),
+            std::string::npos) << qe.output;
+  RunResult qn = run_cli("eval --json --base-quant none --model " + (tmp / "tiny") + " --adapter " + (tmp / "qrun") +
+                         " --data " + (tmp / "data.jsonl"));
+  ASSERT_EQ(qn.status, 0) << qn.output;
+  EXPECT_EQ(qn.output.find("quantized on load"), std::string::npos) << qn.output;
+  EXPECT_NE(last_line_json(qe.output)["loss"].get<double>(), last_line_json(qn.output)["loss"].get<double>());
 }
 
 TEST(Cli, BadInputsGiveOneLineErrors) {

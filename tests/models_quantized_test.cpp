@@ -84,7 +84,7 @@ TEST_F(QuantizedModel, QuantizeOnLoadIsCloseToDenseAndEqualsTheQuantizedCheckpoi
   const Tensor ref = dense->logits(kIds, 2, 6);
 
   LoadOptions lo;
-  lo.quantize = "nf4";  // QLoRA: NF4, double quantization, block 64
+  lo.quantize.format = "nf4";  // QLoRA: NF4, double quantization, block 64
   auto q = load_model(path("dense"), lo);
   EXPECT_EQ(count_quantized(*q), 14);
   EXPECT_TRUE(dynamic_cast<const DenseWeight*>(q->embed_tokens().get()));
@@ -96,8 +96,7 @@ TEST_F(QuantizedModel, QuantizeOnLoadIsCloseToDenseAndEqualsTheQuantizedCheckpoi
   // dominate the residual stream, so the logits carry the compounded error of 5 matrices (~18%).
   EXPECT_LT(err4, 0.25) << "NF4 logits error";
 
-  lo.quantize = "nf2";
-  lo.double_quant = false;
+  lo.quantize = {"nf2", 64, false};
   const double err2 = rel_diff(load_model(path("dense"), lo)->logits(kIds, 2, 6), ref);
   EXPECT_GT(err2, 2 * err4) << "NF2 should be much worse than NF4";
   std::printf("logits relative error: nf4+dq %.4f, nf2 %.4f\n", err4, err2);

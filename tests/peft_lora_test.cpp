@@ -1,12 +1,15 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
+#include <filesystem>
 
 #include "core/error.h"
 #include "io/safetensors.h"
 #include "models/checkpoint.h"
 #include "peft/adapter_io.h"
 #include "peft/lora.h"
+#include "quant/quantized_weight.h"
 #include "test_util.h"
 
 using namespace qpeft;
@@ -138,4 +141,56 @@ TEST(Lora, LoadRejectsMismatchedAdapters) {
   EXPECT_THROW(load_lora_adapter(*model, tmp.path()), Error);  // no adapter_config.json
   write_file(tmp / "adapter_config.json", "{\"peft_type\": \"IA3\"}");
   EXPECT_THROW(read_lora_config(tmp.path()), Error);
+}
+
+TEST(Lora, AdapterRecordsTheBaseQuantizationItTrainedOn) {
+  TempDir tmp("lora_base_quant");
+  const std::string base = golden_dir("llama");
+  LoadOptions nf4;
+  nf4.quantize = {"nf4", 64, true};
+  auto trained = load_model(base, nf4);
+  LoraConfig cfg = load_lora_adapter(*trained, base + "/adapter_init");
+  EXPECT_FALSE(cfg.base_quantization.enabled()) << "PEFT's files say nothing about the base";
+  EXPECT_FALSE(adapter_base_quantization(base + "/adapter_init").enabled());
+  cfg.base_quantization = nf4.quantize;
+  save_lora_adapter(*trained, cfg, tmp / "adapter");
+
+  const QuantizeOptions q = adapter_base_quantization(tmp / "adapter");
+  EXPECT_EQ(q.format, "nf4");
+  EXPECT_EQ(q.block_size, 64);
+  EXPECT_TRUE(q.double_quant);
+
+  auto count_quantized = [](LlamaModel& m) {
+    int n = 0;
+    m.visit_linears([&](Linear& l) { n += dynamic_cast<const QuantizedWeight*>(l.weight.get()) != nullptr; });
+    return n;
+  };
+  const auto ids = sample_ids(2 * 9, trained->config().vocab_size);
+  std::string note;
+  auto same = load_model_with_adapter(base, tmp / "adapter", "auto", &note);
+  EXPECT_GT(count_quantized(*same), 0);
+  EXPECT_NE(note.find("nf4"), std::string::npos) << note;
+  Tensor a = trained->logits(ids, 2, 9), b = same->logits(ids, 2, 9);
+  EXPECT_EQ(0, std::memcmp(a.raw(), b.raw(), a.nbytes())) << "auto must load the base exactly as it trained";
+
+  note.clear();
+  auto dense = load_model_with_adapter(base, tmp / "adapter", "none", &note);
+  EXPECT_EQ(count_quantized(*dense), 0);
+  EXPECT_TRUE(note.empty()) << note;
+  EXPECT_GT(max_abs_diff(dense->logits(ids, 2, 9), a), 1e-4);
+
+  // A corrupt record is an error that names the key, not a silent fallback.
+  auto st = SafetensorsFile::open(tmp / "adapter/adapter_model.safetensors");
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  for (const std::string& n : st->names()) tensors.emplace_back(n, st->get(n).to(DType::F32));
+  std::filesystem::create_directories(tmp / "bad");
+  save_safetensors(tmp / "bad/adapter_model.safetensors", tensors,
+                   {{"qpeft.base_quantization", "nf4"}, {"qpeft.base_quantization_block_size", "sixty-four"}});
+  write_file(tmp / "bad/adapter_config.json", read_file(tmp / "adapter/adapter_config.json"));
+  try {
+    adapter_base_quantization(tmp / "bad");
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("qpeft.base_quantization_block_size"), std::string::npos) << e.what();
+  }
 }

@@ -19,7 +19,7 @@
 namespace {
 
 struct EvalArgs {
-  std::string model, adapter, data, format = "auto", metric = "loss", choice_score = "mean";
+  std::string model, adapter, data, format = "auto", metric = "loss", choice_score = "mean", base_quant = "auto";
   bool json = false, train_on_prompt = false;
   int64_t batch = 4, seq_len = 2048;
   int threads = 0;
@@ -30,6 +30,7 @@ void setup_eval(CLI::App& app) {
   auto* cmd = app.add_subcommand("eval", "Loss and perplexity, or multiple-choice accuracy, of a model (and adapter) on a data file");
   cmd->add_option("--model", a->model, "Base model directory")->required();
   cmd->add_option("--adapter", a->adapter, "PEFT LoRA adapter directory");
+  qpeft::cli::add_base_quant_option(cmd, &a->base_quant);
   cmd->add_option("--data", a->data, "Data file (JSON lines)")->required();
   cmd->add_option("--format", a->format, "Data format: auto, text, completion, alpaca, chat, tokenized")
       ->check(CLI::IsMember({"auto", "text", "completion", "alpaca", "chat", "tokenized"}));
@@ -45,8 +46,7 @@ void setup_eval(CLI::App& app) {
   cmd->add_flag("--json", a->json, "Print {\"loss\", \"perplexity\", \"tokens\"} (or {\"accuracy\", \"correct\", \"total\"}) as JSON");
   cmd->callback([a] {
     qpeft::set_num_threads(a->threads);
-    auto model = qpeft::load_model(a->model);
-    if (!a->adapter.empty()) qpeft::load_lora_adapter(*model, a->adapter);
+    auto model = qpeft::cli::load_model_for_command(a->model, a->adapter, a->base_quant);
     if (a->metric == "choice") {
       qpeft::ChoiceScore how;
       qpeft::parse_choice_score(a->choice_score, &how);

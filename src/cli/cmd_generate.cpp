@@ -17,7 +17,7 @@
 namespace {
 
 struct GenerateArgs {
-  std::string model, adapter, prompt;
+  std::string model, adapter, prompt, base_quant = "auto";
   int64_t max_new_tokens = 128, top_k = 0;
   double temperature = 0.0, top_p = 1.0;
   uint64_t seed = 0;
@@ -32,8 +32,7 @@ void run_generate(const GenerateArgs& a) {
            "original model directory)",
            a.model);
   qpeft::Tokenizer tok = qpeft::Tokenizer::load(a.model);
-  auto model = qpeft::load_model(a.model);
-  if (!a.adapter.empty()) qpeft::load_lora_adapter(*model, a.adapter);
+  auto model = qpeft::cli::load_model_for_command(a.model, a.adapter, a.base_quant);
 
   std::vector<int32_t> ids;
   if (a.chat) {
@@ -81,6 +80,7 @@ void setup_generate(CLI::App& app) {
   auto* cmd = app.add_subcommand("generate", "Generate text from a prompt (greedy by default), streamed to stdout");
   cmd->add_option("--model", a->model, "Model directory (with its tokenizer)")->required();
   cmd->add_option("--adapter", a->adapter, "PEFT LoRA adapter directory");
+  qpeft::cli::add_base_quant_option(cmd, &a->base_quant);
   cmd->add_option("--prompt", a->prompt, "Prompt text")->required();
   cmd->add_option("--max-new-tokens", a->max_new_tokens, "Most tokens to generate")->check(CLI::Range(int64_t(0), int64_t(1) << 20));
   cmd->add_option("--temperature", a->temperature, "Sampling temperature (0 = greedy)")->check(CLI::Range(0.0, 100.0));

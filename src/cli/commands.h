@@ -4,6 +4,13 @@
 #pragma once
 #include <CLI/CLI.hpp>
 
+#include <memory>
+#include <string>
+
+namespace qpeft {
+class LlamaModel;
+}
+
 namespace qpeft::cli {
 
 using CommandSetup = void (*)(CLI::App& app);
@@ -13,6 +20,12 @@ struct CommandRegistrar {
 };
 
 void setup_all_commands(CLI::App& app);
+
+// --base-quant for commands that load a base with an adapter (eval, generate).
+void add_base_quant_option(CLI::App* cmd, std::string* value);
+// Loads --model with --adapter (if any) as --base-quant says; prints what it quantized to stderr.
+std::unique_ptr<LlamaModel> load_model_for_command(const std::string& model, const std::string& adapter,
+                                                   const std::string& base_quant);
 
 }  // namespace qpeft::cli
 

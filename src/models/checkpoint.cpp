@@ -97,9 +97,9 @@ void write_into(const std::string& dir, const std::string& config_json, const Sa
 std::unique_ptr<LlamaModel> load_model(const std::string& dir, const LoadOptions& opt) {
   QP_CHECK(dir_exists(dir), "{}: model directory not found", dir);
   std::optional<QuantFormat> qf;
-  if (!opt.quantize.empty()) {
-    qf = parse_format_or_fail(opt.quantize, "quantize on load");
-    check_block_size(opt.block_size, "quantize on load");
+  if (opt.quantize.enabled()) {
+    qf = parse_format_or_fail(opt.quantize.format, "quantize on load");
+    check_block_size(opt.quantize.block_size, "quantize on load");
   }
   ModelConfig cfg = ModelConfig::load(dir);
   TensorStore store = TensorStore::open_dir(dir);
@@ -128,7 +128,7 @@ std::unique_ptr<LlamaModel> load_model(const std::string& dir, const LoadOptions
       if (qf && s.linear) {
         // Tile by tile from the mapping: at most one f32 tile per thread at a time.
         *s.frozen = std::make_shared<QuantizedWeight>(
-            QuantizedWeight::quantize(t, *qf, opt.block_size, opt.double_quant, s.name));
+            QuantizedWeight::quantize(t, *qf, opt.quantize.block_size, opt.quantize.double_quant, s.name));
       } else {
         *s.frozen = std::make_shared<DenseWeight>(t, s.name);
       }

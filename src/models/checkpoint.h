@@ -10,11 +10,17 @@
 
 namespace qpeft {
 
-struct LoadOptions {
-  // Quantize dense linear weights on load (QLoRA): "" = keep as stored, else "nf4", "fp4", ...
-  std::string quantize;
+// How linear weights are quantized (while a checkpoint is written, or on load).
+struct QuantizeOptions {
+  std::string format;  // "" = none; "nf4", "fp4", "nf2", "nf3", "uniform4", ...
   int64_t block_size = 64;
   bool double_quant = true;
+  bool enabled() const { return !format.empty(); }
+};
+
+struct LoadOptions {
+  // Quantize dense linear weights on load (QLoRA); disabled = keep them as stored.
+  QuantizeOptions quantize;
 };
 
 // Loads config.json + model.safetensors (or a sharded index) from dir. Matrices stay in the
@@ -24,14 +30,6 @@ struct LoadOptions {
 // (never a whole f32 copy); embeddings and lm_head stay as stored (as bitsandbytes and PEFT's
 // QLoRA leave them).
 std::unique_ptr<LlamaModel> load_model(const std::string& dir, const LoadOptions& opt = {});
-
-// How linear weights are quantized while a checkpoint is written.
-struct QuantizeOptions {
-  std::string format;  // "" = none; "nf4", "fp4", "nf2", "nf3", "uniform4", ...
-  int64_t block_size = 64;
-  bool double_quant = true;
-  bool enabled() const { return !format.empty(); }
-};
 
 // Writes config.json + model.safetensors (sharded past max_shard_bytes) atomically.
 // `matrix(slot)` returns a matrix's values in the output dtype when set; by default the

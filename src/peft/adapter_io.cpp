@@ -13,6 +13,11 @@ namespace qpeft {
 
 using nlohmann::json;
 
+// adapter_model.safetensors metadata: how the base was quantized while the adapter trained.
+constexpr const char* kBaseQuantFormat = "qpeft.base_quantization";
+constexpr const char* kBaseQuantBlock = "qpeft.base_quantization_block_size";
+constexpr const char* kBaseQuantDouble = "qpeft.base_double_quant";
+
 static std::string config_json(LlamaModel& model, const LoraConfig& cfg) {
   json j;
   j["peft_type"] = "LORA";
@@ -42,7 +47,13 @@ void write_lora_adapter_files(LlamaModel& model, const LoraConfig& cfg, const st
   std::vector<std::pair<std::string, Tensor>> tensors;
   for (auto& [key, v] : adapter_params(model)) tensors.emplace_back(key, v.value());
   QP_CHECK(!tensors.empty(), "the model has no LoRA adapter to save");
-  save_safetensors(dir + "/adapter_model.safetensors", tensors, {{"format", "pt"}});
+  std::map<std::string, std::string> metadata = {{"format", "pt"}};
+  if (cfg.base_quantization.enabled()) {
+    metadata[kBaseQuantFormat] = cfg.base_quantization.format;
+    metadata[kBaseQuantBlock] = std::to_string(cfg.base_quantization.block_size);
+    metadata[kBaseQuantDouble] = cfg.base_quantization.double_quant ? "true" : "false";
+  }
+  save_safetensors(dir + "/adapter_model.safetensors", tensors, metadata);
   write_file_atomic(dir + "/adapter_config.json", config_json(model, cfg));
 }
 
@@ -108,12 +119,47 @@ static bool split_key(const std::string& key, std::string* module, std::string* 
   return false;
 }
 
-LoraConfig load_lora_adapter(LlamaModel& model, const std::string& dir) {
-  LoraConfig cfg = read_lora_config(dir);
+static std::string adapter_weights_file(const std::string& dir) {
   const std::string file = dir + "/adapter_model.safetensors";
   QP_CHECK(file_exists(file), "{}: no adapter_model.safetensors (adapter_model.bin is not supported; re-save with "
            "safe_serialization=True)", dir);
+  return file;
+}
+
+static QuantizeOptions base_quantization_of(const SafetensorsFile& st, const std::string& file) {
+  const auto& meta = st.metadata();
+  QuantizeOptions q;
+  auto it = meta.find(kBaseQuantFormat);
+  if (it == meta.end()) return q;
+  q.format = it->second;
+  QP_CHECK(!q.format.empty(), "{}: metadata '{}' is empty", file, kBaseQuantFormat);
+  if (auto b = meta.find(kBaseQuantBlock); b != meta.end()) {
+    try {
+      size_t used = 0;
+      q.block_size = std::stoll(b->second, &used);
+      QP_CHECK(used == b->second.size(), "trailing characters");
+    } catch (const std::exception&) {
+      fail("{}: metadata '{}' = '{}' is not an integer", file, kBaseQuantBlock, b->second);
+    }
+  }
+  if (auto d = meta.find(kBaseQuantDouble); d != meta.end()) {
+    QP_CHECK(d->second == "true" || d->second == "false", "{}: metadata '{}' = '{}' is not true or false", file,
+             kBaseQuantDouble, d->second);
+    q.double_quant = d->second == "true";
+  }
+  return q;
+}
+
+QuantizeOptions adapter_base_quantization(const std::string& dir) {
+  const std::string file = adapter_weights_file(dir);
+  return base_quantization_of(*SafetensorsFile::open(file), file);
+}
+
+LoraConfig load_lora_adapter(LlamaModel& model, const std::string& dir) {
+  LoraConfig cfg = read_lora_config(dir);
+  const std::string file = adapter_weights_file(dir);
   auto st = SafetensorsFile::open(file);
+  cfg.base_quantization = base_quantization_of(*st, file);
   std::map<std::string, std::pair<Tensor, Tensor>> by_module;
   for (const std::string& key : st->names()) {
     std::string module, which;
@@ -142,6 +188,24 @@ LoraConfig load_lora_adapter(LlamaModel& model, const std::string& dir) {
   }
   QP_CHECK(!by_module.empty(), "{}: holds no LoRA tensors", file);
   return cfg;
+}
+
+std::unique_ptr<LlamaModel> load_model_with_adapter(const std::string& model_dir, const std::string& adapter_dir,
+                                                    const std::string& base_quant, std::string* note) {
+  LoadOptions load;
+  if (base_quant == "auto") {
+    if (!adapter_dir.empty()) load.quantize = adapter_base_quantization(adapter_dir);
+  } else if (base_quant != "none") {
+    load.quantize.format = base_quant;  // load_model checks the name
+  }
+  auto model = load_model(model_dir, load);
+  if (!adapter_dir.empty()) load_lora_adapter(*model, adapter_dir);
+  if (note && load.quantize.enabled())
+    *note = fmt::format("base linear weights quantized on load to {} (block {}{}){}", load.quantize.format,
+                        load.quantize.block_size, load.quantize.double_quant ? ", double quantization" : "",
+                        base_quant == "auto" ? ", as the adapter was trained; --base-quant none uses the stored weights"
+                                             : "");
+  return model;
 }
 
 void load_lora_weights_into(LlamaModel& model, const std::string& file) {

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "models/checkpoint.h"
 #include "models/llama.h"
 
 namespace qpeft {
@@ -23,6 +24,10 @@ struct LoraConfig {
   std::map<std::string, double> alpha_pattern;
   std::string init = "kaiming";                  // "kaiming" | "gaussian"
   std::string base_model_name_or_path;
+  // How the frozen base was quantized on load while the adapter trained (QLoRA), so that eval
+  // and generate can load it the same way. Kept in adapter_model.safetensors' metadata under
+  // qpeft.* keys, which PEFT ignores; disabled for adapters of unquantized bases or other tools.
+  QuantizeOptions base_quantization;
 
   // Expands "all-linear" and checks names; `kinds` are the model's linear kinds.
   std::vector<std::string> resolved_targets() const;

@@ -193,14 +193,13 @@ TrainResult train(const TrainOptions& opt) {
 
   LoadOptions load;
   if (opt.method == "qlora") {
-    load.quantize = opt.quant;
-    load.block_size = opt.quant_block;
-    load.double_quant = opt.double_quant;
+    load.quantize = {opt.quant, opt.quant_block, opt.double_quant};
   }
   auto model = load_model(opt.model_dir, load);
   model->set_grad_checkpointing(opt.grad_checkpoint);
   LoraConfig lcfg = opt.lora;
   if (lcfg.base_model_name_or_path.empty()) lcfg.base_model_name_or_path = opt.model_dir;
+  lcfg.base_quantization = load.quantize;
   TrainOptions o = opt;
   o.lora = lcfg;
   NamedParams params;

@@ -81,6 +81,13 @@ TEST(Cli, InitTrainEvalMergeEndToEnd) {
   ASSERT_EQ(qn.status, 0) << qn.output;
   EXPECT_EQ(qn.output.find("quantized on load"), std::string::npos) << qn.output;
   EXPECT_NE(last_line_json(qe.output)["loss"].get<double>(), last_line_json(qn.output)["loss"].get<double>());
+  // merge --base-quant auto writes the model eval measured: deq(NF4(W)) + s·B·A.
+  RunResult qm = run_cli("merge --base-quant auto --dtype f32 --model " + (tmp / "tiny") + " --adapter " +
+                         (tmp / "qrun") + " --out " + (tmp / "qmerged"));
+  ASSERT_EQ(qm.status, 0) << qm.output;
+  RunResult qme = run_cli("eval --json --model " + (tmp / "qmerged") + " --data " + (tmp / "data.jsonl"));
+  ASSERT_EQ(qme.status, 0) << qme.output;
+  EXPECT_NEAR(last_line_json(qme.output)["loss"].get<double>(), last_line_json(qe.output)["loss"].get<double>(), 1e-4);
 }
 
 TEST(Cli, BadInputsGiveOneLineErrors) {

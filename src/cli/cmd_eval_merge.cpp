@@ -75,7 +75,7 @@ void setup_eval(CLI::App& app) {
 }
 
 struct MergeArgs {
-  std::string model, adapter, out, dtype;
+  std::string model, adapter, out, dtype, base_quant = "none";
   bool requantize = false;
   int threads = 0;
 };
@@ -123,10 +123,14 @@ void setup_merge(CLI::App& app) {
   cmd->add_flag("--requantize", a->requantize,
                 "Quantize the merged weights again in the base's format (prints the rounding error)");
   cmd->add_option("--threads", a->threads, "Threads (0 = all cores)");
+  cmd->add_option("--base-quant", a->base_quant,
+                  "none (default, as PEFT: merge into the stored weights), auto (into the base quantized as the "
+                  "adapter was trained, dequantized: the merged model computes what eval measured), or nf4, fp4, "
+                  "nf2, nf3")
+      ->check(CLI::IsMember({"auto", "none", "nf4", "fp4", "nf2", "nf3"}));
   cmd->callback([a] {
     qpeft::set_num_threads(a->threads);
-    auto model = qpeft::load_model(a->model);
-    qpeft::load_lora_adapter(*model, a->adapter);
+    auto model = qpeft::cli::load_model_for_command(a->model, a->adapter, a->base_quant);
     bool quantized_base = false;
     model->visit_linears([&](qpeft::Linear& l) {
       quantized_base = quantized_base || dynamic_cast<const qpeft::QuantizedWeight*>(l.weight.get());

@@ -3,10 +3,10 @@
 # end and deterministically: corpus (scripts/build-corpus.sh), byte-level BPE tokenizer
 # (qpeft train-tokenizer), a seeded random `tiny` Llama sized to that tokenizer, and full
 # pretraining with qpeft itself. Needs a built build/qpeft (scripts/run-demo.sh builds it).
-#   scripts/build-default-model.sh [STEPS]     (default 900 optimizer steps, about one epoch, of 8 x 256 tokens)
+#   scripts/build-default-model.sh [STEPS]     (default 2000 optimizer steps of 8 x 256 tokens, about two epochs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-STEPS="${1:-900}"
+STEPS="${1:-2000}"
 Q=build/qpeft
 W=runs/default-model
 DEST=models/austen-tiny

@@ -128,3 +128,25 @@ TEST(CliEvalChoice, AccuracyMatchesTheLibrary) {
                         "tokenizer");
   expect_one_line_error(run_cli("eval --model " + dir + " --data " + (tmp / "mc.jsonl")), "--metric choice");
 }
+
+TEST(CliTrainChoice, MultipleChoiceDataTrainsWithTheChosenTFewTerms) {
+  TempDir tmp("cli_train_choice");
+  const std::string dir = tmp / "model";
+  gen_fixtures::make_model_dir(dir);
+  write_file(tmp / "mc.jsonl",
+             R"({"prompt": "the cat sat on the", "choices": [" mat", " dog"], "answer": 0}
+{"prompt": "one two three", "choices": [" four", " then"], "answer": 0}
+{"prompt": "caf\u00e9 au", "choices": [" the", " lait"], "answer": 1}
+)");
+  const std::string base = "train --model " + dir + " --data " + (tmp / "mc.jsonl") + " --out " + (tmp / "out") +
+                           " --steps 2 --batch 2 --seq-len 32 --threads 2 --eval-data " + (tmp / "mc.jsonl");
+  RunResult r = run_cli(base + " --choice-loss ln --metrics " + (tmp / "m.jsonl"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("3 multiple-choice examples (T-Few losses ln)"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("(ln "), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("(lm "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("eval at step 2: accuracy"), std::string::npos) << r.output;
+  EXPECT_NE(read_file(tmp / "m.jsonl").find("\"eval_accuracy\""), std::string::npos);
+  EXPECT_TRUE(std::filesystem::exists(tmp / "out/adapter_model.safetensors"));
+  expect_one_line_error(run_cli(base + " --choice-loss lm,nope"), "--choice-loss");
+}

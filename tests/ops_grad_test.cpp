@@ -82,3 +82,29 @@ TEST(OpsGrad, EmbeddingAndLosses) {
                     return linear_cross_entropy(g, in[0], in[1], targets, 2 * 7 * 4).loss;
                   });
 }
+
+TEST(OpsGrad, TargetLogprobsAndChoiceLosses) {
+  std::vector<int32_t> targets = {2, kIgnoreIndex, 0, 6, 6};
+  auto head = std::make_shared<DenseWeight>(random_tensor({7, 6}, 41), "head");
+  check_gradients("linear_target_logprobs", {param({5, 6}, 42)}, [&](Graph& g, const std::vector<Var>& in) {
+    return linear_target_logprobs(g, in[0], head, targets);
+  });
+  check_gradients("linear_target_logprobs_trainable_head", {param({5, 6}, 43), param({7, 6}, 44)},
+                  [&](Graph& g, const std::vector<Var>& in) { return linear_target_logprobs(g, in[0], in[1], targets); });
+
+  // Two examples: the first with choices of 2 and 1 tokens (answer 1), the second with
+  // three one-token choices (answer 0); entries 2 and 7 carry no loss.
+  ChoiceTokens layout;
+  layout.token_choice = {0, 0, -1, 1, 2, 3, 4, -1};
+  layout.choice_example = {0, 0, 1, 1, 1};
+  layout.choice_correct = {0, 1, 1, 0, 0};
+  const float values[] = {-0.3f, -1.7f, 0.4f, -0.9f, -2.2f, -0.05f, -1.1f, 0.0f};  // log-probabilities ≤ 0
+  for (ChoiceLossWeights w : {ChoiceLossWeights{1, 1, 1}, ChoiceLossWeights{1, 0, 0}, ChoiceLossWeights{0, 1, 0},
+                              ChoiceLossWeights{0, 0, 1}}) {
+    Var lp(Tensor::empty({8}), true, "lp");
+    std::copy(std::begin(values), std::end(values), lp.value().f32());
+    check_gradients("choice_losses_" + std::to_string(w.lm) + std::to_string(w.ul) + std::to_string(w.ln), {lp},
+                    [&](Graph& g, const std::vector<Var>& in) { return choice_losses(g, in[0], layout, w).loss; },
+                    {.eps = 1e-3f});
+  }
+}

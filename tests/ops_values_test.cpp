@@ -3,6 +3,7 @@
 
 #include <cmath>
 
+#include "core/error.h"
 #include "grad_check.h"
 #include "ops/attention.h"
 #include "ops/linear.h"
@@ -65,6 +66,62 @@ TEST(OpsValues, FusedCrossEntropyMatchesComposite) {
   double s = 0;
   for (float x : lp) s -= x;
   EXPECT_NEAR(s / double(fused.count), fused.loss.value().f32()[0], 1e-5);
+}
+
+TEST(OpsValues, TargetLogprobsMatchLogSoftmaxOfFullLogits) {
+  const int64_t N = 6, d = 5, V = 11;
+  Tensor h = random_tensor({N, d}, 51);
+  auto head = std::make_shared<DenseWeight>(random_tensor({V, d}, 52), "head");
+  std::vector<int32_t> targets = {3, kIgnoreIndex, 10, 0, kIgnoreIndex, 7};
+  Graph g(false);
+  Tensor lp = linear_target_logprobs(g, Var(h), head, targets).value();
+  std::vector<float> reference = target_logprobs(h, *head, targets);
+  for (int64_t i = 0; i < N; ++i) {
+    double expected = 0;
+    if (targets[size_t(i)] != kIgnoreIndex) {
+      double z[V], m = -1e30, s = 0;
+      for (int64_t v = 0; v < V; ++v) {
+        z[v] = 0;
+        for (int64_t k = 0; k < d; ++k) z[v] += double(h.f32()[i * d + k]) * head->tensor().f32()[v * d + k];
+        m = std::max(m, z[v]);
+      }
+      for (int64_t v = 0; v < V; ++v) s += std::exp(z[v] - m);
+      expected = z[targets[size_t(i)]] - m - std::log(s);
+    }
+    EXPECT_NEAR(lp.f32()[i], expected, 1e-5) << i;
+    EXPECT_EQ(lp.f32()[i], reference[size_t(i)]) << i;
+  }
+}
+
+// T-Few's three losses written out for one batch (SPEC §5): example 0 has choices
+// [a0 a1] (wrong) and [b0] (right); example 1 has [c0] (right), [d0 d1 d2] (wrong).
+TEST(OpsValues, ChoiceLossesMatchTheTFewFormulas) {
+  const double a0 = -0.4, a1 = -2.0, b0 = -0.7, c0 = -1.5, d0 = -0.2, d1 = -0.9, d2 = -3.0;
+  ChoiceTokens layout;
+  layout.token_choice = {0, 0, -1, 1, 2, 3, 3, 3};
+  layout.choice_example = {0, 0, 1, 1};
+  layout.choice_correct = {0, 1, 1, 0};
+  Tensor v = Tensor::empty({8});
+  const double vals[] = {a0, a1, 5.0, b0, c0, d0, d1, d2};
+  for (int i = 0; i < 8; ++i) v.f32()[i] = float(vals[i]);
+  Graph g(false);
+  ChoiceLossResult r = choice_losses(g, Var(v), layout, {1, 1, 1});
+
+  const double lm = -(b0 + c0) / 2;
+  auto ul_term = [](double lp) { return -std::log(1 - std::exp(lp) + 0.01); };
+  const double ul = (ul_term(a0) + ul_term(a1) + ul_term(d0) + ul_term(d1) + ul_term(d2)) / 5;
+  auto ce = [](double right, double wrong) { return -right + std::log(std::exp(right) + std::exp(wrong)); };
+  const double ln = (ce(b0, (a0 + a1) / 2) + ce(c0, (d0 + d1 + d2) / 3)) / 2;
+  EXPECT_NEAR(r.lm, lm, 1e-6);
+  EXPECT_NEAR(r.ul, ul, 1e-6);
+  EXPECT_NEAR(r.ln, ln, 1e-6);
+  EXPECT_NEAR(r.loss.value().f32()[0], lm + ul + ln, 1e-5);
+  EXPECT_EQ(r.examples, 2);
+  EXPECT_EQ(r.right, 1);  // example 0: −0.7 > −1.2; example 1: −1.5 < −1.37
+
+  ChoiceTokens bad = layout;
+  bad.choice_correct = {1, 1, 1, 0};
+  EXPECT_THROW(choice_losses(g, Var(v), bad), Error);
 }
 
 TEST(OpsValues, AllTargetsIgnoredGivesZeroLossNotNaN) {

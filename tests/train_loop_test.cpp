@@ -5,7 +5,11 @@
 
 #include "core/error.h"
 #include "core/file.h"
+#include "core/rng.h"
+#include "gen_fixtures.h"
 #include "models/checkpoint.h"
+#include "models/choice_eval.h"
+#include "peft/adapter_io.h"
 #include "test_util.h"
 #include "train/schedule.h"
 #include "train/trainer.h"
@@ -120,6 +124,62 @@ TEST(TrainLoop, RepetitiveDataDrivesTheLossDown) {
   auto model = load_model(o.model_dir);
   EvalResult before = evaluate(*model, load_examples(o.data_path, o.model_dir, 96), 4, 16);
   EXPECT_GT(before.loss, 4.0);  // ~ln(96) for a random model
+}
+
+// Multiple-choice data trains with T-Few's losses: a task whose answer is the prompt's last
+// letter (p: " yes", q: " no") goes from chance to solved, and the in-training evaluation
+// reports the same accuracy as eval --metric choice on the trained adapter.
+TEST(TrainLoop, MultipleChoiceDataTrainsWithTFewLosses) {
+  TempDir tmp("choice_train");
+  const std::string model_dir = tmp / "model";
+  write_random_model(ModelConfig::load(golden_dir("llama")), DType::F32, 5, model_dir, {}, 0.15);
+  write_file(model_dir + "/tokenizer.json", gen_fixtures::tokenizer_json().dump());
+  write_file(model_dir + "/tokenizer_config.json", gen_fixtures::tokenizer_config_json());
+  std::string lines;
+  Rng rng(3);
+  for (int i = 0; i < 24; ++i) {
+    std::string word;
+    for (int k = 0; k < 5; ++k) word += char('a' + rng.below(8));
+    const bool yes = i % 2 == 0;
+    lines += nlohmann::json{{"prompt", word + (yes ? " p" : " q")}, {"choices", {" yes", " no"}}, {"answer", yes ? 0 : 1}}
+                 .dump() +
+             "\n";
+  }
+  write_file(tmp / "mc.jsonl", lines);
+  const auto data = load_choice_examples(tmp / "mc.jsonl", model_dir, 96);
+  const double before = evaluate_choices(*load_model(model_dir), data).accuracy;
+
+  TrainOptions o = small_run(tmp, "out");
+  o.model_dir = model_dir;
+  o.data_path = o.eval_data_path = tmp / "mc.jsonl";
+  o.metrics_path = tmp / "metrics.jsonl";
+  o.steps = 40;
+  o.batch = 4;
+  o.lr = 2e-2;
+  o.lora.r = 8;
+  o.lora.dropout = 0;
+  o.schedule = "constant";
+  o.warmup_steps = 0;
+  TrainResult r = train(o);
+  EXPECT_LT(r.last_loss, r.first_loss);
+  auto trained = load_model_with_adapter(model_dir, o.out_dir, "none", nullptr);
+  const ChoiceEvalResult after = evaluate_choices(*trained, data, ChoiceScore::kMean, o.seq_len);
+  EXPECT_LE(before, 0.75);
+  EXPECT_GE(after.accuracy, 0.95) << "before " << before;
+  const std::string metrics = read_file(o.metrics_path);
+  const auto last = nlohmann::json::parse(metrics.substr(metrics.rfind('{')));
+  EXPECT_DOUBLE_EQ(last.at("eval_accuracy").get<double>(), after.accuracy);
+  for (const char* key : {"lm_loss", "ul_loss", "ln_loss", "batch_accuracy"}) EXPECT_TRUE(last.contains(key)) << key;
+
+  ChoiceLossWeights w;
+  EXPECT_TRUE(parse_choice_loss_terms("ln,lm", &w));
+  EXPECT_EQ(w.lm, 1);
+  EXPECT_EQ(w.ul, 0);
+  EXPECT_EQ(w.ln, 1);
+  EXPECT_FALSE(parse_choice_loss_terms("lm,xx", &w));
+  EXPECT_FALSE(parse_choice_loss_terms("", &w));
+  // Plain-sequence readers still refuse choice data, naming what to do instead.
+  EXPECT_NE(error_of([&] { load_examples(tmp / "mc.jsonl", model_dir, 96); }).find("T-Few"), std::string::npos);
 }
 
 TEST(TrainLoop, QloraWithPaged8bitAdamAndCheckpointingLearns) {

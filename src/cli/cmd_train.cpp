@@ -37,7 +37,7 @@ std::map<std::string, T> parse_pattern(const std::string& s, const char* flag) {
 
 struct TrainArgs {
   qpeft::TrainOptions o;
-  std::string targets = "q_proj,v_proj", rank_pattern, alpha_pattern, format = "auto";
+  std::string targets = "q_proj,v_proj", rank_pattern, alpha_pattern, format = "auto", choice_loss = "lm,ul,ln";
   bool no_packing = false;
   std::string save_dtype = "bf16";
   int threads = 0;
@@ -48,14 +48,20 @@ void setup(CLI::App& app) {
   auto& o = a->o;
   auto* cmd = app.add_subcommand("train", "Fine-tune a LoRA adapter on a frozen base model");
   cmd->add_option("--model", o.model_dir, "Base model directory (Hugging Face layout)")->required();
-  cmd->add_option("--data", o.data_path, "Training data, JSON lines: text, prompt/completion, alpaca, chat messages or pre-tokenized input_ids")
+  cmd->add_option("--data", o.data_path, "Training data, JSON lines: text, prompt/completion, alpaca, chat messages, pre-tokenized input_ids, or "
+                  "multiple choice (prompt/choices/answer, trained with T-Few's losses)")
       ->required();
   cmd->add_option("--out", o.out_dir, "Output directory: adapter files and checkpoint-N/ directories")->required();
-  cmd->add_option("--format", a->format, "Data format: auto (from the keys), text, completion, alpaca, chat, tokenized")
-      ->check(CLI::IsMember({"auto", "text", "completion", "alpaca", "chat", "tokenized"}));
+  cmd->add_option("--format", a->format, "Data format: auto (from the keys), text, completion, alpaca, chat, choice, tokenized")
+      ->check(CLI::IsMember({"auto", "text", "completion", "alpaca", "chat", "choice", "tokenized"}));
+  cmd->add_option("--choice-loss", a->choice_loss,
+                  "Multiple-choice data: T-Few loss terms to sum, any of lm (cross-entropy of the answer), ul "
+                  "(unlikelihood of the wrong choices), ln (length-normalised softmax over the choices)");
   cmd->add_flag("--train-on-prompt", o.data.train_on_prompt, "Also compute the loss on prompt tokens");
   cmd->add_flag("--no-packing", a->no_packing, "One example per row instead of packing short examples into --seq-len");
-  cmd->add_option("--eval-data", o.eval_data_path, "Held-out data evaluated every --eval-every steps and at the end");
+  cmd->add_option("--eval-data", o.eval_data_path,
+                  "Held-out data evaluated every --eval-every steps and at the end (perplexity; accuracy by rank "
+                  "classification for multiple-choice data)");
   cmd->add_option("--method", o.method,
                   "lora; qlora: NF4 + double-quantized frozen base with the QLoRA paper's defaults (r 64, alpha 16, "
                   "dropout 0.1, all-linear, lr 2e-4 constant, warmup 3%, max grad norm 0.3) for flags not given; "
@@ -116,6 +122,8 @@ void setup(CLI::App& app) {
     }
     a->o.lora.target_modules = split_csv(a->targets);
     qpeft::parse_data_format(a->format, &a->o.data.format);
+    if (!qpeft::parse_choice_loss_terms(a->choice_loss, &a->o.choice_loss))
+      qpeft::fail("--choice-loss '{}': expected a comma-separated list of lm, ul, ln", a->choice_loss);
     a->o.packing = !a->no_packing;
     a->o.save_dtype = a->save_dtype == "f32" ? qpeft::DType::F32 : qpeft::DType::BF16;
     a->o.lora.rank_pattern = parse_pattern<int64_t>(a->rank_pattern, "--rank-pattern");

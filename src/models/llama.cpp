@@ -198,6 +198,14 @@ LossResult LlamaModel::loss(Graph& g, const std::vector<int32_t>& ids, const std
   return linear_cross_entropy(g, h, lm_head_, shift_labels(labels, B, T));
 }
 
+Var LlamaModel::label_logprobs(Graph& g, const std::vector<int32_t>& ids, const std::vector<int32_t>& labels,
+                               int64_t B, int64_t T) {
+  QP_CHECK(labels.size() == ids.size(), "[model] {} labels for {} ids", labels.size(), ids.size());
+  Var h = hidden_states(g, ids, B, T);
+  if (head_trainable_.defined()) return linear_target_logprobs(g, h, head_trainable_, shift_labels(labels, B, T));
+  return linear_target_logprobs(g, h, lm_head_, shift_labels(labels, B, T));
+}
+
 Tensor LlamaModel::logits(const std::vector<int32_t>& ids, int64_t B, int64_t T) {
   Graph g(false);
   Var h = hidden_states(g, ids, B, T);

@@ -81,6 +81,10 @@ class LlamaModel {
   // Causal-LM loss with Hugging Face's shift: position t predicts labels[t + 1];
   // labels are aligned with ids, kIgnoreIndex marks positions without loss.
   LossResult loss(Graph& g, const std::vector<int32_t>& ids, const std::vector<int32_t>& labels, int64_t B, int64_t T);
+  // Log-probability of each next-token label, as a graph value [B·T] aligned like loss():
+  // entry b·T + t is log p(labels[b·T + t + 1]), 0 where that label is kIgnoreIndex.
+  Var label_logprobs(Graph& g, const std::vector<int32_t>& ids, const std::vector<int32_t>& labels, int64_t B,
+                     int64_t T);
   // Full logits [B·T, vocab] (tests and generation; training uses the fused loss).
   Tensor logits(const std::vector<int32_t>& ids, int64_t B, int64_t T);
 

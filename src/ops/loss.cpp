@@ -29,6 +29,15 @@ void check_targets(const std::vector<int32_t>& targets, int64_t N, int64_t V) {
              "[cross_entropy] target {} at row {} is outside the vocabulary of {}", targets[i], i, V);
 }
 
+// Rows N of hidden states h [N, d] checked against a head [V, d] and the N targets.
+int64_t check_head_input(const char* op, const Tensor& h, const FrozenWeight& head,
+                         const std::vector<int32_t>& targets) {
+  QP_CHECK(h.ndim() == 2 && h.dim(1) == head.cols(), "[{}] hidden {} does not match head {}", op, h.describe(),
+           head.describe());
+  check_targets(targets, h.dim(0), head.rows());
+  return h.dim(0);
+}
+
 int64_t chunk_rows(int64_t V, int64_t max_chunk_bytes) {
   return std::max<int64_t>(16, max_chunk_bytes / std::max<int64_t>(1, V * 4));
 }
@@ -44,10 +53,7 @@ LossResult linear_cross_entropy_impl(Graph& g, const Var& h, const std::shared_p
                                      int64_t max_chunk_bytes) {
   const Tensor& hv = h.value();
   const int64_t V = head->rows(), d = head->cols();
-  QP_CHECK(hv.ndim() == 2 && hv.dim(1) == d, "[linear_cross_entropy] hidden {} does not match head {}",
-           hv.describe(), head->describe());
-  const int64_t N = hv.dim(0);
-  check_targets(targets, N, V);
+  const int64_t N = check_head_input("linear_cross_entropy", hv, *head, targets);
   int64_t count = 0;
   for (int32_t t : targets) count += t != kIgnoreIndex;
   const bool head_rg = head_var && g.needs_grad({head_var}) && count > 0;
@@ -168,12 +174,190 @@ LossResult cross_entropy(Graph& g, const Var& logits, const std::vector<int32_t>
   return res;
 }
 
+namespace {
+
+Var linear_target_logprobs_impl(Graph& g, const Var& h, const std::shared_ptr<const FrozenWeight>& head,
+                                const Var* head_var, const std::vector<int32_t>& targets) {
+  const Tensor& hv = h.value();
+  const int64_t V = head->rows(), d = head->cols();
+  const int64_t N = check_head_input("linear_target_logprobs", hv, *head, targets);
+  std::vector<int64_t> rows;  // the rows with a target, in order
+  for (int64_t i = 0; i < N; ++i)
+    if (targets[size_t(i)] != kIgnoreIndex) rows.push_back(i);
+  const int64_t M = int64_t(rows.size());
+  const bool head_rg = head_var && g.needs_grad({head_var}) && M > 0;
+  const bool rg = (g.needs_grad({&h}) || head_rg) && M > 0;
+
+  Tensor hs = Tensor::empty({std::max<int64_t>(M, 1), d});  // gathered rows [M, d]
+  for (int64_t m = 0; m < M; ++m) std::copy_n(hv.f32() + rows[size_t(m)] * d, d, hs.f32() + m * d);
+  Tensor probs = Tensor::empty({std::max<int64_t>(M, 1), V});  // logits, then softmax [M, V]
+  if (M > 0) linear_forward(hs.f32(), M, *head, probs.f32());
+  Tensor out = Tensor::zeros({N});
+  pool().parallel_for(M, [&](int64_t m0, int64_t m1) {
+    for (int64_t m = m0; m < m1; ++m) {
+      float* row = probs.f32() + m * V;
+      const int32_t t = targets[size_t(rows[size_t(m)])];
+      const float target_logit = row[t];
+      double sum;
+      const double lse = row_exp_lse(row, V, &sum);
+      out.f32()[rows[size_t(m)]] = float(double(target_logit) - lse);
+      vec_kernels().scale(row, V, float(1.0 / sum));
+    }
+  });
+  Var res = g.make_output(out, rg);
+  if (rg) {
+    Var hw = head_rg ? *head_var : Var();
+    g.record([h, res, hw, head, hs, probs, rows, targets, V, d, M] {
+      if (!res.has_grad()) return;
+      const float* dlp = res.grad().f32();
+      // dlogits_m = dlp_m · (onehot(t_m) − softmax_m)
+      Tensor dl = Tensor::empty({M, V});
+      for (int64_t m = 0; m < M; ++m) {
+        const float s = dlp[rows[size_t(m)]];
+        const float* p = probs.f32() + m * V;
+        float* o = dl.f32() + m * V;
+        for (int64_t j = 0; j < V; ++j) o[j] = -s * p[j];
+        o[targets[size_t(rows[size_t(m)])]] += s;
+      }
+      if (h.requires_grad()) {
+        Tensor dhs = Tensor::empty({M, d});
+        linear_input_grad(dl.f32(), M, *head, dhs.f32(), false);
+        float* dx = h.grad_buffer();
+        for (int64_t m = 0; m < M; ++m) {
+          float* dst = dx + rows[size_t(m)] * d;
+          const float* src = dhs.f32() + m * d;
+          for (int64_t k = 0; k < d; ++k) dst[k] += src[k];
+        }
+      }
+      if (hw.defined()) {
+        // dW[V, d] += dlᵀ[V, M] hs[M, d]; threads split the columns of dW (fixed sum order).
+        float* dwp = hw.grad_buffer();
+        pool().parallel_for(d, [&](int64_t k0, int64_t k1) {
+          sgemm(true, false, V, k1 - k0, M, 1.0f, dl.f32(), V, hs.f32() + k0, d, 1.0f, dwp + k0, d);
+        });
+      }
+    });
+  }
+  return res;
+}
+
+}  // namespace
+
+Var linear_target_logprobs(Graph& g, const Var& h, const std::shared_ptr<const FrozenWeight>& head,
+                           const std::vector<int32_t>& targets) {
+  return linear_target_logprobs_impl(g, h, head, nullptr, targets);
+}
+
+Var linear_target_logprobs(Graph& g, const Var& h, const Var& head, const std::vector<int32_t>& targets) {
+  QP_CHECK(head.value().dtype() == DType::F32, "[linear_target_logprobs] trainable head '{}' must be f32",
+           head.name());
+  auto view = std::make_shared<DenseWeight>(head.value(), head.name());
+  return linear_target_logprobs_impl(g, h, view, &head, targets);
+}
+
+ChoiceLossResult choice_losses(Graph& g, const Var& logprobs, const ChoiceTokens& layout,
+                               const ChoiceLossWeights& w) {
+  const Tensor& lv = logprobs.value();
+  const int64_t N = lv.numel(), C = int64_t(layout.choice_example.size());
+  QP_CHECK(lv.ndim() == 1 && N == int64_t(layout.token_choice.size()),
+           "[choice_losses] {} log-probabilities for {} token entries", lv.describe(), layout.token_choice.size());
+  QP_CHECK(int64_t(layout.choice_correct.size()) == C, "[choice_losses] {} correctness flags for {} choices",
+           layout.choice_correct.size(), C);
+  int64_t E = 0;
+  for (int64_t e : layout.choice_example) {
+    QP_CHECK(e >= 0, "[choice_losses] negative example index {}", e);
+    E = std::max(E, e + 1);
+  }
+  std::vector<int64_t> answer(size_t(E), -1), n_choices(size_t(E), 0);
+  for (int64_t c = 0; c < C; ++c) {
+    const size_t e = size_t(layout.choice_example[size_t(c)]);
+    n_choices[e]++;
+    if (layout.choice_correct[size_t(c)]) {
+      QP_CHECK(answer[e] < 0, "[choice_losses] example {} has more than one right choice", e);
+      answer[e] = c;
+    }
+  }
+  for (int64_t e = 0; e < E; ++e)
+    QP_CHECK(answer[size_t(e)] >= 0 && n_choices[size_t(e)] >= 2,
+             "[choice_losses] example {} needs two or more choices, one of them right", e);
+
+  const float* lp = lv.f32();
+  std::vector<double> sum(size_t(C), 0.0), count(size_t(C), 0.0);
+  double lm_sum = 0, ul_sum = 0;
+  int64_t n_right = 0, n_wrong = 0;
+  for (int64_t i = 0; i < N; ++i) {
+    const int64_t c = layout.token_choice[size_t(i)];
+    if (c < 0) continue;
+    QP_CHECK(c < C, "[choice_losses] token {} names choice {} of {}", i, c, C);
+    sum[size_t(c)] += lp[i];
+    count[size_t(c)] += 1;
+    if (layout.choice_correct[size_t(c)]) {
+      lm_sum += lp[i];
+      n_right++;
+    } else {
+      ul_sum += std::log(1.0 - std::exp(double(lp[i])) + 0.01);
+      n_wrong++;
+    }
+  }
+  for (int64_t c = 0; c < C; ++c)
+    QP_CHECK(count[size_t(c)] > 0, "[choice_losses] choice {} has no tokens", c);
+
+  // β_c and its softmax within each example.
+  std::vector<double> beta(size_t(C), 0.0), soft(size_t(C), 0.0), lse(size_t(E), -INFINITY);
+  for (int64_t c = 0; c < C; ++c) beta[size_t(c)] = sum[size_t(c)] / count[size_t(c)];
+  std::vector<double> best_wrong(size_t(E), -INFINITY);
+  for (int64_t c = 0; c < C; ++c) {
+    const size_t e = size_t(layout.choice_example[size_t(c)]);
+    const double m = std::max(lse[e], beta[size_t(c)]);
+    lse[e] = m + std::log(std::exp(lse[e] - m) + std::exp(beta[size_t(c)] - m));
+    if (!layout.choice_correct[size_t(c)]) best_wrong[e] = std::max(best_wrong[e], beta[size_t(c)]);
+  }
+  ChoiceLossResult res;
+  res.examples = E;
+  double ln_sum = 0;
+  for (int64_t e = 0; e < E; ++e) {
+    ln_sum += lse[size_t(e)] - beta[size_t(answer[size_t(e)])];
+    res.right += beta[size_t(answer[size_t(e)])] > best_wrong[size_t(e)];
+  }
+  for (int64_t c = 0; c < C; ++c)
+    soft[size_t(c)] = std::exp(beta[size_t(c)] - lse[size_t(layout.choice_example[size_t(c)])]);
+  res.lm = n_right ? -lm_sum / double(n_right) : 0.0;
+  res.ul = n_wrong ? -ul_sum / double(n_wrong) : 0.0;
+  res.ln = E ? ln_sum / double(E) : 0.0;
+  const double total = w.lm * res.lm + w.ul * res.ul + w.ln * res.ln;
+
+  const bool rg = g.needs_grad({&logprobs}) && E > 0;
+  res.loss = g.make_output(Tensor::full({1}, float(total)), rg);
+  if (rg) {
+    // d loss / d lp_i, a constant per token given the forward values.
+    std::vector<float> coef(size_t(N), 0.0f);
+    for (int64_t i = 0; i < N; ++i) {
+      const int64_t c = layout.token_choice[size_t(i)];
+      if (c < 0) continue;
+      const bool right = layout.choice_correct[size_t(c)];
+      double dc = w.ln / double(E) * (soft[size_t(c)] - (right ? 1.0 : 0.0)) / count[size_t(c)];
+      if (right) {
+        dc -= w.lm / double(n_right);
+      } else {
+        const double p = std::exp(double(lp[i]));
+        dc += w.ul / double(n_wrong) * p / (1.0 - p + 0.01);
+      }
+      coef[size_t(i)] = float(dc);
+    }
+    Var out = res.loss;
+    g.record([logprobs, out, coef] {
+      if (!out.has_grad()) return;
+      const float s = out.grad().f32()[0];
+      float* dst = logprobs.grad_buffer();
+      for (size_t i = 0; i < coef.size(); ++i) dst[i] += s * coef[i];
+    });
+  }
+  return res;
+}
+
 std::vector<float> target_logprobs(const Tensor& h, const FrozenWeight& head, const std::vector<int32_t>& targets,
                                    int64_t max_chunk_bytes) {
-  const int64_t V = head.rows(), d = head.cols(), N = h.dim(0);
-  QP_CHECK(h.ndim() == 2 && h.dim(1) == d, "[target_logprobs] hidden {} does not match head {}", h.describe(),
-           head.describe());
-  check_targets(targets, N, V);
+  const int64_t V = head.rows(), d = head.cols(), N = check_head_input("target_logprobs", h, head, targets);
   const int64_t rows = chunk_rows(V, max_chunk_bytes);
   std::vector<float> out(size_t(N), 0.0f);
   Tensor logits = Tensor::empty({std::min(rows, std::max<int64_t>(N, 1)), V});

@@ -23,17 +23,8 @@ std::vector<Example> pack_examples(const std::vector<Example>& examples, int64_t
   return out;
 }
 
-Batcher::Batcher(const std::vector<Example>& data, int64_t batch, int64_t seq_len, uint64_t seed, bool shuffle,
-                 int32_t pad_id)
-    : data_(data), batch_(batch), seq_len_(seq_len), seed_(seed), shuffle_(shuffle), pad_id_(pad_id) {
-  QP_CHECK(!data.empty(), "no training examples");
-  QP_CHECK(batch > 0 && seq_len >= 2, "batch ({}) must be positive and seq-len ({}) at least 2", batch, seq_len);
-}
-
-int64_t Batcher::batches_per_epoch() const { return (int64_t(data_.size()) + batch_ - 1) / batch_; }
-
-size_t Batcher::example_at(int64_t position) const {
-  const int64_t n = int64_t(data_.size());
+size_t EpochOrder::at(int64_t position) const {
+  const int64_t n = int64_t(n_);
   const int64_t epoch = position / n;
   if (!shuffle_) return size_t(position % n);
   if (epoch != cached_epoch_) {
@@ -46,26 +37,89 @@ size_t Batcher::example_at(int64_t position) const {
   return perm_[size_t(position % n)];
 }
 
-Batch Batcher::get(int64_t k) const {
+namespace {
+
+// Rows padded to the longest (at most seq_len) with pad_id and label -100; longer rows are cut.
+Batch assemble_batch(const std::vector<const Example*>& rows, int64_t seq_len, int32_t pad_id) {
   Batch b;
-  b.B = batch_;
-  std::vector<const Example*> rows;
-  for (int64_t r = 0; r < batch_; ++r) {
-    const Example* ex = &data_[example_at(k * batch_ + r)];
-    rows.push_back(ex);
-    b.T = std::max<int64_t>(b.T, std::min<int64_t>(seq_len_, int64_t(ex->input_ids.size())));
-  }
-  b.ids.assign(size_t(b.B * b.T), pad_id_);
+  b.B = int64_t(rows.size());
+  for (const Example* ex : rows) b.T = std::max<int64_t>(b.T, std::min<int64_t>(seq_len, int64_t(ex->input_ids.size())));
+  b.ids.assign(size_t(b.B * b.T), pad_id);
   b.labels.assign(size_t(b.B * b.T), -100);
-  for (int64_t r = 0; r < batch_; ++r) {
+  for (int64_t r = 0; r < b.B; ++r) {
     const Example& ex = *rows[size_t(r)];
     const int64_t n = std::min<int64_t>(b.T, int64_t(ex.input_ids.size()));
-    if (int64_t(ex.input_ids.size()) > seq_len_) b.truncated++;
+    if (int64_t(ex.input_ids.size()) > seq_len) b.truncated++;
     std::copy(ex.input_ids.begin(), ex.input_ids.begin() + n, b.ids.begin() + r * b.T);
     std::copy(ex.labels.begin(), ex.labels.begin() + n, b.labels.begin() + r * b.T);
     b.tokens += n;
   }
   return b;
+}
+
+}  // namespace
+
+BatchStream::BatchStream(size_t n, int64_t batch, int64_t seq_len, uint64_t seed, bool shuffle, int32_t pad_id)
+    : n_(n), batch_(batch), seq_len_(seq_len), pad_id_(pad_id), order_(n, seed, shuffle) {
+  QP_CHECK(n > 0, "no training examples");
+  QP_CHECK(batch > 0 && seq_len >= 2, "batch ({}) must be positive and seq-len ({}) at least 2", batch, seq_len);
+}
+
+Batcher::Batcher(const std::vector<Example>& data, int64_t batch, int64_t seq_len, uint64_t seed, bool shuffle,
+                 int32_t pad_id)
+    : BatchStream(data.size(), batch, seq_len, seed, shuffle, pad_id), data_(data) {}
+
+Batch Batcher::get(int64_t k) const {
+  std::vector<const Example*> rows;
+  for (int64_t r = 0; r < batch_; ++r) rows.push_back(&data_[order_.at(k * batch_ + r)]);
+  return assemble_batch(rows, seq_len_, pad_id_);
+}
+
+ChoiceBatcher::ChoiceBatcher(const std::vector<ChoiceExample>& data, int64_t batch, int64_t seq_len, uint64_t seed,
+                             bool shuffle, int32_t pad_id)
+    : BatchStream(data.size(), batch, seq_len, seed, shuffle, pad_id) {
+  for (size_t i = 0; i < data.size(); ++i) {
+    const ChoiceExample& ex = data[i];
+    std::vector<Example> rows;
+    uint8_t cut = 0;
+    for (size_t c = 0; c < ex.choice_ids.size(); ++c) {
+      const auto& choice = ex.choice_ids[c];
+      QP_CHECK(!choice.empty() && int64_t(choice.size()) < seq_len,
+               "multiple-choice example {}: choice {} has {} tokens; each needs 1 .. seq-len − 1 ({})", i + 1, c,
+               choice.size(), seq_len - 1);
+      // Keep the whole choice and as much of the end of the prompt as fits.
+      const size_t keep = std::min(ex.prompt_ids.size(), size_t(seq_len) - choice.size());
+      cut |= keep < ex.prompt_ids.size();
+      Example row;
+      row.input_ids.assign(ex.prompt_ids.end() - ptrdiff_t(keep), ex.prompt_ids.end());
+      row.labels.assign(keep, kIgnoreLabel);
+      row.input_ids.insert(row.input_ids.end(), choice.begin(), choice.end());
+      row.labels.insert(row.labels.end(), choice.begin(), choice.end());
+      rows.push_back(std::move(row));
+    }
+    QP_CHECK(rows.size() >= 2, "multiple-choice example {} has fewer than two choices", i + 1);
+    rows_.push_back(std::move(rows));
+    cut_.push_back(cut);
+    answer_.push_back(ex.answer);
+  }
+}
+
+ChoiceBatch ChoiceBatcher::get(int64_t k) const {
+  ChoiceBatch out;
+  std::vector<const Example*> rows;
+  int64_t cut = 0;
+  for (int64_t e = 0; e < batch_; ++e) {
+    const size_t i = order_.at(k * batch_ + e);
+    cut += cut_[i];
+    for (size_t c = 0; c < rows_[i].size(); ++c) {
+      rows.push_back(&rows_[i][c]);
+      out.row_example.push_back(e);
+      out.row_correct.push_back(int(c) == answer_[i]);
+    }
+  }
+  out.rows = assemble_batch(rows, seq_len_, pad_id_);
+  out.rows.truncated = cut;
+  return out;
 }
 
 }  // namespace qpeft

@@ -20,26 +20,68 @@ struct Batch {
   int64_t truncated = 0;             // examples cut to seq_len
 };
 
+// The order in which an endless stream visits n items: one seeded permutation per epoch
+// (file order without shuffling). A pure function of (seed, position).
+class EpochOrder {
+ public:
+  EpochOrder(size_t n, uint64_t seed, bool shuffle) : n_(n), seed_(seed), shuffle_(shuffle) {}
+  size_t at(int64_t position) const;
+
+ private:
+  size_t n_;
+  uint64_t seed_;
+  bool shuffle_;
+  mutable int64_t cached_epoch_ = -1;
+  mutable std::vector<size_t> perm_;
+};
+
 // Batch k holds examples at positions k·B … k·B + B − 1 of an endless stream made of one
 // seeded permutation of the data per epoch. A pure function of (seed, k): resuming at step
 // k needs no data-loader state. Rows are padded to the longest example in the batch (at
 // most seq_len), with labels -100 on padding.
-class Batcher {
+// What both batchers share: the seeded stream of example positions, the batch shape and padding.
+class BatchStream {
+ public:
+  int64_t batches_per_epoch() const { return (int64_t(n_) + batch_ - 1) / batch_; }
+
+ protected:
+  BatchStream(size_t n, int64_t batch, int64_t seq_len, uint64_t seed, bool shuffle, int32_t pad_id);
+  size_t n_;
+  int64_t batch_, seq_len_;
+  int32_t pad_id_;
+  EpochOrder order_;
+};
+
+class Batcher : public BatchStream {
  public:
   Batcher(const std::vector<Example>& data, int64_t batch, int64_t seq_len, uint64_t seed, bool shuffle,
           int32_t pad_id);
   Batch get(int64_t k) const;
-  int64_t batches_per_epoch() const;
 
  private:
   const std::vector<Example>& data_;
-  int64_t batch_, seq_len_;
-  uint64_t seed_;
-  bool shuffle_;
-  int32_t pad_id_;
-  size_t example_at(int64_t position) const;
-  mutable int64_t cached_epoch_ = -1;
-  mutable std::vector<size_t> perm_;
+};
+
+// Multiple-choice examples for training with T-Few's losses: batch k holds the examples at
+// positions k·B … k·B + B − 1 of the same kind of seeded stream, each as one row per choice
+// (prompt + choice, labels on the choice's tokens only). Rows longer than seq_len lose their
+// first prompt tokens, as in rank classification (models/choice_eval.h).
+struct ChoiceBatch {
+  Batch rows;                        // Σ choices rows
+  std::vector<int64_t> row_example;  // per row: its example within the batch (0 .. B − 1)
+  std::vector<uint8_t> row_correct;  // per row: 1 if its choice is the answer
+};
+
+class ChoiceBatcher : public BatchStream {
+ public:
+  ChoiceBatcher(const std::vector<ChoiceExample>& data, int64_t batch, int64_t seq_len, uint64_t seed, bool shuffle,
+                int32_t pad_id);
+  ChoiceBatch get(int64_t k) const;
+
+ private:
+  std::vector<std::vector<Example>> rows_;  // per example: one row per choice, cut to seq_len
+  std::vector<uint8_t> cut_;                // per example: 1 if its prompt lost tokens
+  std::vector<int> answer_;
 };
 
 }  // namespace qpeft

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <optional>
+#include <tuple>
 
 #include "core/error.h"
 #include "core/file.h"
@@ -17,6 +18,7 @@
 #include "io/safetensors.h"
 #include "io/tokenizer.h"
 #include "models/checkpoint.h"
+#include "models/choice_eval.h"
 #include "peft/adapter_io.h"
 #include "train/optimizer.h"
 #include "train/schedule.h"
@@ -27,19 +29,45 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
-std::vector<Example> load_examples(const std::string& path, const std::string& model_dir, int64_t vocab_size,
-                                   const DataOptions& opt) {
+Dataset load_dataset(const std::string& path, const std::string& model_dir, int64_t vocab_size,
+                     const DataOptions& opt) {
   std::optional<Tokenizer> tok;
   if (file_exists(model_dir + "/tokenizer.json") || file_exists(model_dir + "/tokenizer.model"))
     tok = Tokenizer::load(model_dir);
   Dataset ds = load_jsonl(path, tok ? &*tok : nullptr, vocab_size, opt);
-  QP_CHECK(ds.format != DataFormat::kChoice,
-           "{}: multiple-choice data (prompt/choices/answer) cannot be used as plain sequences yet (evaluate it with "
-           "eval --metric choice)",
-           path);
+  if (ds.format == DataFormat::kChoice) {
+    ds.choices = load_choice_examples(path, model_dir, vocab_size);  // also checks ids against the model
+    return ds;
+  }
   for (size_t i = 0; i < ds.examples.size(); ++i)
     QP_CHECK(ds.examples[i].input_ids.size() >= 2, "{}: example {} has fewer than 2 tokens", path, i + 1);
+  return ds;
+}
+
+std::vector<Example> load_examples(const std::string& path, const std::string& model_dir, int64_t vocab_size,
+                                   const DataOptions& opt) {
+  Dataset ds = load_dataset(path, model_dir, vocab_size, opt);
+  QP_CHECK(ds.format != DataFormat::kChoice,
+           "{}: multiple-choice data (prompt/choices/answer) cannot be used as plain sequences (train on it with "
+           "qpeft train, which uses T-Few's losses; evaluate it with eval --metric choice)",
+           path);
   return std::move(ds.examples);
+}
+
+bool parse_choice_loss_terms(const std::string& s, ChoiceLossWeights* out) {
+  ChoiceLossWeights w{0, 0, 0};
+  size_t start = 0;
+  while (start <= s.size()) {
+    const size_t comma = std::min(s.find(',', start), s.size());
+    const std::string term = s.substr(start, comma - start);
+    if (term == "lm") w.lm = 1;
+    else if (term == "ul") w.ul = 1;
+    else if (term == "ln") w.ln = 1;
+    else return false;
+    start = comma + 1;
+  }
+  *out = w;
+  return true;
 }
 
 EvalResult evaluate(LlamaModel& model, const std::vector<Example>& data, int64_t batch, int64_t seq_len) {
@@ -211,13 +239,26 @@ TrainResult train(const TrainOptions& opt) {
   }
 
   const int64_t vocab = model->config().vocab_size;
-  std::vector<Example> data = load_examples(opt.data_path, opt.model_dir, vocab, opt.data);
-  const size_t n_examples = data.size();
-  if (opt.packing) data = pack_examples(data, opt.seq_len);
-  std::vector<Example> eval_data;
-  if (!opt.eval_data_path.empty()) eval_data = load_examples(opt.eval_data_path, opt.model_dir, vocab, opt.data);
+  Dataset train_set = load_dataset(opt.data_path, opt.model_dir, vocab, opt.data);
+  // Multiple-choice data trains with T-Few's losses over all its choices; the rest with the
+  // causal-LM loss on its labelled tokens.
+  const bool choice_training = train_set.format == DataFormat::kChoice;
+  std::vector<Example>& data = train_set.examples;
+  const size_t n_examples = train_set.size();
+  if (opt.packing && !choice_training) data = pack_examples(data, opt.seq_len);
+  Dataset eval_set;
+  if (!opt.eval_data_path.empty()) eval_set = load_dataset(opt.eval_data_path, opt.model_dir, vocab, opt.data);
+  const bool has_eval = eval_set.size() > 0;
   const int32_t pad = model->config().pad_token_id >= 0 ? model->config().pad_token_id : 0;
-  Batcher batcher(data, opt.batch, opt.seq_len, opt.seed, true, pad);
+  std::optional<Batcher> batcher;
+  std::optional<ChoiceBatcher> choice_batcher;
+  if (choice_training) {
+    QP_CHECK(opt.choice_loss.lm > 0 || opt.choice_loss.ul > 0 || opt.choice_loss.ln > 0,
+             "--choice-loss: name at least one of lm, ul, ln");
+    choice_batcher.emplace(train_set.choices, opt.batch, opt.seq_len, opt.seed, true, pad);
+  } else {
+    batcher.emplace(data, opt.batch, opt.seq_len, opt.seed, true, pad);
+  }
 
   AdamWConfig acfg;
   acfg.weight_decay = opt.weight_decay;
@@ -243,13 +284,20 @@ TrainResult train(const TrainOptions& opt) {
   const std::string what = opt.method == "full" ? std::string("full fine-tuning")
                                                 : fmt::format("{} layers adapted (LoRA r={} alpha={})", params.size() / 2,
                                                               lcfg.r, lcfg.alpha);
+  std::string data_what = fmt::format("{} examples in {} rows", n_examples, data.size());
+  if (choice_training) {
+    std::string terms;
+    for (auto [name, w] : {std::pair{"lm", opt.choice_loss.lm}, {"ul", opt.choice_loss.ul}, {"ln", opt.choice_loss.ln}})
+      if (w > 0) terms += (terms.empty() ? "" : "+") + std::string(name);
+    data_what = fmt::format("{} multiple-choice examples (T-Few losses {})", n_examples, terms);
+  }
   if (!opt.quiet)
     std::fprintf(stderr,
                  "qpeft train (%s): %s, %s, %lld trainable parameters (%.4f%% of "
-                 "%lld), %zu examples in %zu rows, %lld steps x %lld x %lld\n",
+                 "%lld), %s, %lld steps x %lld x %lld\n",
                  opt.method.c_str(), opt.model_dir.c_str(), what.c_str(),
                  (long long)trainable, 100.0 * double(trainable) / double(model->config().num_parameters()),
-                 (long long)model->config().num_parameters(), n_examples, data.size(), (long long)opt.steps, (long long)opt.batch,
+                 (long long)model->config().num_parameters(), data_what.c_str(), (long long)opt.steps, (long long)opt.batch,
                  (long long)opt.grad_accum);
   if (!opt.quiet)
     std::fprintf(stderr, "optimizer %s: %.1f MiB of state (%.2f bytes/parameter), %.1f MiB of it paged\n",
@@ -277,13 +325,37 @@ TrainResult train(const TrainOptions& opt) {
     const auto t0 = Clock::now();
     double loss_sum = 0;
     int64_t step_tokens = 0;
+    ChoiceLossResult choice_stats;  // summed over micro-batches (choice training)
     for (int64_t micro = 0; micro < opt.grad_accum; ++micro) {
-      Batch b = batcher.get(step * opt.grad_accum + micro);
-      truncated_total += b.truncated;
+      const int64_t k = step * opt.grad_accum + micro;
       // Dropout masks depend on (seed, step, micro) only: resume replays them exactly.
       Graph g(true, splitmix64(opt.seed ^ splitmix64(uint64_t(step) * 1024 + uint64_t(micro))), true);
-      LossResult res = model->loss(g, b.ids, b.labels, b.B, b.T);
-      const double lv = res.loss.value().f32()[0];
+      Var loss_var;
+      Batch b;
+      if (choice_training) {
+        ChoiceBatch cb = choice_batcher->get(k);
+        b = std::move(cb.rows);
+        Var lp = model->label_logprobs(g, b.ids, b.labels, b.B, b.T);
+        ChoiceTokens layout;
+        layout.token_choice.assign(size_t(b.B * b.T), -1);
+        for (int64_t r = 0; r < b.B; ++r)
+          for (int64_t t = 0; t + 1 < b.T; ++t)
+            if (b.labels[size_t(r * b.T + t + 1)] != kIgnoreIndex) layout.token_choice[size_t(r * b.T + t)] = r;
+        layout.choice_example = std::move(cb.row_example);
+        layout.choice_correct = std::move(cb.row_correct);
+        ChoiceLossResult cr = choice_losses(g, lp, layout, opt.choice_loss);
+        loss_var = cr.loss;
+        choice_stats.lm += cr.lm / double(opt.grad_accum);
+        choice_stats.ul += cr.ul / double(opt.grad_accum);
+        choice_stats.ln += cr.ln / double(opt.grad_accum);
+        choice_stats.examples += cr.examples;
+        choice_stats.right += cr.right;
+      } else {
+        b = batcher->get(k);
+        loss_var = model->loss(g, b.ids, b.labels, b.B, b.T).loss;
+      }
+      truncated_total += b.truncated;
+      const double lv = loss_var.value().f32()[0];
       if (!std::isfinite(lv)) {
         const std::string ck = latest_checkpoint(opt.out_dir);
         fail("loss became {} at step {}; stopping. The last good checkpoint is {}. Lower --lr or check the data.", lv,
@@ -291,7 +363,7 @@ TrainResult train(const TrainOptions& opt) {
       }
       loss_sum += lv;
       step_tokens += b.tokens;
-      if (res.loss.requires_grad()) g.backward(res.loss, Tensor::full({1}, float(1.0 / double(opt.grad_accum))));
+      if (loss_var.requires_grad()) g.backward(loss_var, Tensor::full({1}, float(1.0 / double(opt.grad_accum))));
     }
     const double loss = loss_sum / double(opt.grad_accum);
     const double grad_norm = clip_grad_norm(params, opt.max_grad_norm);
@@ -316,29 +388,52 @@ TrainResult train(const TrainOptions& opt) {
     json rec = {{"step", state.step}, {"loss", loss}, {"lr", lr}, {"grad_norm", grad_norm},
                 {"tokens", step_tokens}, {"tokens_per_s", double(step_tokens) / std::max(1e-9, dt)},
                 {"elapsed_s", elapsed}};
+    std::string choice_log;
+    if (choice_training) {
+      const double acc = double(choice_stats.right) / double(std::max<int64_t>(1, choice_stats.examples));
+      rec["lm_loss"] = choice_stats.lm;
+      rec["ul_loss"] = choice_stats.ul;
+      rec["ln_loss"] = choice_stats.ln;
+      rec["batch_accuracy"] = acc;
+      // The progress line shows the terms in use; --metrics has all three.
+      std::string terms;
+      for (auto [name, w, v] : {std::tuple{"lm", opt.choice_loss.lm, choice_stats.lm},
+                                {"ul", opt.choice_loss.ul, choice_stats.ul}, {"ln", opt.choice_loss.ln, choice_stats.ln}})
+        if (w > 0) terms += fmt::format("{}{} {:.3f}", terms.empty() ? "" : " ", name, v);
+      choice_log = fmt::format(" ({}) | batch accuracy {:.0f}%", terms, 100.0 * acc);
+    }
     const bool last = state.step == opt.steps;
-    if (!eval_data.empty() && ((opt.eval_every > 0 && state.step % opt.eval_every == 0) || last)) {
-      EvalResult ev = evaluate(*model, eval_data, opt.batch, opt.seq_len);
-      rec["eval_loss"] = ev.loss;
-      rec["eval_perplexity"] = ev.perplexity;
-      if (!opt.quiet)
-        std::fprintf(stderr, "eval at step %lld: loss %.4f perplexity %.3f (%lld tokens)\n", (long long)state.step,
-                     ev.loss, ev.perplexity, (long long)ev.tokens);
+    if (has_eval && ((opt.eval_every > 0 && state.step % opt.eval_every == 0) || last)) {
+      if (eval_set.format == DataFormat::kChoice) {
+        ChoiceEvalResult ev = evaluate_choices(*model, eval_set.choices, ChoiceScore::kMean, opt.seq_len);
+        rec["eval_accuracy"] = ev.accuracy;
+        if (!opt.quiet)
+          std::fprintf(stderr, "eval at step %lld: accuracy %.2f%% (%lld of %lld, rank classification)\n",
+                       (long long)state.step, 100.0 * ev.accuracy, (long long)ev.correct, (long long)ev.total);
+      } else {
+        EvalResult ev = evaluate(*model, eval_set.examples, opt.batch, opt.seq_len);
+        rec["eval_loss"] = ev.loss;
+        rec["eval_perplexity"] = ev.perplexity;
+        if (!opt.quiet)
+          std::fprintf(stderr, "eval at step %lld: loss %.4f perplexity %.3f (%lld tokens)\n", (long long)state.step,
+                       ev.loss, ev.perplexity, (long long)ev.tokens);
+      }
     }
     if (metrics) {
       std::fprintf(metrics, "%s\n", rec.dump().c_str());
       std::fflush(metrics);
     }
     if (!opt.quiet && (state.step % std::max<int64_t>(1, opt.log_every) == 0 || last))
-      std::fprintf(stderr, "step %lld/%lld | loss %.4f | lr %.2e | grad_norm %.3f | %.0f tok/s | ETA %s\n",
-                   (long long)state.step, (long long)opt.steps, loss, lr, grad_norm, tps,
+      std::fprintf(stderr, "step %lld/%lld | loss %.4f%s | lr %.2e | grad_norm %.3f | %.0f tok/s | ETA %s\n",
+                   (long long)state.step, (long long)opt.steps, loss, choice_log.c_str(), lr, grad_norm, tps,
                    fmt_duration(eta).c_str());
     if ((opt.save_every > 0 && state.step % opt.save_every == 0) || last)
       save_checkpoint(*model, o, params, optim, state);
   }
   if (truncated_total > 0 && !opt.quiet)
-    std::fprintf(stderr, "note: %lld examples were longer than --seq-len %lld and were truncated\n",
-                 (long long)truncated_total, (long long)opt.seq_len);
+    std::fprintf(stderr, "note: %lld examples were longer than --seq-len %lld and were truncated%s\n",
+                 (long long)truncated_total, (long long)opt.seq_len,
+                 choice_training ? " (their prompts lost their first tokens)" : "");
   if (opt.method == "full") {
     // The trained model as a Hugging Face directory, in the requested dtype.
     SaveOptions so;

@@ -1,5 +1,6 @@
 // The training loop behind `qpeft train`: LoRA on a frozen base, AdamW, clipping,
 // accumulation, schedules, periodic evaluation, atomic checkpoints and bit-identical resume.
+// Multiple-choice data trains with T-Few's losses (L_LM + L_UL + L_LN, SPEC §5).
 #pragma once
 #include <cstdint>
 #include <string>
@@ -20,6 +21,7 @@ struct TrainOptions {
   int64_t quant_block = 64;
   bool double_quant = true;
   DataOptions data;            // format, loss on prompt
+  ChoiceLossWeights choice_loss;  // multiple-choice data: T-Few's loss terms (ops/loss.h)
   bool packing = true;         // pack short examples into --seq-len rows
   bool resume = false;
   LoraConfig lora;
@@ -54,6 +56,14 @@ TrainResult train(const TrainOptions& opt);
 
 // Token-weighted mean loss over every example (batched, no gradients).
 EvalResult evaluate(LlamaModel& model, const std::vector<Example>& data, int64_t batch, int64_t seq_len);
+
+// Reads a JSON-lines data file in any supported format, multiple choice included, tokenizing
+// text with the model directory's tokenizer.
+Dataset load_dataset(const std::string& path, const std::string& model_dir, int64_t vocab_size,
+                     const DataOptions& opt = {});
+
+// "lm,ul,ln" or any subset: the T-Few loss terms to use (weight 1 each); false if unknown.
+bool parse_choice_loss_terms(const std::string& s, ChoiceLossWeights* out);
 
 // Reads a JSON-lines data file in any supported format, tokenizing text with the model
 // directory's tokenizer (pre-tokenized data needs none). Multiple-choice data is refused here.

@@ -171,6 +171,21 @@ TEST(TrainLoop, MultipleChoiceDataTrainsWithTFewLosses) {
   EXPECT_DOUBLE_EQ(last.at("eval_accuracy").get<double>(), after.accuracy);
   for (const char* key : {"lm_loss", "ul_loss", "ln_loss", "batch_accuracy"}) EXPECT_TRUE(last.contains(key)) << key;
 
+  // Interrupted after step 20 and resumed: the same adapter, bit for bit.
+  TrainOptions a = o, b = o;
+  a.out_dir = tmp / "a";
+  b.out_dir = tmp / "b";
+  a.metrics_path = b.metrics_path = "";
+  a.eval_data_path = b.eval_data_path = "";
+  a.save_every = b.save_every = 20;
+  train(a);
+  train(b);
+  std::filesystem::remove_all(b.out_dir + "/checkpoint-40");
+  std::filesystem::remove(b.out_dir + "/adapter_model.safetensors");
+  b.resume = true;
+  train(b);
+  EXPECT_EQ(read_file(a.out_dir + "/adapter_model.safetensors"), read_file(b.out_dir + "/adapter_model.safetensors"));
+
   ChoiceLossWeights w;
   EXPECT_TRUE(parse_choice_loss_terms("ln,lm", &w));
   EXPECT_EQ(w.lm, 1);

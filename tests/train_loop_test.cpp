@@ -53,6 +53,22 @@ TrainOptions learnable_run(const TempDir& tmp, const char* variant, DType dtype)
   return o;
 }
 
+// The file a finished run writes last: the adapter, or OUT/model's weights for full training.
+std::string final_output(const TrainOptions& o) {
+  return o.out_dir + (o.method == "full" ? "/model/model.safetensors" : "/adapter_model.safetensors");
+}
+
+// Emulates an interrupted run: trains `o` to the end, deletes its last checkpoint and final
+// output, and resumes from the checkpoint before; returns the final output's bytes.
+std::string train_interrupted_then_resumed(TrainOptions o) {
+  train(o);
+  std::filesystem::remove_all(o.out_dir + "/checkpoint-" + std::to_string(o.steps));
+  std::filesystem::remove_all(o.method == "full" ? o.out_dir + "/model" : final_output(o));
+  o.resume = true;
+  train(o);
+  return read_file(final_output(o));
+}
+
 }  // namespace
 
 TEST(Schedule, MatchesHuggingFaceFactors) {
@@ -172,19 +188,11 @@ TEST(TrainLoop, MultipleChoiceDataTrainsWithTFewLosses) {
   for (const char* key : {"lm_loss", "ul_loss", "ln_loss", "batch_accuracy"}) EXPECT_TRUE(last.contains(key)) << key;
 
   // Interrupted after step 20 and resumed: the same adapter, bit for bit.
-  TrainOptions a = o, b = o;
-  a.out_dir = tmp / "a";
+  TrainOptions b = o;
   b.out_dir = tmp / "b";
-  a.metrics_path = b.metrics_path = "";
-  a.eval_data_path = b.eval_data_path = "";
-  a.save_every = b.save_every = 20;
-  train(a);
-  train(b);
-  std::filesystem::remove_all(b.out_dir + "/checkpoint-40");
-  std::filesystem::remove(b.out_dir + "/adapter_model.safetensors");
-  b.resume = true;
-  train(b);
-  EXPECT_EQ(read_file(a.out_dir + "/adapter_model.safetensors"), read_file(b.out_dir + "/adapter_model.safetensors"));
+  b.metrics_path = b.eval_data_path = "";
+  b.save_every = 20;
+  EXPECT_EQ(read_file(final_output(o)), train_interrupted_then_resumed(b));
 
   ChoiceLossWeights w;
   EXPECT_TRUE(parse_choice_loss_terms("ln,lm", &w));
@@ -216,11 +224,7 @@ TEST(TrainLoop, QloraWithPaged8bitAdamAndCheckpointingLearns) {
   a.steps = b.steps = 4;
   a.save_every = b.save_every = 2;
   train(a);
-  train(b);
-  std::filesystem::remove_all(b.out_dir + "/checkpoint-4");
-  b.resume = true;
-  train(b);
-  EXPECT_EQ(read_file(a.out_dir + "/adapter_model.safetensors"), read_file(b.out_dir + "/adapter_model.safetensors"));
+  EXPECT_EQ(read_file(final_output(a)), train_interrupted_then_resumed(b));
 }
 
 TEST(TrainLoop, FullFineTuningUpdatesEveryWeightAndResumes) {
@@ -253,12 +257,7 @@ TEST(TrainLoop, FullFineTuningUpdatesEveryWeightAndResumes) {
   TrainOptions res = o;
   res.out_dir = tmp / "res";
   res.steps = 30;
-  train(res);
-  std::filesystem::remove_all(res.out_dir + "/checkpoint-30");
-  std::filesystem::remove_all(res.out_dir + "/model");
-  res.resume = true;
-  train(res);
-  EXPECT_EQ(read_file(o.out_dir + "/model/model.safetensors"), read_file(res.out_dir + "/model/model.safetensors"));
+  EXPECT_EQ(read_file(final_output(o)), train_interrupted_then_resumed(res));
 }
 
 TEST(TrainLoop, NonFiniteLossStopsWithTheLastGoodCheckpoint) {

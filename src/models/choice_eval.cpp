@@ -70,6 +70,20 @@ ChoiceEvalResult evaluate_choices(LlamaModel& model, const std::vector<ChoiceExa
   return r;
 }
 
+void check_choice_examples(const std::vector<ChoiceExample>& examples, const std::string& path, int64_t vocab_size) {
+  for (size_t i = 0; i < examples.size(); ++i) {
+    auto check = [&](const std::vector<int32_t>& ids) {
+      for (int32_t id : ids)
+        QP_CHECK(id >= 0 && id < vocab_size,
+                 "{}: example {} has token id {} outside the model's vocabulary of {}; is this the model's tokenizer?",
+                 path, i + 1, id, vocab_size);
+    };
+    check(examples[i].prompt_ids);
+    for (const auto& c : examples[i].choice_ids) check(c);
+  }
+  QP_CHECK(!examples.empty(), "{}: no examples", path);
+}
+
 std::vector<ChoiceExample> load_choice_examples(const std::string& path, const std::string& model_dir,
                                                 int64_t vocab_size) {
   QP_CHECK(file_exists(model_dir + "/tokenizer.json") || file_exists(model_dir + "/tokenizer.model"),
@@ -79,17 +93,7 @@ std::vector<ChoiceExample> load_choice_examples(const std::string& path, const s
   DataOptions opt;
   opt.format = DataFormat::kChoice;
   Dataset ds = load_jsonl(path, tok, opt);
-  for (size_t i = 0; i < ds.choices.size(); ++i) {
-    auto check = [&](const std::vector<int32_t>& ids) {
-      for (int32_t id : ids)
-        QP_CHECK(id >= 0 && id < vocab_size,
-                 "{}: example {} has token id {} outside the model's vocabulary of {}; is this the model's tokenizer?",
-                 path, i + 1, id, vocab_size);
-    };
-    check(ds.choices[i].prompt_ids);
-    for (const auto& c : ds.choices[i].choice_ids) check(c);
-  }
-  QP_CHECK(!ds.choices.empty(), "{}: no examples", path);
+  check_choice_examples(ds.choices, path, vocab_size);
   return std::move(ds.choices);
 }
 

@@ -35,6 +35,10 @@ struct ChoiceEvalResult {
 ChoiceEvalResult evaluate_choices(LlamaModel& model, const std::vector<ChoiceExample>& data,
                                   ChoiceScore how = ChoiceScore::kMean, int64_t max_len = 0);
 
+// Checks tokenized multiple-choice examples read from `path`: at least one, every id inside
+// the model's vocabulary.
+void check_choice_examples(const std::vector<ChoiceExample>& examples, const std::string& path, int64_t vocab_size);
+
 // Reads multiple-choice JSON lines {"prompt", "choices": [...], "answer": i}, tokenized with
 // the model directory's tokenizer (an error if it has none).
 std::vector<ChoiceExample> load_choice_examples(const std::string& path, const std::string& model_dir,

@@ -36,7 +36,7 @@ Dataset load_dataset(const std::string& path, const std::string& model_dir, int6
     tok = Tokenizer::load(model_dir);
   Dataset ds = load_jsonl(path, tok ? &*tok : nullptr, vocab_size, opt);
   if (ds.format == DataFormat::kChoice) {
-    ds.choices = load_choice_examples(path, model_dir, vocab_size);  // also checks ids against the model
+    check_choice_examples(ds.choices, path, vocab_size);
     return ds;
   }
   for (size_t i = 0; i < ds.examples.size(); ++i)
@@ -101,6 +101,18 @@ std::string fmt_duration(double s) {
   if (t >= 3600) return fmt::format("{}h{:02}m", t / 3600, (t % 3600) / 60);
   if (t >= 60) return fmt::format("{}m{:02}s", t / 60, t % 60);
   return fmt::format("{}s", t);
+}
+
+// The T-Few terms in use, joined by `sep`: their names, or with `values` "name value".
+std::string choice_terms(const ChoiceLossWeights& w, const ChoiceLossResult* values, const char* sep) {
+  std::string out;
+  for (auto [name, weight, v] : {std::tuple{"lm", w.lm, values ? values->lm : 0.0},
+                                 {"ul", w.ul, values ? values->ul : 0.0}, {"ln", w.ln, values ? values->ln : 0.0}}) {
+    if (weight <= 0) continue;
+    if (!out.empty()) out += sep;
+    out += values ? fmt::format("{} {:.3f}", name, v) : std::string(name);
+  }
+  return out;
 }
 
 struct TrainerState {
@@ -285,12 +297,9 @@ TrainResult train(const TrainOptions& opt) {
                                                 : fmt::format("{} layers adapted (LoRA r={} alpha={})", params.size() / 2,
                                                               lcfg.r, lcfg.alpha);
   std::string data_what = fmt::format("{} examples in {} rows", n_examples, data.size());
-  if (choice_training) {
-    std::string terms;
-    for (auto [name, w] : {std::pair{"lm", opt.choice_loss.lm}, {"ul", opt.choice_loss.ul}, {"ln", opt.choice_loss.ln}})
-      if (w > 0) terms += (terms.empty() ? "" : "+") + std::string(name);
-    data_what = fmt::format("{} multiple-choice examples (T-Few losses {})", n_examples, terms);
-  }
+  if (choice_training)
+    data_what = fmt::format("{} multiple-choice examples (T-Few losses {})", n_examples,
+                            choice_terms(opt.choice_loss, nullptr, "+"));
   if (!opt.quiet)
     std::fprintf(stderr,
                  "qpeft train (%s): %s, %s, %lld trainable parameters (%.4f%% of "
@@ -396,11 +405,8 @@ TrainResult train(const TrainOptions& opt) {
       rec["ln_loss"] = choice_stats.ln;
       rec["batch_accuracy"] = acc;
       // The progress line shows the terms in use; --metrics has all three.
-      std::string terms;
-      for (auto [name, w, v] : {std::tuple{"lm", opt.choice_loss.lm, choice_stats.lm},
-                                {"ul", opt.choice_loss.ul, choice_stats.ul}, {"ln", opt.choice_loss.ln, choice_stats.ln}})
-        if (w > 0) terms += fmt::format("{}{} {:.3f}", terms.empty() ? "" : " ", name, v);
-      choice_log = fmt::format(" ({}) | batch accuracy {:.0f}%", terms, 100.0 * acc);
+      choice_log = fmt::format(" ({}) | batch accuracy {:.0f}%", choice_terms(opt.choice_loss, &choice_stats, " "),
+                               100.0 * acc);
     }
     const bool last = state.step == opt.steps;
     if (has_eval && ((opt.eval_every > 0 && state.step % opt.eval_every == 0) || last)) {

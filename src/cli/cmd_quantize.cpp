@@ -59,6 +59,40 @@ void setup(CLI::App& app) {
   });
 }
 
+struct DequantizeArgs {
+  std::string model, out, dtype = "bf16";
+  int threads = 0;
+};
+
+// qpeft dequantize: a plain dense checkpoint of a quantized base (what the LoftQ repository
+// publishes for 2-bit models), so a qpeft LoftQ base + adapter can go to transformers and PEFT.
+void setup_dequantize(CLI::App& app) {
+  auto a = std::make_shared<DequantizeArgs>();
+  auto* cmd = app.add_subcommand("dequantize",
+                                 "Write a dense checkpoint of a quantized model (bitsandbytes or qpeft formats)");
+  cmd->add_option("--model", a->model, "Quantized model directory")->required();
+  cmd->add_option("--out", a->out, "Output model directory")->required();
+  cmd->add_option("--dtype", a->dtype, "Output dtype of every tensor")->check(CLI::IsMember({"bf16", "f16", "f32"}));
+  cmd->add_option("--threads", a->threads, "Threads (0 = all cores)");
+  cmd->callback([a] {
+    qpeft::set_num_threads(a->threads);
+    auto model = qpeft::load_model(a->model);
+    int64_t quantized = 0;
+    model->visit_linears([&](qpeft::Linear& l) {
+      quantized += dynamic_cast<const qpeft::QuantizedWeight*>(l.weight.get()) != nullptr;
+    });
+    QP_CHECK(quantized > 0, "{}: no weight is quantized; there is nothing to dequantize", a->model);
+    qpeft::SaveOptions opt;
+    opt.dtype = a->dtype == "f32" ? qpeft::DType::F32 : a->dtype == "f16" ? qpeft::DType::F16 : qpeft::DType::BF16;
+    opt.matrix = [](const qpeft::WeightSlot& s) { return qpeft::decode_to_f32(**s.frozen); };
+    opt.extra_files = [&](const std::string& tmp) { qpeft::copy_tokenizer_files(a->model, tmp); };
+    qpeft::save_model(*model, a->out, opt);
+    std::fprintf(stderr, "dequantized %lld quantized weights of %s -> %s (%s)\n", (long long)quantized,
+                 a->model.c_str(), a->out.c_str(), a->dtype.c_str());
+  });
+}
+
 }  // namespace
 
 QPEFT_COMMAND(quantize, setup);
+QPEFT_COMMAND(dequantize, setup_dequantize);

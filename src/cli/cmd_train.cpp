@@ -1,8 +1,9 @@
 // qpeft train: LoRA fine-tuning of a frozen base.
 #include <cstdio>
-#include <sstream>
 
+#include "cli/args.h"
 #include "cli/commands.h"
+#include "cli/loftq_args.h"
 #include "core/error.h"
 #include "core/thread_pool.h"
 #include "train/optimizer.h"
@@ -10,30 +11,8 @@
 
 namespace {
 
-std::vector<std::string> split_csv(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ','))
-    if (!item.empty()) out.push_back(item);
-  return out;
-}
-
-// "q_proj=16,down_proj=8" -> map
-template <class T>
-std::map<std::string, T> parse_pattern(const std::string& s, const char* flag) {
-  std::map<std::string, T> out;
-  for (const auto& kv : split_csv(s)) {
-    auto eq = kv.find('=');
-    QP_CHECK(eq != std::string::npos && eq > 0, "{} entry '{}' must look like NAME=VALUE", flag, kv);
-    try {
-      out[kv.substr(0, eq)] = T(std::stod(kv.substr(eq + 1)));
-    } catch (const std::exception&) {
-      qpeft::fail("{} entry '{}': '{}' is not a number", flag, kv, kv.substr(eq + 1));
-    }
-  }
-  return out;
-}
+using qpeft::cli::parse_module_pattern;
+using qpeft::cli::split_csv;
 
 struct TrainArgs {
   qpeft::TrainOptions o;
@@ -41,6 +20,7 @@ struct TrainArgs {
   bool no_packing = false;
   std::string save_dtype = "bf16";
   int threads = 0;
+  qpeft::cli::LoftqFlags loftq;
 };
 
 void setup(CLI::App& app) {
@@ -65,13 +45,20 @@ void setup(CLI::App& app) {
   cmd->add_option("--method", o.method,
                   "lora; qlora: NF4 + double-quantized frozen base with the QLoRA paper's defaults (r 64, alpha 16, "
                   "dropout 0.1, all-linear, lr 2e-4 constant, warmup 3%, max grad norm 0.3) for flags not given; "
-                  "full: every weight trains (the model is written to OUT/model)")
-      ->check(CLI::IsMember({"lora", "qlora", "full"}));
+                  "loftq: LoftQ init in memory on the dense base (--quant, --layer-quant, --loftq-iters), then LoRA on "
+                  "the quantized base it gives, written to OUT/base (defaults: all-linear, r 16, alpha = r, no double "
+                  "quant); full: every weight trains (the model is written to OUT/model)")
+      ->check(CLI::IsMember({"lora", "qlora", "loftq", "full"}));
+  cmd->add_option("--init-adapter", o.init_adapter,
+                  "Start from this PEFT LoRA adapter (e.g. OUT/loftq_init from qpeft loftq, with --model OUT); its "
+                  "rank, alpha and targets are used");
+  qpeft::cli::add_loftq_options(cmd, &a->loftq, /*for_train=*/true);
   cmd->add_option("--save-dtype", a->save_dtype, "full: dtype of the trained model written to OUT/model")
       ->check(CLI::IsMember({"bf16", "f32"}));
-  cmd->add_option("--quant", o.quant, "qlora: base weight format")->check(CLI::IsMember({"nf4", "fp4", "nf2", "nf3"}));
-  cmd->add_option("--quant-block", o.quant_block, "qlora: quantization block size (32..4096)");
-  cmd->add_option("--double-quant", o.double_quant, "qlora: double-quantize the block scales (true/false)");
+  cmd->add_option("--quant", o.quant, "qlora, loftq: base weight format")
+      ->check(CLI::IsMember({"nf4", "fp4", "nf2", "nf3", "uniform2", "uniform3", "uniform4"}));
+  cmd->add_option("--quant-block", o.quant_block, "qlora, loftq: quantization block size (32..4096)");
+  cmd->add_option("--double-quant", o.double_quant, "qlora, loftq: double-quantize the block scales (true/false)");
   cmd->add_option("--rank", o.lora.r, "LoRA rank r")->check(CLI::PositiveNumber);
   cmd->add_option("--alpha", o.lora.alpha, "LoRA alpha (scaling = alpha / r)");
   cmd->add_option("--dropout", o.lora.dropout, "LoRA dropout on the adapter input")->check(CLI::Range(0.0, 0.99));
@@ -120,14 +107,28 @@ void setup(CLI::App& app) {
       if (unset("--warmup-ratio") && unset("--warmup-steps")) a->o.warmup_ratio = 0.03;
       if (unset("--max-grad-norm")) a->o.max_grad_norm = 0.3;
     }
+    if (a->o.method == "loftq") {
+      auto unset = [&](const char* flag) { return cmd->count(flag) == 0; };
+      if (unset("--rank")) a->o.lora.r = 16;
+      if (unset("--alpha")) a->o.lora.alpha = double(a->o.lora.r);
+      if (unset("--targets")) a->targets = "all-linear";
+      if (unset("--double-quant")) a->o.double_quant = false;
+      if (unset("--quant")) a->o.quant = "nf2";
+      a->loftq.quant = a->o.quant;
+      a->o.loftq = qpeft::cli::loftq_options(a->loftq, cmd);
+      if (!a->o.quiet) qpeft::cli::add_loftq_progress(&a->o.loftq);
+    } else {
+      QP_CHECK(cmd->count("--layer-quant") + cmd->count("--loftq-iters") + cmd->count("--svd") == 0,
+               "--layer-quant, --loftq-iters and --svd belong to --method loftq (or to `qpeft loftq`)");
+    }
     a->o.lora.target_modules = split_csv(a->targets);
     qpeft::parse_data_format(a->format, &a->o.data.format);
     if (!qpeft::parse_choice_loss_terms(a->choice_loss, &a->o.choice_loss))
       qpeft::fail("--choice-loss '{}': expected a comma-separated list of lm, ul, ln", a->choice_loss);
     a->o.packing = !a->no_packing;
     a->o.save_dtype = a->save_dtype == "f32" ? qpeft::DType::F32 : qpeft::DType::BF16;
-    a->o.lora.rank_pattern = parse_pattern<int64_t>(a->rank_pattern, "--rank-pattern");
-    a->o.lora.alpha_pattern = parse_pattern<double>(a->alpha_pattern, "--alpha-pattern");
+    a->o.lora.rank_pattern = parse_module_pattern<int64_t>(a->rank_pattern, "--rank-pattern");
+    a->o.lora.alpha_pattern = parse_module_pattern<double>(a->alpha_pattern, "--alpha-pattern");
     qpeft::train(a->o);
   });
 }

@@ -10,8 +10,8 @@ namespace qpeft::cli {
 void add_base_quant_option(CLI::App* cmd, std::string* value) {
   cmd->add_option("--base-quant", *value,
                   "Base weights with an adapter: auto (quantized on load as the adapter was trained, e.g. by "
-                  "--method qlora), none (as stored), or nf4, fp4, nf2, nf3")
-      ->check(CLI::IsMember({"auto", "none", "nf4", "fp4", "nf2", "nf3"}));
+                  "--method qlora), none (as stored), or nf4, fp4, nf2, nf3, uniform2..4")
+      ->check(CLI::IsMember({"auto", "none", "nf4", "fp4", "nf2", "nf3", "uniform2", "uniform3", "uniform4"}));
 }
 
 std::unique_ptr<LlamaModel> load_model_for_command(const std::string& model, const std::string& adapter,

@@ -83,12 +83,13 @@ void fill_random(uint64_t tensor_seed, int64_t n, InitKind kind, double init_std
 }
 
 void write_into(const std::string& dir, const std::string& config_json, const SafetensorsWriter& w,
-                uint64_t max_shard_bytes) {
+                uint64_t max_shard_bytes, const std::function<void(const std::string&)>& extra_files = {}) {
   AtomicDir out(dir);
   write_file_atomic(out.path("config.json"), config_json);
   std::string tmp_dir = out.path("");
   tmp_dir.pop_back();
   w.write_sharded(tmp_dir, max_shard_bytes);
+  if (extra_files) extra_files(tmp_dir);
   out.commit();
 }
 
@@ -196,7 +197,7 @@ void save_model(LlamaModel& model, const std::string& dir, const SaveOptions& op
   ModelConfig c = model.config();
   c.torch_dtype = torch_dtype_of(opt.dtype);
   c.quantization = quantization_for(formats, all_dq, opt.dtype, c.quantization);
-  write_into(dir, c.to_json(), w, opt.max_shard_bytes);
+  write_into(dir, c.to_json(), w, opt.max_shard_bytes, opt.extra_files);
 }
 
 void write_random_model(const ModelConfig& cfg, DType dtype, uint64_t seed, const std::string& dir,

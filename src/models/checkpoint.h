@@ -45,6 +45,9 @@ struct SaveOptions {
   bool requantize = false;
   // Called for each weight quantized while written, with the exact values it came from.
   std::function<void(const WeightSlot&, const QuantizedWeight&, const Tensor& exact)> on_quantized;
+  // Writes further files (tokenizer, an adapter subdirectory) into the directory before it is
+  // committed, so they appear together with the model or not at all.
+  std::function<void(const std::string& tmp_dir)> extra_files;
 };
 void save_model(LlamaModel& model, const std::string& dir, const SaveOptions& opt);
 

@@ -17,6 +17,12 @@ using nlohmann::json;
 constexpr const char* kBaseQuantFormat = "qpeft.base_quantization";
 constexpr const char* kBaseQuantBlock = "qpeft.base_quantization_block_size";
 constexpr const char* kBaseQuantDouble = "qpeft.base_double_quant";
+// LoftQ adapters: initialised for the quantized base `qpeft loftq` wrote.
+constexpr const char* kInit = "qpeft.init";
+constexpr const char* kLoftqQuant = "qpeft.loftq_quantization";
+constexpr const char* kLoftqBlock = "qpeft.loftq_block_size";
+constexpr const char* kLoftqDouble = "qpeft.loftq_double_quant";
+constexpr const char* kLoftqIters = "qpeft.loftq_iters";
 
 static std::string config_json(LlamaModel& model, const LoraConfig& cfg) {
   json j;
@@ -52,6 +58,13 @@ void write_lora_adapter_files(LlamaModel& model, const LoraConfig& cfg, const st
     metadata[kBaseQuantFormat] = cfg.base_quantization.format;
     metadata[kBaseQuantBlock] = std::to_string(cfg.base_quantization.block_size);
     metadata[kBaseQuantDouble] = cfg.base_quantization.double_quant ? "true" : "false";
+  }
+  if (!cfg.loftq_quant.empty()) {
+    metadata[kInit] = "loftq";
+    metadata[kLoftqQuant] = cfg.loftq_quant;
+    metadata[kLoftqBlock] = std::to_string(cfg.loftq_block_size);
+    metadata[kLoftqDouble] = cfg.loftq_double_quant ? "true" : "false";
+    metadata[kLoftqIters] = std::to_string(cfg.loftq_iters);
   }
   save_safetensors(dir + "/adapter_model.safetensors", tensors, metadata);
   write_file_atomic(dir + "/adapter_config.json", config_json(model, cfg));
@@ -126,6 +139,28 @@ static std::string adapter_weights_file(const std::string& dir) {
   return file;
 }
 
+using Metadata = std::map<std::string, std::string>;
+
+static void metadata_int(const Metadata& meta, const char* key, const std::string& file, int64_t* out) {
+  auto b = meta.find(key);
+  if (b == meta.end()) return;
+  try {
+    size_t used = 0;
+    *out = std::stoll(b->second, &used);
+    QP_CHECK(used == b->second.size(), "trailing characters");
+  } catch (const std::exception&) {
+    fail("{}: metadata '{}' = '{}' is not an integer", file, key, b->second);
+  }
+}
+
+static void metadata_bool(const Metadata& meta, const char* key, const std::string& file, bool* out) {
+  auto d = meta.find(key);
+  if (d == meta.end()) return;
+  QP_CHECK(d->second == "true" || d->second == "false", "{}: metadata '{}' = '{}' is not true or false", file, key,
+           d->second);
+  *out = d->second == "true";
+}
+
 static QuantizeOptions base_quantization_of(const SafetensorsFile& st, const std::string& file) {
   const auto& meta = st.metadata();
   QuantizeOptions q;
@@ -133,21 +168,21 @@ static QuantizeOptions base_quantization_of(const SafetensorsFile& st, const std
   if (it == meta.end()) return q;
   q.format = it->second;
   QP_CHECK(!q.format.empty(), "{}: metadata '{}' is empty", file, kBaseQuantFormat);
-  if (auto b = meta.find(kBaseQuantBlock); b != meta.end()) {
-    try {
-      size_t used = 0;
-      q.block_size = std::stoll(b->second, &used);
-      QP_CHECK(used == b->second.size(), "trailing characters");
-    } catch (const std::exception&) {
-      fail("{}: metadata '{}' = '{}' is not an integer", file, kBaseQuantBlock, b->second);
-    }
-  }
-  if (auto d = meta.find(kBaseQuantDouble); d != meta.end()) {
-    QP_CHECK(d->second == "true" || d->second == "false", "{}: metadata '{}' = '{}' is not true or false", file,
-             kBaseQuantDouble, d->second);
-    q.double_quant = d->second == "true";
-  }
+  metadata_int(meta, kBaseQuantBlock, file, &q.block_size);
+  metadata_bool(meta, kBaseQuantDouble, file, &q.double_quant);
   return q;
+}
+
+static void loftq_info_of(const SafetensorsFile& st, const std::string& file, LoraConfig* cfg) {
+  const auto& meta = st.metadata();
+  auto it = meta.find(kInit);
+  if (it == meta.end() || it->second != "loftq") return;
+  auto q = meta.find(kLoftqQuant);
+  QP_CHECK(q != meta.end() && !q->second.empty(), "{}: metadata '{}' = loftq without '{}'", file, kInit, kLoftqQuant);
+  cfg->loftq_quant = q->second;
+  metadata_int(meta, kLoftqBlock, file, &cfg->loftq_block_size);
+  metadata_bool(meta, kLoftqDouble, file, &cfg->loftq_double_quant);
+  metadata_int(meta, kLoftqIters, file, &cfg->loftq_iters);
 }
 
 QuantizeOptions adapter_base_quantization(const std::string& dir) {
@@ -160,6 +195,7 @@ LoraConfig load_lora_adapter(LlamaModel& model, const std::string& dir) {
   const std::string file = adapter_weights_file(dir);
   auto st = SafetensorsFile::open(file);
   cfg.base_quantization = base_quantization_of(*st, file);
+  loftq_info_of(*st, file, &cfg);
   std::map<std::string, std::pair<Tensor, Tensor>> by_module;
   for (const std::string& key : st->names()) {
     std::string module, which;
@@ -199,7 +235,21 @@ std::unique_ptr<LlamaModel> load_model_with_adapter(const std::string& model_dir
     load.quantize.format = base_quant;  // load_model checks the name
   }
   auto model = load_model(model_dir, load);
-  if (!adapter_dir.empty()) load_lora_adapter(*model, adapter_dir);
+  if (!adapter_dir.empty()) {
+    const LoraConfig cfg = load_lora_adapter(*model, adapter_dir);
+    if (!cfg.loftq_quant.empty() && base_quant == "auto") {
+      // A LoftQ init fits the base LoftQ quantized, not the dense weights it came from.
+      std::string dense;
+      model->visit_linears([&](Linear& l) {
+        if (l.adapter && dense.empty() && !dynamic_cast<const QuantizedWeight*>(l.weight.get())) dense = l.name;
+      });
+      QP_CHECK(dense.empty(),
+               "{}: this adapter was initialised by LoftQ ({}, T = {}) for the quantized base `qpeft loftq` wrote, "
+               "but {} in {} is not quantized; pass that base as --model, or --base-quant none to use these weights "
+               "anyway",
+               adapter_dir, cfg.loftq_quant, cfg.loftq_iters, dense, model_dir);
+    }
+  }
   if (note && load.quantize.enabled())
     *note = fmt::format("base linear weights quantized on load to {} (block {}{}){}", load.quantize.format,
                         load.quantize.block_size, load.quantize.double_quant ? ", double quantization" : "",

@@ -28,6 +28,13 @@ struct LoraConfig {
   // and generate can load it the same way. Kept in adapter_model.safetensors' metadata under
   // qpeft.* keys, which PEFT ignores; disabled for adapters of unquantized bases or other tools.
   QuantizeOptions base_quantization;
+  // LoftQ: the adapter was initialised for a base that `qpeft loftq` quantized (for T > 1 not
+  // what quantizing the dense weights gives), so it must be used with that stored base. The
+  // format spec ("nf2" or a --layer-quant plan) and T, in qpeft.* metadata; empty otherwise.
+  std::string loftq_quant;
+  int64_t loftq_block_size = 64;
+  bool loftq_double_quant = false;
+  int64_t loftq_iters = 0;
 
   // Expands "all-linear" and checks names; `kinds` are the model's linear kinds.
   std::vector<std::string> resolved_targets() const;

@@ -221,11 +221,60 @@ TrainerState load_checkpoint(LlamaModel& model, const TrainOptions& opt, const N
   return s;
 }
 
+// --method loftq: the LoftQ init in memory on the dense base; the quantized base it produces is
+// written once to OUT/base (T > 1 cannot be reproduced by quantizing on load).
+NamedParams init_loftq(LlamaModel& model, const TrainOptions& opt, LoraConfig* lcfg) {
+  LoftqOptions lo = opt.loftq;
+  QuantFormat fallback;
+  QP_CHECK(parse_quant_format(opt.quant, &fallback), "--quant '{}': unknown format", opt.quant);
+  lo.quant = LayerQuantPlan::parse(lo.quant.spec(), fallback);
+  lo.block_size = opt.quant_block;
+  lo.double_quant = opt.double_quant;
+  lo.lora = *lcfg;
+  apply_loftq(model, lo);
+  record_loftq(lo, lcfg);
+  const std::string base = opt.out_dir + "/base";
+  lcfg->base_model_name_or_path = base;
+  if (!(opt.resume && file_exists(base + "/config.json"))) {
+    SaveOptions so;
+    if (auto* emb = dynamic_cast<const DenseWeight*>(model.embed_tokens().get())) so.dtype = emb->tensor().dtype();
+    so.extra_files = [&](const std::string& tmp) { copy_tokenizer_files(opt.model_dir, tmp); };
+    make_dirs(opt.out_dir);
+    save_model(model, base, so);
+  }
+  return adapter_params(model);
+}
+
+// --init-adapter: a saved LoRA adapter (a LoftQ init, or any PEFT adapter) as the starting point.
+NamedParams init_from_adapter(LlamaModel& model, const TrainOptions& opt, LoraConfig* lcfg) {
+  LoraConfig a = load_lora_adapter(model, opt.init_adapter);
+  model.visit_linears([&](Linear& l) {
+    if (auto* ad = dynamic_cast<LoraAdapter*>(l.adapter.get())) ad->dropout = opt.lora.dropout;
+  });
+  a.dropout = opt.lora.dropout;
+  a.base_quantization = lcfg->base_quantization;
+  a.base_model_name_or_path = lcfg->base_model_name_or_path;
+  if (!a.loftq_quant.empty()) {
+    std::string dense;
+    model.visit_linears([&](Linear& l) {
+      if (l.adapter && dense.empty() && !dynamic_cast<const QuantizedWeight*>(l.weight.get())) dense = l.name;
+    });
+    QP_CHECK(dense.empty() || lcfg->base_quantization.enabled(),
+             "--init-adapter {}: a LoftQ init ({}) for the quantized base `qpeft loftq` wrote, but {} in {} is dense; "
+             "train with --model set to that quantized base",
+             opt.init_adapter, a.loftq_quant, dense, opt.model_dir);
+  }
+  *lcfg = a;
+  return adapter_params(model);
+}
+
 }  // namespace
 
 TrainResult train(const TrainOptions& opt) {
-  QP_CHECK(opt.method == "lora" || opt.method == "qlora" || opt.method == "full",
-           "--method '{}' is not known (lora, qlora, full)", opt.method);
+  QP_CHECK(opt.method == "lora" || opt.method == "qlora" || opt.method == "loftq" || opt.method == "full",
+           "--method '{}' is not known (lora, qlora, loftq, full)", opt.method);
+  QP_CHECK(opt.init_adapter.empty() || (opt.method == "lora" || opt.method == "qlora"),
+           "--init-adapter works with --method lora or qlora, not {}", opt.method);
   QP_CHECK(!opt.out_dir.empty(), "--out is required");
   QP_CHECK(opt.steps > 0 && opt.batch > 0 && opt.grad_accum > 0, "--steps, --batch and --grad-accum must be positive");
   QP_CHECK(opt.lr > 0 && std::isfinite(opt.lr), "--lr must be a positive number");
@@ -245,10 +294,15 @@ TrainResult train(const TrainOptions& opt) {
   NamedParams params;
   if (opt.method == "full") {
     params = model->make_fully_trainable();
+  } else if (opt.method == "loftq") {
+    params = init_loftq(*model, opt, &lcfg);
+  } else if (!opt.init_adapter.empty()) {
+    params = init_from_adapter(*model, opt, &lcfg);
   } else {
     inject_lora(*model, lcfg, opt.seed);
     params = adapter_params(*model);
   }
+  o.lora = lcfg;
 
   const int64_t vocab = model->config().vocab_size;
   Dataset train_set = load_dataset(opt.data_path, opt.model_dir, vocab, opt.data);
@@ -451,6 +505,9 @@ TrainResult train(const TrainOptions& opt) {
   } else {
     write_lora_adapter_files(*model, lcfg, opt.out_dir);
     result.adapter_dir = opt.out_dir;
+    if (opt.method == "loftq" && !opt.quiet)
+      std::fprintf(stderr, "the quantized base it trained on is %s/base (eval: --model %s/base --adapter %s)\n",
+                   opt.out_dir.c_str(), opt.out_dir.c_str(), opt.out_dir.c_str());
   }
   result.steps = state.step;
   const double elapsed = std::chrono::duration<double>(Clock::now() - t_start).count();

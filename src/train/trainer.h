@@ -8,6 +8,7 @@
 
 #include "core/dtype.h"
 #include "models/llama.h"
+#include "peft/loftq.h"
 #include "peft/lora.h"
 #include "train/data.h"
 
@@ -15,7 +16,9 @@ namespace qpeft {
 
 struct TrainOptions {
   std::string model_dir, data_path, eval_data_path, out_dir, metrics_path;
-  std::string method = "lora";  // lora | qlora (NF4 + double-quantized frozen base) | full
+  // lora | qlora (NF4 + double-quantized frozen base) | loftq (LoftQ init in memory on the dense
+  // base, then LoRA on the quantized base it produces; the base is written to OUT/base) | full
+  std::string method = "lora";
   DType save_dtype = DType::BF16;  // full: dtype of OUT/model
   std::string quant = "nf4";     // qlora: base format (nf4, fp4, nf2, nf3)
   int64_t quant_block = 64;
@@ -25,6 +28,10 @@ struct TrainOptions {
   bool packing = true;         // pack short examples into --seq-len rows
   bool resume = false;
   LoraConfig lora;
+  // lora/qlora: start from this PEFT LoRA adapter (e.g. OUT/loftq_init of `qpeft loftq`)
+  // instead of a fresh init; its r, alpha, rsLoRA and targets replace the flags'.
+  std::string init_adapter;
+  LoftqOptions loftq;  // loftq: quantization plan, T, SVD (lora and quant come from the fields above)
   int64_t steps = 100, batch = 4, seq_len = 256, grad_accum = 1;
   double lr = 2e-4, weight_decay = 0.0, max_grad_norm = 1.0;
   double warmup_ratio = 0.0;

@@ -318,3 +318,61 @@ TEST(TrainData, ErrorsNameFileAndLine) {
     EXPECT_NE(std::string(e.what()).find("tokenizer"), std::string::npos) << e.what();
   }
 }
+
+// --method loftq: the LoftQ init in memory at 2 bits, LoRA on the packed NF2 base (written to
+// OUT/base), learning and resuming bit-identically; --init-adapter from a saved init is the
+// same run.
+TEST(TrainLoop, LoftqOnATwoBitBaseLearnsAndResumes) {
+  TempDir tmp("loftq");
+  TrainOptions o = learnable_run(tmp, "llama", DType::BF16);
+  o.method = "loftq";
+  o.quant = "nf2";
+  o.quant_block = 32;  // the golden shape's MLP rows are 160 long
+  o.double_quant = false;
+  o.loftq.iters = 2;
+  o.steps = 60;
+  o.lr = 2e-2;
+  o.lora.r = 8;
+  o.lora.alpha = 16;
+  o.lora.dropout = 0;
+  TrainResult r = train(o);
+  EXPECT_LT(r.last_loss, 0.5 * r.first_loss) << r.first_loss << " -> " << r.last_loss;
+  auto base = load_model(o.out_dir + "/base");
+  int nf2 = 0;
+  base->visit_linears([&](Linear& l) {
+    auto* q = dynamic_cast<const QuantizedWeight*>(l.weight.get());
+    nf2 += q && q->format() == QuantFormat::NF2;
+  });
+  EXPECT_EQ(nf2, 14);
+  // The trained adapter evaluates on that base (auto: as stored) and refuses the dense one.
+  auto trained = load_model_with_adapter(o.out_dir + "/base", o.out_dir, "auto", nullptr);
+  EXPECT_NE(error_of([&] { load_model_with_adapter(o.model_dir, o.out_dir, "auto", nullptr); }).find("LoftQ"),
+            std::string::npos);
+
+  TrainOptions a = o, b = o;
+  a.out_dir = tmp / "a";
+  b.out_dir = tmp / "b";
+  a.steps = b.steps = 4;
+  a.save_every = b.save_every = 2;
+  train(a);
+  EXPECT_EQ(read_file(final_output(a)), train_interrupted_then_resumed(b));
+
+  // The same init saved (OUT/base + the step-0 adapter) and given as --init-adapter.
+  TrainOptions init = o;
+  init.out_dir = tmp / "init";
+  init.steps = 1;
+  init.lr = 1e-30;  // one step that changes nothing measurable; the saved adapter is the init
+  train(init);
+  TrainOptions c = a;
+  c.method = "lora";
+  c.model_dir = init.out_dir + "/base";
+  c.init_adapter = init.out_dir;
+  c.out_dir = tmp / "c";
+  c.save_every = 0;
+  c.lora = {};  // rank, alpha, targets come from the adapter
+  c.lora.dropout = 0;
+  TrainResult rc = train(c);
+  TrainResult ra = train([&] { TrainOptions x = a; x.out_dir = tmp / "a2"; x.save_every = 0; return x; }());
+  EXPECT_NEAR(rc.first_loss, ra.first_loss, 1e-4 * ra.first_loss);
+  EXPECT_NEAR(rc.last_loss, ra.last_loss, 1e-3 * ra.last_loss);
+}

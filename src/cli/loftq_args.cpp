@@ -69,13 +69,14 @@ LoftqOptions loftq_options(const LoftqFlags& f, CLI::App* cmd) {
 
 void add_loftq_progress(LoftqOptions* o) {
   const auto t0 = std::chrono::steady_clock::now();
-  const LoftqOptions& opt = *o;
-  std::fprintf(stderr, "loftq: %s%s%s, block %lld%s, T = %d, LoRA r %lld alpha %g%s, SVD %s\n",
-                 quant_format_name(opt.quant.fallback()), opt.quant.spec().empty() ? "" : " with --layer-quant ",
-                 opt.quant.spec().c_str(), (long long)opt.block_size, opt.double_quant ? " + double quant" : "",
-                 opt.iters, (long long)opt.lora.r, opt.lora.alpha, opt.lora.use_rslora ? " (rsLoRA)" : "",
-                 svd_method_name(opt.svd.method));
-  o->on_layer = [t0](int64_t done, int64_t total, const Linear& l, const LoftqMatrixResult& r) {
+  // The plan is printed with the first layer: after apply_loftq has checked every layer.
+  const std::string plan = fmt::format(
+      "loftq: {}{}{}, block {}{}, T = {}, LoRA r {} alpha {}{}, SVD {}", quant_format_name(o->quant.fallback()),
+      o->quant.spec().empty() ? "" : " with --layer-quant ", o->quant.spec(), o->block_size,
+      o->double_quant ? " + double quant" : "", o->iters, o->lora.r, o->lora.alpha,
+      o->lora.use_rslora ? " (rsLoRA)" : "", svd_method_name(o->svd.method));
+  o->on_layer = [t0, plan](int64_t done, int64_t total, const Linear& l, const LoftqMatrixResult& r) {
+      if (done == 1) std::fprintf(stderr, "%s\n", plan.c_str());
       const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       const double eta = el / double(done) * double(total - done);
       std::fprintf(stderr,

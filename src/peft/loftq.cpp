@@ -32,10 +32,10 @@ LoftqMatrixResult loftq_matrix(const Tensor& w, const LoftqMatrixOptions& opt, c
   QP_CHECK(opt.scaling > 0 && std::isfinite(opt.scaling), "[loftq] '{}': LoRA scaling {} must be positive (--alpha)",
            name, opt.scaling);
   check_block_size(opt.block_size, "--block-size");
-  QP_CHECK(n % opt.block_size == 0,
-           "[loftq] '{}' [{}, {}]: block size {} does not divide the row length {}; choose a --block-size that "
-           "divides it",
-           name, m, n, opt.block_size, n);
+  QP_CHECK((m * n) % opt.block_size == 0,
+           "[loftq] '{}' [{}, {}]: block size {} does not divide the {} elements; choose a --block-size that divides "
+           "the row length",
+           name, m, n, opt.block_size, m * n);
   QuantizedWeight::Options qo;
   qo.block_size = opt.block_size;
   qo.double_quant = opt.double_quant;

@@ -4,6 +4,8 @@
 //   train.jsonl      {"prompt": "Review: ...\nSentiment:", "completion": " positive"|" negative"}
 //   test.jsonl       {"prompt": ..., "choices": [" negative", " positive"], "answer": 0|1}
 //   train_choice.jsonl  the training sentences in the choice format (to measure fitting)
+//   train_text.jsonl, test_text.jsonl  {"text": sentence}: the same split as plain text
+//                    (text continuation: docs/loftq.md)
 // Usage: node scripts/prepare_sentiment.mjs SENTIMENT_PACKAGE_DIR OUT_DIR [TEST_FRACTION]
 import fs from "node:fs";
 import path from "node:path";
@@ -42,5 +44,7 @@ const write = (name, items, f) => fs.writeFileSync(path.join(out, name), items.m
 write("train.jsonl", train, (r) => ({ prompt: prompt(r), completion: choices[r.label] }));
 write("test.jsonl", test, (r) => ({ prompt: prompt(r), choices, answer: r.label }));
 write("train_choice.jsonl", train, (r) => ({ prompt: prompt(r), choices, answer: r.label }));
+write("train_text.jsonl", train, (r) => ({ text: r.text }));
+write("test_text.jsonl", test, (r) => ({ text: r.text }));
 const pos = (xs) => xs.filter((r) => r.label === 1).length;
 console.log(`sentiment: ${rows.length} sentences -> train ${train.length} (${pos(train)} positive), test ${test.length} (${pos(test)} positive) in ${out}`);

@@ -6,7 +6,6 @@
 #include "core/thread_pool.h"
 #include "ops/autograd.h"
 #include "ops/linear.h"
-#include "quant/kernels.h"
 #include "quant/quantized_weight.h"
 #include "quant_test_util.h"
 
@@ -38,47 +37,7 @@ std::vector<float> reference_dequant(const Tensor& w, QuantFormat f, int64_t B, 
   return out;
 }
 
-std::vector<const QuantKernels*> all_kernels() {
-  std::vector<const QuantKernels*> ks{&quant_kernels_ref()};
-  if (const QuantKernels* k = quant_kernels_avx2()) ks.push_back(k);
-  return ks;
-}
-
 }  // namespace
-
-TEST(QuantKernels, Decode4SimdEqualsScalarOnOddSpans) {
-  const QuantKernels& ref = quant_kernels_ref();
-  auto ks = all_kernels();
-  std::printf("kernels: %zu (selected: %s)\n", ks.size(), quant_kernels().isa);
-  Rng r(5);
-  for (int64_t B : {32, 64, 128}) {
-    const int64_t n = 7 * 97 * 3 + 5;
-    std::vector<uint8_t> packed(size_t(packed_bytes(n, 4)));
-    for (auto& b : packed) b = uint8_t(r.below(256));
-    std::vector<float> scales(size_t(num_blocks(n, B)));
-    for (auto& s : scales) s = float(r.uniform()) + 0.1f;
-    for (QuantFormat f : {QuantFormat::NF4, QuantFormat::FP4}) {
-      const float* lut = codebook(f).data();
-      for (int trial = 0; trial < 200; ++trial) {
-        int64_t e0 = int64_t(r.below(uint64_t(n)));
-        int64_t len = int64_t(r.below(uint64_t(n - e0) + 1));
-        if (trial < 8) {  // adversarial: block edges, odd starts, single elements
-          e0 = (trial % 2) ? B - 1 : B;
-          len = trial < 4 ? 1 : std::min<int64_t>(n - e0, 2 * B + 3);
-        }
-        std::vector<float> want(size_t(len) + 1), got(size_t(len) + 1, -7.0f);
-        ref.decode4(packed.data(), e0, len, lut, scales.data() + e0 / B, B, want.data());
-        for (const QuantKernels* k : ks) {
-          std::fill(got.begin(), got.end(), -7.0f);
-          k->decode4(packed.data(), e0, len, lut, scales.data() + e0 / B, B, got.data());
-          ASSERT_EQ(std::memcmp(got.data(), want.data(), size_t(len) * 4), 0)
-              << k->isa << " B=" << B << " e0=" << e0 << " len=" << len;
-          EXPECT_EQ(got[size_t(len)], -7.0f) << "wrote past the end";
-        }
-      }
-    }
-  }
-}
 
 TEST(QuantizedWeight, TiledThreadedQuantizeEqualsFlatReferenceOnOddShapes) {
   struct Case {

@@ -1,10 +1,43 @@
 #include "quant/kernels.h"
 
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
 namespace qpeft {
 
 namespace {
 
-// out[i] = lut16[code(e0 + i)] * scale of its block.
+// The scalar references: one element at a time, straight from blockwise.h's bit layout.
+
+// out[i] = lut4[code(e0 + i)] * scale of its block; byte j = c[4j] << 6 | ... | c[4j+3].
+void decode2_ref(const uint8_t* packed, int64_t e0, int64_t n, const float* lut4, const float* scales,
+                 int64_t block, float* out) {
+  const int64_t b0 = e0 / block;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t e = e0 + i;
+    const int code = (packed[e >> 2] >> (6 - 2 * (e & 3))) & 3;
+    out[i] = lut4[code] * scales[e / block - b0];
+  }
+}
+
+// out[i] = lut8[code(e0 + i)] * scale of its block; code e in bits [3e, 3e + 3) of the
+// big-endian stream (it may straddle two bytes; the second is read only then).
+void decode3_ref(const uint8_t* packed, int64_t e0, int64_t n, const float* lut8, const float* scales,
+                 int64_t block, float* out) {
+  const int64_t b0 = e0 / block;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t e = e0 + i;
+    const int64_t bit = 3 * e;
+    const int shift = 13 - int(bit & 7);  // of the code's low bit in the 16-bit window
+    unsigned w = unsigned(packed[bit >> 3]) << 8;
+    if (shift < 8) w |= packed[(bit >> 3) + 1];
+    out[i] = lut8[(w >> shift) & 7] * scales[e / block - b0];
+  }
+}
+
+// out[i] = lut16[code(e0 + i)] * scale of its block; element 2j in the high nibble.
 void decode4_ref(const uint8_t* packed, int64_t e0, int64_t n, const float* lut16, const float* scales,
                  int64_t block, float* out) {
   const int64_t b0 = e0 / block;
@@ -16,7 +49,20 @@ void decode4_ref(const uint8_t* packed, int64_t e0, int64_t n, const float* lut1
   }
 }
 
-constexpr QuantKernels kRef = {"scalar", decode4_ref};
+constexpr QuantKernels kRef = {"scalar", decode2_ref, decode3_ref, decode4_ref};
+
+std::atomic<const QuantKernels*> g_override{nullptr};
+
+// 0 scalar, 1 avx2, 2 avx512: the cap QPEFT_QUANT_ISA puts on the choice (2 when unset).
+int isa_cap() {
+  const char* v = std::getenv("QPEFT_QUANT_ISA");
+  if (!v || !*v) return 2;
+  if (!std::strcmp(v, "scalar")) return 0;
+  if (!std::strcmp(v, "avx2")) return 1;
+  if (!std::strcmp(v, "avx512")) return 2;
+  std::fprintf(stderr, "qpeft: ignoring QPEFT_QUANT_ISA=%s (expected scalar, avx2 or avx512)\n", v);
+  return 2;
+}
 
 }  // namespace
 
@@ -31,12 +77,32 @@ const QuantKernels* quant_kernels_avx2() {
 #endif
 }
 
+const QuantKernels* quant_kernels_avx512() {
+#if defined(__x86_64__) || defined(__i386__)
+  static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  return ok ? detail::avx512_table() : nullptr;
+#else
+  return nullptr;
+#endif
+}
+
 const QuantKernels& quant_kernels() {
+  if (const QuantKernels* o = g_override.load(std::memory_order_acquire)) return *o;
   static const QuantKernels* best = [] {
-    if (const QuantKernels* k = quant_kernels_avx2()) return k;
+    const int cap = isa_cap();
+    if (cap >= 2)
+      if (const QuantKernels* k = quant_kernels_avx512()) return k;
+    if (cap >= 1)
+      if (const QuantKernels* k = quant_kernels_avx2()) return k;
     return &kRef;
   }();
   return *best;
 }
+
+QuantKernelsOverride::QuantKernelsOverride(const QuantKernels& k)
+    : previous_(g_override.exchange(&k, std::memory_order_acq_rel)) {}
+
+QuantKernelsOverride::~QuantKernelsOverride() { g_override.store(previous_, std::memory_order_release); }
 
 }  // namespace qpeft

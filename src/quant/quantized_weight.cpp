@@ -158,7 +158,11 @@ void QuantizedWeight::decode_span(int64_t e0, int64_t n, float* out) const {
     block_scales(b, nb, scales);
     if (bits == 4) {
       k.decode4(packed_.data(), e, stop - e, lut, scales, B, out + (e - e0));
-    } else {
+    } else if (bits == 2) {
+      k.decode2(packed_.data(), e, stop - e, lut, scales, B, out + (e - e0));
+    } else if (bits == 3) {
+      k.decode3(packed_.data(), e, stop - e, lut, scales, B, out + (e - e0));
+    } else {  // 8 bits: one code per byte
       uint8_t codes[4096];
       for (int64_t s = e; s < stop;) {
         const int64_t t = std::min(stop, (s / B + 1) * B);

@@ -21,9 +21,8 @@
 #include "quant/blockwise.h"
 #include "quant/kernels.h"
 #include "train/optimizer.h"
+#include "bench_sys.h"
 #include "bench_util.h"
-
-extern char** environ;
 
 using namespace qpeft;
 using Clock = std::chrono::steady_clock;
@@ -33,23 +32,6 @@ namespace {
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
-}
-
-std::string cpu_model() {
-  std::ifstream f("/proc/cpuinfo");
-  for (std::string line; std::getline(f, line);)
-    if (line.rfind("model name", 0) == 0) {
-      const size_t c = line.find(':');
-      return c == std::string::npos ? line : line.substr(c + 2);
-    }
-  return "unknown";
-}
-
-std::string openblas_env() {
-  std::string s;
-  for (char** e = environ; *e; ++e)
-    if (std::strncmp(*e, "OPENBLAS_", 9) == 0) s += std::string(s.empty() ? "" : " ") + *e;
-  return s.empty() ? "(none set)" : s;
 }
 
 // Best-of GB/s (f32 output bytes) of one table's k-bit decode on one thread: 2^18 elements
@@ -108,10 +90,8 @@ int main(int argc, char** argv) {
     }
   }
   set_num_threads(threads);
-  std::printf("bench_lowbit: CPU %s\n", cpu_model().c_str());
-  std::printf("  quant kernels selected: %s (QPEFT_QUANT_ISA=%s), threads %d, %s\n", quant_kernels().isa,
-              std::getenv("QPEFT_QUANT_ISA") ? std::getenv("QPEFT_QUANT_ISA") : "unset", num_threads(),
-              openblas_env().c_str());
+  std::printf("bench_lowbit\n");
+  bench::print_machine();
 
   // (a) decode throughput per table.
   std::vector<const QuantKernels*> tables{&quant_kernels_ref()};

@@ -17,27 +17,13 @@
 #include "peft/lora.h"
 #include "quant/quantized_weight.h"
 #include "train/optimizer.h"
+#include "bench_sys.h"
 #include "bench_util.h"
 
 using namespace qpeft;
 using Clock = std::chrono::steady_clock;
 
 static double gib(double bytes) { return bytes / double(1 << 30); }
-
-// VmHWM: the resident high-water mark, which writing "5" to /proc/self/clear_refs resets.
-static double peak_rss_bytes() {
-  std::ifstream in("/proc/self/status");
-  std::string key;
-  while (in >> key) {
-    if (key == "VmHWM:") {
-      double kb = 0;
-      in >> kb;
-      return kb * 1024.0;
-    }
-    std::getline(in, key);
-  }
-  return 0;
-}
 
 static double current_rss_bytes() {
   std::ifstream in("/proc/self/statm");
@@ -72,7 +58,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "writing %s (NF4 + double quant, never dense in memory)...\n", model_dir.c_str());
       write_random_model(cfg, DType::BF16, 1, model_dir, QuantizeOptions{"nf4", 64, true});
       std::fprintf(stderr, "  done in %.0f s, peak RSS so far %.2f GiB\n",
-                   std::chrono::duration<double>(Clock::now() - t).count(), gib(peak_rss_bytes()));
+                   std::chrono::duration<double>(Clock::now() - t).count(), gib(bench::peak_rss_bytes()));
       made = keep.empty();
     }
   }
@@ -105,7 +91,7 @@ int main(int argc, char** argv) {
     step_s = dt;
     std::fprintf(stderr, "step %d: loss %.4f, %.1f s\n", s + 1, loss, step_s);
   }
-  const double peak = peak_rss_bytes();
+  const double peak = bench::peak_rss_bytes();
   const double adapter_bytes = adapter_params_n * 4.0 * 2.0;  // weights + gradients (f32)
   const double state = double(opt->state_bytes());
   std::printf("bench_qlora_memory: preset %s (%.2fB parameters), NF4 + double quant, LoRA r=%lld all-linear, "

@@ -15,6 +15,7 @@
 #include "io/bnb_checkpoint.h"
 #include "models/checkpoint.h"
 #include "peft/adapter_io.h"
+#include "small_config.h"
 #include "test_util.h"
 
 using namespace qpeft;
@@ -23,21 +24,6 @@ using qpeft::testing::run_cli;
 
 namespace {
 
-ModelConfig small_config() {
-  ModelConfig c;
-  c.hidden_size = 128;
-  c.intermediate_size = 256;
-  c.num_layers = 2;
-  c.num_heads = 4;
-  c.num_kv_heads = 2;
-  c.head_dim = 32;
-  c.vocab_size = 96;
-  c.rope.head_dim = 32;
-  c.bos_token_id = 1;
-  c.eos_token_ids = {2};
-  c.source = "test";
-  return c;
-}
 
 const std::vector<int32_t> kIds = {1, 5, 17, 33, 60, 2, 9, 95, 40, 41, 42, 7};
 
@@ -79,7 +65,7 @@ int count_quantized(LlamaModel& m) {
 }
 
 TEST_F(QuantizedModel, QuantizeOnLoadIsCloseToDenseAndEqualsTheQuantizedCheckpoint) {
-  write_random_model(small_config(), DType::BF16, 11, path("dense"));
+  write_random_model(qpeft::testing::small_test_config(), DType::BF16, 11, path("dense"));
   auto dense = load_model(path("dense"));
   const Tensor ref = dense->logits(kIds, 2, 6);
 
@@ -122,9 +108,9 @@ TEST_F(QuantizedModel, InitModelQuantEqualsQuantizingTheDenseModel) {
   for (const QuantizeOptions& q : {QuantizeOptions{"nf4", 64, true}, QuantizeOptions{"fp4", 128, false},
                                    QuantizeOptions{"nf3", 64, false}}) {
     SCOPED_TRACE(q.format);
-    write_random_model(small_config(), DType::BF16, 5, path("dense"));
+    write_random_model(qpeft::testing::small_test_config(), DType::BF16, 5, path("dense"));
     quantize_dir(path("dense"), path("q"), q);
-    write_random_model(small_config(), DType::BF16, 5, path("init_q"), q);
+    write_random_model(qpeft::testing::small_test_config(), DType::BF16, 5, path("init_q"), q);
     EXPECT_EQ(read_text_file(path("q/model.safetensors")), read_text_file(path("init_q/model.safetensors")));
     EXPECT_EQ(read_text_file(path("q/config.json")), read_text_file(path("init_q/config.json")));
   }
@@ -132,7 +118,7 @@ TEST_F(QuantizedModel, InitModelQuantEqualsQuantizingTheDenseModel) {
 }
 
 TEST_F(QuantizedModel, SavingALoadedQuantizedModelReproducesItsFiles) {
-  write_random_model(small_config(), DType::BF16, 2, path("q"), {"nf4", 64, true});
+  write_random_model(qpeft::testing::small_test_config(), DType::BF16, 2, path("q"), {"nf4", 64, true});
   auto m = load_model(path("q"));
   SaveOptions opt;  // bf16, weights as loaded
   save_model(*m, path("again"), opt);
@@ -156,7 +142,7 @@ void make_adapter(LlamaModel& m, const std::string& dir) {
 }
 
 TEST_F(QuantizedModel, MergeIntoQuantizedBase) {
-  write_random_model(small_config(), DType::BF16, 3, path("q"), {"nf4", 64, true});
+  write_random_model(qpeft::testing::small_test_config(), DType::BF16, 3, path("q"), {"nf4", 64, true});
   auto base = load_model(path("q"));
   make_adapter(*base, path("adapter"));
   const Tensor with_adapter = base->logits(kIds, 2, 6);

@@ -14,6 +14,7 @@
 #include "ops/linalg.h"
 #include "peft/loftq.h"
 #include "quant_test_util.h"
+#include "small_config.h"
 #include "test_util.h"
 
 using namespace qpeft;
@@ -250,21 +251,6 @@ TEST(LayerQuantPlan, FirstMatchWinsAndErrorsNameTheEntry) {
 
 namespace {
 
-ModelConfig test_config(int layers) {
-  ModelConfig c;
-  c.hidden_size = 128;
-  c.intermediate_size = 256;
-  c.num_layers = layers;
-  c.num_heads = 4;
-  c.num_kv_heads = 2;
-  c.head_dim = 32;
-  c.vocab_size = 96;
-  c.rope.head_dim = 32;
-  c.bos_token_id = 1;
-  c.eos_token_ids = {2};
-  c.source = "test";
-  return c;
-}
 
 double logit_error(LlamaModel& m, const Tensor& ref, const std::vector<int32_t>& ids) {
   Tensor l = m.logits(ids, 2, int64_t(ids.size()) / 2);
@@ -280,7 +266,7 @@ double logit_error(LlamaModel& m, const Tensor& ref, const std::vector<int32_t>&
 TEST(Loftq, ModelLogitsCloserToDenseThanPlainQuantization) {
   TempDir dir("loftq_model");
   // Weights with structure (as trained weights have): a low-rank part plus noise.
-  write_random_model(test_config(2), DType::F32, 21, dir / "dense", {}, 0.02);
+  write_random_model(small_test_config(2), DType::F32, 21, dir / "dense", {}, 0.02);
   const std::vector<int32_t> ids = {1, 5, 17, 33, 60, 2, 9, 95, 40, 41, 42, 7, 3, 3, 80, 11};
   auto dense = load_model(dir / "dense");
   const Tensor ref = dense->logits(ids, 2, 8);
@@ -309,8 +295,8 @@ TEST(Loftq, ModelLogitsCloserToDenseThanPlainQuantization) {
 
 TEST(Loftq, ModelErrorsNameLayerAndFlag) {
   TempDir dir("loftq_errors");
-  write_random_model(test_config(1), DType::BF16, 3, dir / "dense");
-  write_random_model(test_config(1), DType::BF16, 3, dir / "q", {"nf4", 64, true});
+  write_random_model(small_test_config(1), DType::BF16, 3, dir / "dense");
+  write_random_model(small_test_config(1), DType::BF16, 3, dir / "q", {"nf4", 64, true});
   auto run = [&](const std::string& d, auto edit) {
     auto m = load_model(d);
     LoftqOptions o;

@@ -69,6 +69,19 @@ std::string train_interrupted_then_resumed(TrainOptions o) {
   return read_file(final_output(o));
 }
 
+// o for 4 steps saved every 2: uninterrupted (in tmp/a) and interrupted then resumed (tmp/b)
+// it writes the same bytes. Returns the uninterrupted run's options.
+TrainOptions expect_short_resume_bit_identical(const TrainOptions& o, const TempDir& tmp) {
+  TrainOptions a = o, b = o;
+  a.out_dir = tmp / "a";
+  b.out_dir = tmp / "b";
+  a.steps = b.steps = 4;
+  a.save_every = b.save_every = 2;
+  train(a);
+  EXPECT_EQ(read_file(final_output(a)), train_interrupted_then_resumed(b));
+  return a;
+}
+
 }  // namespace
 
 TEST(Schedule, MatchesHuggingFaceFactors) {
@@ -218,13 +231,7 @@ TEST(TrainLoop, QloraWithPaged8bitAdamAndCheckpointingLearns) {
   TrainResult r = train(o);
   EXPECT_LT(r.last_loss, 0.5 * r.first_loss) << r.first_loss << " -> " << r.last_loss;
   // Resuming a QLoRA run with 8-bit paged state is bit-identical too.
-  TrainOptions a = o, b = o;
-  a.out_dir = tmp / "a";
-  b.out_dir = tmp / "b";
-  a.steps = b.steps = 4;
-  a.save_every = b.save_every = 2;
-  train(a);
-  EXPECT_EQ(read_file(final_output(a)), train_interrupted_then_resumed(b));
+  expect_short_resume_bit_identical(o, tmp);
 }
 
 TEST(TrainLoop, FullFineTuningUpdatesEveryWeightAndResumes) {
@@ -349,13 +356,7 @@ TEST(TrainLoop, LoftqOnATwoBitBaseLearnsAndResumes) {
   EXPECT_NE(error_of([&] { load_model_with_adapter(o.model_dir, o.out_dir, "auto", nullptr); }).find("LoftQ"),
             std::string::npos);
 
-  TrainOptions a = o, b = o;
-  a.out_dir = tmp / "a";
-  b.out_dir = tmp / "b";
-  a.steps = b.steps = 4;
-  a.save_every = b.save_every = 2;
-  train(a);
-  EXPECT_EQ(read_file(final_output(a)), train_interrupted_then_resumed(b));
+  const TrainOptions a = expect_short_resume_bit_identical(o, tmp);
 
   // The same init saved (OUT/base + the step-0 adapter) and given as --init-adapter.
   TrainOptions init = o;

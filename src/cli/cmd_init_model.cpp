@@ -17,6 +17,7 @@ struct InitArgs {
   bool double_quant = false;
   uint64_t seed = 0;
   double init_std = 0.02;
+  int64_t layers = 0;
   std::string tokenizer;
   int threads = 0;
 };
@@ -27,6 +28,8 @@ void setup(CLI::App& app) {
   cmd->add_option("--preset", args->preset, "Model shape: tiny, small, 1b (Llama-3.2-1B) or 7b (Llama-2-7B)")
       ->required()
       ->check(CLI::IsMember({"tiny", "small", "1b", "7b"}));
+  cmd->add_option("--layers", args->layers, "Number of decoder layers (default: the preset's)")
+      ->check(CLI::Range(1, 1024));
   cmd->add_option("--dtype", args->dtype, "Storage dtype of the weights")->check(CLI::IsMember({"bf16", "f32"}));
   cmd->add_option("--seed", args->seed, "Random seed");
   cmd->add_option("--out", args->out, "Output directory")->required();
@@ -44,6 +47,7 @@ void setup(CLI::App& app) {
   cmd->callback([args] {
     qpeft::set_num_threads(args->threads);
     qpeft::ModelConfig cfg = qpeft::ModelConfig::preset(args->preset);
+    if (args->layers > 0) cfg.num_layers = args->layers;
     std::string tok_dir;
     if (!args->tokenizer.empty()) {
       tok_dir = qpeft::dir_exists(args->tokenizer) ? args->tokenizer

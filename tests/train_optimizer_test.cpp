@@ -76,7 +76,8 @@ using qpeft::testing::error_of;
 }  // namespace
 
 TEST(OptimKinds, TableParseAndFactory) {
-  EXPECT_EQ(optimizer_names(), (std::vector<std::string>{"adamw", "paged_adamw", "adamw8bit", "paged_adamw8bit"}));
+  EXPECT_EQ(optimizer_names(),
+            (std::vector<std::string>{"adamw", "paged_adamw", "adamw8bit", "paged_adamw8bit", "adafactor"}));
   for (const auto& name : optimizer_names()) {
     OptimKind k;
     ASSERT_TRUE(parse_optim_kind(name, &k));

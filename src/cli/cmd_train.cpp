@@ -79,7 +79,8 @@ void setup(CLI::App& app) {
   cmd->add_option("--warmup-steps", o.warmup_steps, "Warmup steps (overrides --warmup-ratio)");
   cmd->add_option("--optim", o.optimizer,
                   "Optimizer: adamw (torch), adamw8bit (bitsandbytes 8-bit state), paged_adamw, paged_adamw8bit "
-                  "(large states in a file-backed mapping in $QPEFT_PAGED_DIR or the temp dir)")
+                  "(large states in a file-backed mapping in $QPEFT_PAGED_DIR or the temp dir), adafactor "
+                  "(transformers' Adafactor as T-Few uses it: factored second moments, no momentum, --lr as given)")
       ->check(CLI::IsMember(qpeft::optimizer_names()));
   cmd->add_option("--weight-decay", o.weight_decay, "AdamW decoupled weight decay");
   cmd->add_option("--max-grad-norm", o.max_grad_norm, "Clip gradients to this global norm (0 = off)");

@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "core/paged_memory.h"
 #include "core/thread_pool.h"
+#include "train/adafactor.h"
 #include "train/optimizer_8bit.h"
 
 namespace qpeft {
@@ -19,6 +20,7 @@ constexpr OptimKindInfo kKinds[] = {
     {OptimKind::PagedAdamW, "paged_adamw", false, true, "adamw with large states in paged memory"},
     {OptimKind::AdamW8bit, "adamw8bit", true, false, "bitsandbytes AdamW8bit: block-wise 8-bit state"},
     {OptimKind::PagedAdamW8bit, "paged_adamw8bit", true, true, "adamw8bit with large states in paged memory"},
+    {OptimKind::Adafactor, "adafactor", false, false, "transformers Adafactor (T-Few): factored second moments"},
 };
 static_assert(std::size(kKinds) == size_t(OptimKind::kCount), "one OptimKindInfo per OptimKind");
 constexpr bool kinds_in_order() {
@@ -79,6 +81,7 @@ std::vector<std::string> optimizer_names() {
 
 AdamW::AdamW(NamedParams params, AdamWConfig cfg, OptimKind kind) : params_(std::move(params)), cfg_(cfg), kind_(kind) {
   const OptimKindInfo& info = optim_kind_info(kind);
+  QP_CHECK(kind != OptimKind::Adafactor, "[adamw] adafactor is not an AdamW kind: use make_optimizer or class Adafactor");
   QP_CHECK(cfg.beta1 >= 0 && cfg.beta1 < 1 && cfg.beta2 >= 0 && cfg.beta2 < 1 && cfg.eps >= 0 && cfg.weight_decay >= 0,
            "[{}] betas must be in [0, 1), eps and weight decay >= 0 (got betas {}, {}, eps {}, weight decay {})",
            info.name, cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay);
@@ -136,6 +139,11 @@ std::unique_ptr<Optimizer> make_optimizer(const std::string& name, NamedParams p
     std::string all;
     for (const auto& n : optimizer_names()) all += (all.empty() ? "" : ", ") + n;
     fail("--optim '{}' is not known (choose one of {})", name, all);
+  }
+  if (kind == OptimKind::Adafactor) {
+    AdafactorConfig acfg;
+    acfg.weight_decay = cfg.weight_decay;
+    return std::make_unique<Adafactor>(std::move(params), acfg);
   }
   return std::make_unique<AdamW>(std::move(params), cfg, kind);
 }

@@ -1,16 +1,19 @@
-// AdamW optimizers and global-norm gradient clipping (torch.nn.utils.clip_grad_norm_).
+// Optimizers and global-norm gradient clipping (torch.nn.utils.clip_grad_norm_).
 //
-// Four kinds (`qpeft train --optim NAME`), one class:
+// Five kinds (`qpeft train --optim NAME`); the four AdamW kinds are one class:
 //   adamw            torch.optim.AdamW (decay first, bias correction, eps after the square root)
 //   paged_adamw      adamw with its large states in paged memory: bit-identical to adamw
 //   adamw8bit        bitsandbytes AdamW8bit: block-wise 8-bit m and v (train/optimizer_8bit.h);
 //                    tensors under 4096 elements keep fp32 state and bnb's 32-bit Adam kernel
 //   paged_adamw8bit  adamw8bit with its large states in paged memory: bit-identical to adamw8bit
+//   adafactor        transformers' Adafactor as T-Few uses it (class Adafactor, train/adafactor.h):
+//                    factored second moments for parameters with >= 2 dims, no first moment
 // Paged (core/paged_memory.h): the per-element state of a tensor with >= 1e5 elements (fp32 m, v
 // or their u8 codes) lives in a file-backed MAP_SHARED mapping the OS can page out; the rest
 // (small tensors, the per-block absmax) stays in ordinary memory — bitsandbytes' rule.
 //
-// Checkpoint state (state_tensors / load_state), the same for paged and unpaged kinds:
+// Checkpoint state of the AdamW kinds (state_tensors / load_state), the same for paged and unpaged
+// kinds (adafactor's: train/adafactor.h):
 //   fp32 state:  "exp_avg.<param>", "exp_avg_sq.<param>"                  f32, param shape
 //   8-bit state: "exp_avg.<param>.codes", "exp_avg_sq.<param>.codes"      u8, param shape
 //                "exp_avg.<param>.absmax", "exp_avg_sq.<param>.absmax"    f32 [ceil(n / 256)]
@@ -34,7 +37,7 @@ struct AdamWConfig {
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
 };
 
-enum class OptimKind : uint8_t { AdamW, PagedAdamW, AdamW8bit, PagedAdamW8bit, kCount };
+enum class OptimKind : uint8_t { AdamW, PagedAdamW, AdamW8bit, PagedAdamW8bit, Adafactor, kCount };
 
 struct OptimKindInfo {
   OptimKind kind;
@@ -99,7 +102,8 @@ class AdamW final : public Optimizer {
   int64_t steps_ = 0;
 };
 
-// Any OptimKind by its --optim name; a clear error listing the names otherwise.
+// Any OptimKind by its --optim name; a clear error listing the names otherwise. adafactor takes
+// only cfg.weight_decay (its other settings are T-Few's, AdafactorConfig's defaults).
 std::unique_ptr<Optimizer> make_optimizer(const std::string& name, NamedParams params, AdamWConfig cfg);
 
 // Global L2 norm of all gradients (params without a gradient count as zero); scales them by

@@ -50,6 +50,7 @@ TEST(CliLoftq, InitTrainEvalMergeDequantize) {
     m->visit_linears([&](Linear& l) {
       auto* q = dynamic_cast<const QuantizedWeight*>(l.weight.get());
       ASSERT_TRUE(q) << l.name;
+      EXPECT_EQ(q->original_dtype(), DType::BF16) << l.name;  // T = 2 quantizes an f32 residual of a bf16 weight
       formats[fmt::format("{}:{}", l.layer == 0 ? "first" : "rest", quant_format_name(q->format()))]++;
     });
     EXPECT_EQ(formats["first:nf4"], 7);

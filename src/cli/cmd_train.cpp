@@ -82,7 +82,7 @@ void setup(CLI::App& app) {
                   "(large states in a file-backed mapping in $QPEFT_PAGED_DIR or the temp dir), adafactor "
                   "(transformers' Adafactor as T-Few uses it: factored second moments, no momentum, --lr as given)")
       ->check(CLI::IsMember(qpeft::optimizer_names()));
-  cmd->add_option("--weight-decay", o.weight_decay, "AdamW decoupled weight decay");
+  cmd->add_option("--weight-decay", o.weight_decay, "Decoupled weight decay (AdamW; Adafactor: its weight_decay)");
   cmd->add_option("--max-grad-norm", o.max_grad_norm, "Clip gradients to this global norm (0 = off)");
   cmd->add_option("--seed", o.seed, "Seed for adapter init, shuffling and dropout");
   cmd->add_option("--threads", a->threads, "Threads (0 = all cores)");

@@ -40,6 +40,7 @@ LoftqMatrixResult loftq_matrix(const Tensor& w, const LoftqMatrixOptions& opt, c
   qo.block_size = opt.block_size;
   qo.double_quant = opt.double_quant;
   qo.rounding = opt.rounding;
+  qo.original_dtype = w.dtype();  // later iterations quantize an f32 residual of this weight
   if (!qo.rounding) qo.rounding = quant_format_info(opt.format).default_rounding;
 
   Tensor W = w.dtype() == DType::F32 ? w : w.to(DType::F32);

@@ -53,7 +53,7 @@ QuantizedWeight QuantizedWeight::quantize(const Tensor& w, QuantFormat format, c
   q.rows_ = w.dim(0);
   q.cols_ = w.dim(1);
   q.block_ = bo.block_size;
-  q.original_dtype_ = dt;
+  q.original_dtype_ = opt.original_dtype.value_or(dt);
   q.name_ = std::move(name);
   q.row_tile_ = aligned_tile(std::max<int64_t>(1, 262144 / q.cols_), q.cols_, q.block_);
 

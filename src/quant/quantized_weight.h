@@ -43,6 +43,7 @@ class QuantizedWeight final : public FrozenWeight {
     bool double_quant = true;             // QLoRA double quantization of the scales
     std::optional<ScaleRule> scale;       // default: the format's
     std::optional<Rounding> rounding;     // default: the format's
+    std::optional<DType> original_dtype;  // what the checkpoint records as "dtype"; default: w's
   };
 
   // Quantizes w (f32/bf16/f16 [out, in]) tile by tile on the thread pool: at most one tile of

@@ -37,7 +37,7 @@ struct TrainOptions {
   double warmup_ratio = 0.0;
   int64_t warmup_steps = -1;  // overrides warmup_ratio when >= 0
   std::string schedule = "constant";
-  std::string optimizer = "adamw";  // adamw, paged_adamw, adamw8bit, paged_adamw8bit (train/optimizer.h)
+  std::string optimizer = "adamw";  // adamw, paged_adamw, adamw8bit, paged_adamw8bit, adafactor (train/optimizer.h)
   uint64_t seed = 42;
   int64_t save_every = 0;   // 0: only the final checkpoint
   int64_t eval_every = 0;   // 0: only at the end (when eval data is given)

@@ -136,3 +136,82 @@ TEST(Cli, BadInputsGiveOneLineErrors) {
   EXPECT_NE(run_cli("train --model " + golden).status, 0);
   EXPECT_NE(run_cli("init-model --preset huge --out " + (tmp / "x")).status, 0);
 }
+
+// --method ia3: PEFT IA3 files, T-Few defaults, eval / merge of the adapter, QIA3 (--quant), and
+// --resume bit-identical.
+TEST(Cli, Ia3TrainEvalMergeResumeEndToEnd) {
+  TempDir tmp("cli_ia3");
+  ASSERT_EQ(run_cli("init-model --preset tiny --dtype f32 --seed 3 --out " + (tmp / "tiny")).status, 0);
+  write_file(tmp / "data.jsonl", repetitive_jsonl(8, 24, 32000, 5));
+  const std::string common = " --model " + (tmp / "tiny") + " --data " + (tmp / "data.jsonl") +
+                             " --steps 4 --batch 2 --seq-len 24 --lr 5e-2 --threads 2 --method ia3";
+  RunResult tr = run_cli("train" + common + " --out " + (tmp / "run") + " --save-every 2");
+  ASSERT_EQ(tr.status, 0) << tr.output;
+  EXPECT_NE(tr.output.find("(IA)³"), std::string::npos) << tr.output;
+  EXPECT_NE(tr.output.find("step 4/4"), std::string::npos) << tr.output;
+  // Trainable parameters: exactly the vectors (k_proj, v_proj outputs and down_proj inputs).
+  auto cfg = nlohmann::json::parse(read_file(tmp / "tiny/config.json"));
+  const int64_t layers = cfg["num_hidden_layers"].get<int64_t>();
+  const int64_t head_dim = cfg.contains("head_dim") ? cfg["head_dim"].get<int64_t>()
+                                                    : cfg["hidden_size"].get<int64_t>() / cfg["num_attention_heads"].get<int64_t>();
+  const int64_t kv = cfg["num_key_value_heads"].get<int64_t>() * head_dim;
+  const int64_t vectors = layers * (2 * kv + cfg["intermediate_size"].get<int64_t>());
+  EXPECT_NE(tr.output.find(std::to_string(vectors) + " trainable parameters"), std::string::npos) << tr.output;
+  auto ac = nlohmann::json::parse(read_file(tmp / "run/adapter_config.json"));
+  EXPECT_EQ(ac["peft_type"], "IA3");
+  EXPECT_EQ(ac["feedforward_modules"], nlohmann::json({"down_proj"}));
+
+  // T-Few's recipe where no flag says otherwise: batch 8, lr 3e-3, linear decay after 6% warmup
+  // (of 3 steps: 1); 1000 steps unless --steps.
+  RunResult dflt = run_cli("train --method ia3 --model " + (tmp / "tiny") + " --data " + (tmp / "data.jsonl") +
+                           " --out " + (tmp / "dflt") + " --steps 3 --seq-len 24 --threads 2 --metrics " +
+                           (tmp / "m.jsonl"));
+  ASSERT_EQ(dflt.status, 0) << dflt.output;
+  EXPECT_NE(dflt.output.find("3 steps x 8 x 1"), std::string::npos) << dflt.output;
+  std::istringstream metrics(read_file(tmp / "m.jsonl"));
+  std::vector<double> lrs;
+  for (std::string line; std::getline(metrics, line);) lrs.push_back(nlohmann::json::parse(line)["lr"].get<double>());
+  ASSERT_EQ(lrs.size(), 3u);
+  EXPECT_DOUBLE_EQ(lrs[0], 0.0);
+  EXPECT_DOUBLE_EQ(lrs[1], 3e-3);
+  EXPECT_DOUBLE_EQ(lrs[2], 1.5e-3);
+
+  RunResult ev = run_cli("eval --json --model " + (tmp / "tiny") + " --adapter " + (tmp / "run") + " --data " +
+                         (tmp / "data.jsonl"));
+  ASSERT_EQ(ev.status, 0) << ev.output;
+  const double loss = nlohmann::json::parse(ev.output)["loss"].get<double>();
+  RunResult ev_base = run_cli("eval --json --model " + (tmp / "tiny") + " --data " + (tmp / "data.jsonl"));
+  EXPECT_GT(nlohmann::json::parse(ev_base.output)["loss"].get<double>(), loss + 1e-3);
+  RunResult mg = run_cli("merge --model " + (tmp / "tiny") + " --adapter " + (tmp / "run") + " --out " + (tmp / "merged"));
+  ASSERT_EQ(mg.status, 0) << mg.output;
+  RunResult ev2 = run_cli("eval --json --model " + (tmp / "merged") + " --data " + (tmp / "data.jsonl"));
+  ASSERT_EQ(ev2.status, 0) << ev2.output;
+  EXPECT_NEAR(nlohmann::json::parse(ev2.output)["loss"].get<double>(), loss, 1e-4);
+
+  // Resume: drop the last checkpoint and the final files, continue from checkpoint-2.
+  fs::remove_all(tmp / "run/checkpoint-4");
+  const std::string final_bytes = read_file(tmp / "run/adapter_model.safetensors");
+  fs::remove(tmp / "run/adapter_model.safetensors");
+  RunResult rs = run_cli("train" + common + " --out " + (tmp / "run") + " --save-every 2 --resume");
+  ASSERT_EQ(rs.status, 0) << rs.output;
+  EXPECT_NE(rs.output.find("resuming from"), std::string::npos) << rs.output;
+  EXPECT_EQ(read_file(tmp / "run/adapter_model.safetensors"), final_bytes);
+
+  // QIA3: the base quantized on load; eval (auto) quantizes it again; merge writes bf16 or requantizes.
+  RunResult q = run_cli("train" + common + " --quant nf4 --quiet --out " + (tmp / "q"));
+  ASSERT_EQ(q.status, 0) << q.output;
+  RunResult qe = run_cli("eval --json --model " + (tmp / "tiny") + " --adapter " + (tmp / "q") + " --data " +
+                         (tmp / "data.jsonl"));
+  ASSERT_EQ(qe.status, 0) << qe.output;
+  EXPECT_NE(qe.output.find("quantized on load to nf4"), std::string::npos) << qe.output;
+  RunResult qm = run_cli("merge --base-quant auto --requantize --model " + (tmp / "tiny") + " --adapter " + (tmp / "q") +
+                         " --out " + (tmp / "qmerged"));
+  ASSERT_EQ(qm.status, 0) << qm.output;
+  EXPECT_NE(qm.output.find("requantized"), std::string::npos) << qm.output;
+  EXPECT_TRUE(nlohmann::json::parse(read_file(tmp / "qmerged/config.json")).contains("quantization_config"));
+
+  // LoRA flags and a feed-forward module outside the targets are one-line errors.
+  expect_one_line_error(run_cli("train" + common + " --out " + (tmp / "x") + " --rank 4"), "--rank");
+  expect_one_line_error(run_cli("train" + common + " --out " + (tmp / "x") + " --targets k_proj --feedforward-modules "
+                                "down_proj"), "subset");
+}

@@ -22,6 +22,11 @@ TEST(OpsGrad, Elementwise) {
                   [](Graph& g, const std::vector<Var>& in) { return silu_mul(g, in[0], in[1]); });
   check_gradients("mul_lastdim", {param({3, 7}, 8), param({7}, 9)},
                   [](Graph& g, const std::vector<Var>& in) { return mul_lastdim(g, in[0], in[1]); });
+  // (IA)³'s vectors as PEFT shapes them, [out, 1] and [1, in], on a [B, T, n] activation.
+  check_gradients("mul_lastdim_column", {param({2, 3, 7}, 33), param({7, 1}, 34)},
+                  [](Graph& g, const std::vector<Var>& in) { return mul_lastdim(g, in[0], in[1]); });
+  check_gradients("mul_lastdim_row", {param({2, 5, 130}, 35), param({1, 130}, 36)},
+                  [](Graph& g, const std::vector<Var>& in) { return mul_lastdim(g, in[0], in[1]); });
   GradCheckOptions train;
   train.training = true;
   check_gradients("dropout", {param({6, 9}, 10)},

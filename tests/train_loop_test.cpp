@@ -7,6 +7,7 @@
 #include "core/file.h"
 #include "core/rng.h"
 #include "gen_fixtures.h"
+#include "io/safetensors.h"
 #include "models/checkpoint.h"
 #include "models/choice_eval.h"
 #include "peft/adapter_io.h"
@@ -216,6 +217,68 @@ TEST(TrainLoop, MultipleChoiceDataTrainsWithTFewLosses) {
   EXPECT_FALSE(parse_choice_loss_terms("", &w));
   // Plain-sequence readers still refuse choice data, naming what to do instead.
   EXPECT_NE(error_of([&] { load_examples(tmp / "mc.jsonl", model_dir, 96); }).find("T-Few"), std::string::npos);
+}
+
+// (IA)³ the T-Few way: multiple-choice data, L_LM + L_UL + L_LN, only the vectors train (their
+// optimizer state is theirs alone), resume is bit-identical on the dense and on an NF4 base (QIA3).
+TEST(TrainLoop, Ia3LearnsMultipleChoiceAndResumesOnDenseAndQuantizedBases) {
+  TempDir tmp("ia3_train");
+  const std::string model_dir = tmp / "model";
+  write_random_model(ModelConfig::load(golden_dir("llama")), DType::F32, 5, model_dir, {}, 0.15);
+  write_file(model_dir + "/tokenizer.json", gen_fixtures::tokenizer_json().dump());
+  write_file(model_dir + "/tokenizer_config.json", gen_fixtures::tokenizer_config_json());
+  std::string lines;
+  Rng rng(3);
+  for (int i = 0; i < 24; ++i) {
+    std::string word;
+    for (int k = 0; k < 5; ++k) word += char('a' + rng.below(8));
+    const bool yes = i % 2 == 0;
+    lines += nlohmann::json{{"prompt", word + (yes ? " p" : " q")}, {"choices", {" yes", " no"}}, {"answer", yes ? 0 : 1}}
+                 .dump() +
+             "\n";
+  }
+  write_file(tmp / "mc.jsonl", lines);
+  const auto data = load_choice_examples(tmp / "mc.jsonl", model_dir, 96);
+  const double before = evaluate_choices(*load_model(model_dir), data).accuracy;
+
+  TrainOptions o = small_run(tmp, "out");
+  o.method = "ia3";
+  o.model_dir = model_dir;
+  o.data_path = tmp / "mc.jsonl";
+  o.steps = 40;
+  o.batch = 4;
+  o.lr = 5e-2;
+  o.schedule = "linear";
+  o.warmup_steps = -1;
+  o.warmup_ratio = 0.06;
+  TrainResult r = train(o);
+  EXPECT_LT(r.last_loss, r.first_loss);
+  auto trained = load_model_with_adapter(model_dir, o.out_dir, "auto", nullptr);
+  const ChoiceEvalResult after = evaluate_choices(*trained, data, ChoiceScore::kMean, o.seq_len);
+  EXPECT_GT(after.accuracy, before);
+  std::printf("(IA)3, 40 steps: accuracy %.3f -> %.3f, loss %.4f -> %.4f\n", before, after.accuracy, r.first_loss,
+              r.last_loss);
+  // The checkpoint's optimizer state covers exactly the vectors.
+  auto st = SafetensorsFile::open(o.out_dir + "/checkpoint-40/optimizer.safetensors");
+  int64_t state = 0;
+  for (const auto& n : st->names()) state += st->get(n).numel();
+  const ModelConfig mc = ModelConfig::load(model_dir);
+  const int64_t vectors = mc.num_layers * (2 * mc.num_kv_heads * mc.head_dim + mc.intermediate_size);
+  EXPECT_EQ(state, 2 * vectors) << "AdamW: two moments per vector entry";
+  EXPECT_EQ(read_adapter_config(o.out_dir).index(), size_t(AdapterMethodKind::kIa3));
+
+  o.steps = 10;
+  o.save_every = 5;
+  for (bool quantized : {false, true}) {
+    SCOPED_TRACE(quantized ? "QIA3" : "dense");
+    TrainOptions a = o, b = o;
+    a.quantize_base = b.quantize_base = quantized;  // NF4 + double quantization on load
+    a.out_dir = tmp / (quantized ? "qa" : "a");
+    b.out_dir = tmp / (quantized ? "qb" : "b");
+    train(a);
+    EXPECT_EQ(read_file(final_output(a)), train_interrupted_then_resumed(b));
+    EXPECT_EQ(adapter_base_quantization(a.out_dir).format, quantized ? "nf4" : "");
+  }
 }
 
 TEST(TrainLoop, QloraWithPaged8bitAdamAndCheckpointingLearns) {

@@ -1,6 +1,7 @@
 // Small flag parsers shared by the subcommands.
 #pragma once
-#include <map>
+#include <algorithm>
+#include <utility>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -19,18 +20,25 @@ inline std::vector<std::string> split_csv(const std::string& s) {
   return out;
 }
 
-// "q_proj=16,down_proj=8" -> map; errors name the flag and the entry.
+// "q_proj=16,down_proj=8" -> [(name, value)] in the order given (PEFT tries pattern keys in
+// order); a repeated name keeps its first position and takes the last value. Errors name the
+// flag and the entry.
 template <class T>
-std::map<std::string, T> parse_module_pattern(const std::string& s, const char* flag) {
-  std::map<std::string, T> out;
+std::vector<std::pair<std::string, T>> parse_module_pattern(const std::string& s, const char* flag) {
+  std::vector<std::pair<std::string, T>> out;
   for (const auto& kv : split_csv(s)) {
     auto eq = kv.find('=');
     QP_CHECK(eq != std::string::npos && eq > 0, "{} entry '{}' must look like NAME=VALUE", flag, kv);
+    T value{};
     try {
-      out[kv.substr(0, eq)] = T(std::stod(kv.substr(eq + 1)));
+      value = T(std::stod(kv.substr(eq + 1)));
     } catch (const std::exception&) {
       qpeft::fail("{} entry '{}': '{}' is not a number", flag, kv, kv.substr(eq + 1));
     }
+    const std::string key = kv.substr(0, eq);
+    auto it = std::find_if(out.begin(), out.end(), [&](const auto& e) { return e.first == key; });
+    if (it != out.end()) it->second = value;
+    else out.emplace_back(key, value);
   }
   return out;
 }

@@ -1,4 +1,5 @@
-// qpeft eval (loss / perplexity, or multiple-choice accuracy) and qpeft merge (W + s·B·A into a plain checkpoint).
+// qpeft eval (loss / perplexity, or multiple-choice accuracy) and qpeft merge (the adapter folded into
+// the weights: W + s·B·A for LoRA, rows or columns scaled for (IA)³; a plain checkpoint).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -29,7 +30,7 @@ void setup_eval(CLI::App& app) {
   auto a = std::make_shared<EvalArgs>();
   auto* cmd = app.add_subcommand("eval", "Loss and perplexity, or multiple-choice accuracy, of a model (and adapter) on a data file");
   cmd->add_option("--model", a->model, "Base model directory")->required();
-  cmd->add_option("--adapter", a->adapter, "PEFT LoRA adapter directory");
+  cmd->add_option("--adapter", a->adapter, "PEFT adapter directory (LoRA or IA3)");
   qpeft::cli::add_base_quant_option(cmd, &a->base_quant);
   cmd->add_option("--data", a->data, "Data file (JSON lines)")->required();
   cmd->add_option("--format", a->format, "Data format: auto, text, completion, alpaca, chat, tokenized")
@@ -114,9 +115,10 @@ struct RequantStats {
 
 void setup_merge(CLI::App& app) {
   auto a = std::make_shared<MergeArgs>();
-  auto* cmd = app.add_subcommand("merge", "Merge a LoRA adapter into the base: W + s·B·A, written as a plain checkpoint");
+  auto* cmd = app.add_subcommand("merge", "Merge an adapter into the base (LoRA: W + s·B·A; (IA)³: W's rows or columns "
+                                 "scaled), written as a plain checkpoint");
   cmd->add_option("--model", a->model, "Base model directory (dense or bitsandbytes 4-bit)")->required();
-  cmd->add_option("--adapter", a->adapter, "PEFT LoRA adapter directory")->required();
+  cmd->add_option("--adapter", a->adapter, "PEFT adapter directory (LoRA or IA3)")->required();
   cmd->add_option("--out", a->out, "Output model directory")->required();
   cmd->add_option("--dtype", a->dtype, "Output dtype (default: the base's; bf16 when the base is quantized)")
       ->check(CLI::IsMember({"bf16", "f16", "f32"}));
@@ -148,6 +150,11 @@ void setup_merge(CLI::App& app) {
       if (s.linear) return qpeft::merged_weight(*s.linear);
       return qpeft::decode_to_f32(**s.frozen);
     };
+    // (IA)³ scales the outputs of its layers, biases included.
+    opt.vector = [](const qpeft::WeightSlot& s) -> qpeft::Tensor {
+      if (s.linear) return qpeft::merged_bias(*s.linear);
+      return s.vector->value();
+    };
     opt.requantize = a->requantize;
     RequantStats stats;
     opt.on_quantized = [&stats](const qpeft::WeightSlot& s, const qpeft::QuantizedWeight& q, const qpeft::Tensor& exact) {
@@ -161,7 +168,7 @@ void setup_merge(CLI::App& app) {
       std::fprintf(stderr,
                    "warning: requantizing the merged weights rounds them again: relative Frobenius error "
                    "|Q(W)-W|/|W| max %.4g (%s), mean %.4g over %lld weights; against the adapter's update "
-                   "|Q(W)-W|/|sBA| max %.4g (%s). Merge to bf16 (no --requantize) to keep the adapter exactly.\n",
+                   "|Q(W)-W|/|W-W0| max %.4g (%s). Merge to bf16 (no --requantize) to keep the adapter exactly.\n",
                    stats.max_rel, stats.worst.c_str(), stats.sum_rel / double(stats.count), (long long)stats.count,
                    stats.max_vs_delta, stats.worst_delta.c_str());
   });

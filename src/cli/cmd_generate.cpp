@@ -79,7 +79,7 @@ void setup_generate(CLI::App& app) {
   auto a = std::make_shared<GenerateArgs>();
   auto* cmd = app.add_subcommand("generate", "Generate text from a prompt (greedy by default), streamed to stdout");
   cmd->add_option("--model", a->model, "Model directory (with its tokenizer)")->required();
-  cmd->add_option("--adapter", a->adapter, "PEFT LoRA adapter directory");
+  cmd->add_option("--adapter", a->adapter, "PEFT adapter directory (LoRA or IA3)");
   qpeft::cli::add_base_quant_option(cmd, &a->base_quant);
   cmd->add_option("--prompt", a->prompt, "Prompt text")->required();
   cmd->add_option("--max-new-tokens", a->max_new_tokens, "Most tokens to generate")->check(CLI::Range(int64_t(0), int64_t(1) << 20));

@@ -1,4 +1,4 @@
-// qpeft train: LoRA fine-tuning of a frozen base.
+// qpeft train: LoRA or (IA)³ fine-tuning of a frozen base (or full fine-tuning).
 #include <cstdio>
 
 #include "cli/args.h"
@@ -16,7 +16,8 @@ using qpeft::cli::split_csv;
 
 struct TrainArgs {
   qpeft::TrainOptions o;
-  std::string targets = "q_proj,v_proj", rank_pattern, alpha_pattern, format = "auto", choice_loss = "lm,ul,ln";
+  std::string targets = "q_proj,v_proj", feedforward, rank_pattern, alpha_pattern, format = "auto",
+              choice_loss = "lm,ul,ln";
   bool no_packing = false;
   std::string save_dtype = "bf16";
   int threads = 0;
@@ -26,7 +27,7 @@ struct TrainArgs {
 void setup(CLI::App& app) {
   auto a = std::make_shared<TrainArgs>();
   auto& o = a->o;
-  auto* cmd = app.add_subcommand("train", "Fine-tune a LoRA adapter on a frozen base model");
+  auto* cmd = app.add_subcommand("train", "Fine-tune a LoRA or (IA)³ adapter on a frozen base model");
   cmd->add_option("--model", o.model_dir, "Base model directory (Hugging Face layout)")->required();
   cmd->add_option("--data", o.data_path, "Training data, JSON lines: text, prompt/completion, alpaca, chat messages, pre-tokenized input_ids, or "
                   "multiple choice (prompt/choices/answer, trained with T-Few's losses)")
@@ -47,15 +48,18 @@ void setup(CLI::App& app) {
                   "dropout 0.1, all-linear, lr 2e-4 constant, warmup 3%, max grad norm 0.3) for flags not given; "
                   "loftq: LoftQ init in memory on the dense base (--quant, --layer-quant, --loftq-iters), then LoRA on "
                   "the quantized base it gives, written to OUT/base (defaults: all-linear, r 16, alpha = r, no double "
-                  "quant); full: every weight trains (the model is written to OUT/model)")
-      ->check(CLI::IsMember({"lora", "qlora", "loftq", "full"}));
+                  "quant); ia3: (IA)³ vectors scaling the outputs of --targets (default k_proj,v_proj,down_proj) and "
+                  "the inputs of --feedforward-modules (default down_proj), with T-Few's recipe for flags not given "
+                  "(lr 3e-3, linear schedule, warmup 6%, batch 8, 1000 steps); with --quant the base is quantized "
+                  "on load as for qlora; full: every weight trains (the model is written to OUT/model)")
+      ->check(CLI::IsMember({"lora", "qlora", "loftq", "ia3", "full"}));
   cmd->add_option("--init-adapter", o.init_adapter,
                   "Start from this PEFT LoRA adapter (e.g. OUT/loftq_init from qpeft loftq, with --model OUT); its "
                   "rank, alpha and targets are used");
   qpeft::cli::add_loftq_options(cmd, &a->loftq, /*for_train=*/true);
   cmd->add_option("--save-dtype", a->save_dtype, "full: dtype of the trained model written to OUT/model")
       ->check(CLI::IsMember({"bf16", "f32"}));
-  cmd->add_option("--quant", o.quant, "qlora, loftq: base weight format")
+  cmd->add_option("--quant", o.quant, "qlora, loftq: base weight format; ia3: quantize the base on load to it")
       ->check(CLI::IsMember({"nf4", "fp4", "nf2", "nf3", "uniform2", "uniform3", "uniform4"}));
   cmd->add_option("--quant-block", o.quant_block, "qlora, loftq: quantization block size (32..4096)");
   cmd->add_option("--double-quant", o.double_quant, "qlora, loftq: double-quantize the block scales (true/false)");
@@ -65,6 +69,9 @@ void setup(CLI::App& app) {
   cmd->add_flag("--rslora", o.lora.use_rslora, "Rank-stabilised scaling alpha / sqrt(r)");
   cmd->add_option("--lora-init", o.lora.init, "Initialisation of A")->check(CLI::IsMember({"kaiming", "gaussian"}));
   cmd->add_option("--targets", a->targets, "Linear layers to adapt: all-linear or a list like q_proj,v_proj");
+  cmd->add_option("--feedforward-modules", a->feedforward,
+                  "ia3: the targets whose input (not output) is scaled, a subset of --targets (default: down_proj "
+                  "if targeted)");
   cmd->add_option("--rank-pattern", a->rank_pattern, "Per-module ranks, e.g. 'q_proj=16,layers.0.mlp.down_proj=4'");
   cmd->add_option("--alpha-pattern", a->alpha_pattern, "Per-module alphas, same form as --rank-pattern");
   cmd->add_option("--steps", o.steps, "Optimizer steps")->check(CLI::PositiveNumber);
@@ -121,6 +128,34 @@ void setup(CLI::App& app) {
     } else {
       QP_CHECK(cmd->count("--layer-quant") + cmd->count("--loftq-iters") + cmd->count("--svd") == 0,
                "--layer-quant, --loftq-iters and --svd belong to --method loftq (or to `qpeft loftq`)");
+    }
+    auto unset = [&](const char* flag) { return cmd->count(flag) == 0; };
+    if (a->o.method == "ia3") {
+      for (const char* flag : {"--rank", "--alpha", "--dropout", "--rslora", "--lora-init", "--rank-pattern",
+                               "--alpha-pattern", "--init-adapter"})
+        QP_CHECK(unset(flag), "{} is a LoRA flag; --method ia3 trains (IA)³ vectors (--targets, --feedforward-modules)",
+                 flag);
+      // T-Few's recipe (Liu et al., 2022; SPEC §5) for whatever the user did not set.
+      if (unset("--optim")) a->o.optimizer = "adafactor";
+      if (unset("--targets")) a->targets = "k_proj,v_proj,down_proj";
+      if (unset("--lr")) a->o.lr = 3e-3;
+      if (unset("--schedule")) a->o.schedule = "linear";
+      if (unset("--warmup-ratio") && unset("--warmup-steps")) a->o.warmup_ratio = 0.06;
+      if (unset("--batch")) a->o.batch = 8;
+      if (unset("--steps")) a->o.steps = 1000;
+      a->o.quantize_base = !unset("--quant");
+      a->o.ia3.target_modules = split_csv(a->targets);
+      if (unset("--feedforward-modules")) {
+        // PEFT's default (down_proj) where it is targeted.
+        a->o.ia3.feedforward_modules.clear();
+        for (const auto& t : a->o.ia3.resolved_targets())
+          if (t == "down_proj") a->o.ia3.feedforward_modules.push_back(t);
+      } else {
+        a->o.ia3.feedforward_modules = split_csv(a->feedforward);
+      }
+      a->o.ia3.resolved_feedforward();  // a subset of the targets, as PEFT checks
+    } else {
+      QP_CHECK(unset("--feedforward-modules"), "--feedforward-modules belongs to --method ia3");
     }
     a->o.lora.target_modules = split_csv(a->targets);
     qpeft::parse_data_format(a->format, &a->o.data.format);

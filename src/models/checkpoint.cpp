@@ -151,7 +151,9 @@ void save_model(LlamaModel& model, const std::string& dir, const SaveOptions& op
   w.set_metadata("format", "pt");
   model.visit_weights([&](WeightSlot& s) {
     if (s.vector) {
-      Tensor t = s.vector->value();
+      Tensor t = opt.vector ? opt.vector(s) : s.vector->value();
+      QP_CHECK(t.dtype() == DType::F32 && t.shape() == s.shape, "[save_model] '{}': the vector override gave {}, expected f32{}",
+               s.name, t.describe(), shape_str(s.shape));
       w.add(s.name, opt.dtype, s.shape, [t, dt = opt.dtype](void* dst) { convert_from_f32(t.f32(), dt, dst, size_t(t.numel())); });
       return;
     }
@@ -217,7 +219,7 @@ void write_random_model(const ModelConfig& cfg, DType dtype, uint64_t seed, cons
     const InitKind kind = !s.vector ? InitKind::Normal : is_norm ? InitKind::One : InitKind::Zero;
     const uint64_t tensor_seed = splitmix64(seed ^ fnv1a64(s.name.data(), s.name.size()));
     const int64_t n = shape_numel(s.shape);
-    if (spec && s.linear) {
+    if (spec && s.frozen && s.linear) {
       // Generated in `dtype` (as the dense checkpoint stores it), quantized while written.
       add_bnb_weight_lazy(w, s.name, s.shape, dtype, *spec, [=] {
         Tensor t = Tensor::empty(s.shape, dtype);

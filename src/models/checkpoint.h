@@ -41,6 +41,7 @@ struct SaveOptions {
   DType dtype = DType::BF16;  // for matrices produced as f32 (merged or freshly initialised)
   uint64_t max_shard_bytes = uint64_t(5) << 30;
   std::function<Tensor(const WeightSlot&)> matrix;  // optional override, may return f32
+  std::function<Tensor(const WeightSlot&)> vector;  // optional override of norms and biases, f32
   QuantizeOptions quant;
   bool requantize = false;
   // Called for each weight quantized while written, with the exact values it came from.

@@ -59,8 +59,8 @@ void LlamaModel::visit_weights(const std::function<void(WeightSlot&)>& fn) {
     WeightSlot s{name, std::move(shape), dst, nullptr, owner};
     fn(s);
   };
-  auto vec = [&](Var* v) {
-    WeightSlot s{v->name(), v->shape(), nullptr, v, nullptr};
+  auto vec = [&](Var* v, Linear* owner = nullptr) {
+    WeightSlot s{v->name(), v->shape(), nullptr, v, owner};
     fn(s);
   };
   const int64_t h = cfg_.hidden_size, V = cfg_.vocab_size;
@@ -69,12 +69,12 @@ void LlamaModel::visit_weights(const std::function<void(WeightSlot&)>& fn) {
     vec(&L.input_norm);
     for (Linear* l : {&L.q_proj, &L.k_proj, &L.v_proj, &L.o_proj}) {
       matrix(l->name + ".weight", {l->out_features, l->in_features}, &l->weight, l);
-      if (l->bias.defined()) vec(&l->bias);
+      if (l->bias.defined()) vec(&l->bias, l);
     }
     vec(&L.post_attention_norm);
     for (Linear* l : {&L.gate_proj, &L.up_proj, &L.down_proj}) {
       matrix(l->name + ".weight", {l->out_features, l->in_features}, &l->weight, l);
-      if (l->bias.defined()) vec(&l->bias);
+      if (l->bias.defined()) vec(&l->bias, l);
     }
   }
   vec(&final_norm_);

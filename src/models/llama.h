@@ -26,6 +26,10 @@ class LinearAdapter {
   virtual Var adapt_output(Graph& g, const Var& x, const Var& y) = 0;
   // Trainable tensors, named relative to the layer ("lora_A.weight").
   virtual void visit_params(const std::function<void(const std::string& suffix, Var& param)>& fn) = 0;
+  // Merge: folds the adapter into the layer's own weight (f32 [out, in]) and bias (f32 [out]),
+  // so that the plain layer computes what the adapted one does. Most adapters leave the bias.
+  virtual void merge_into(Tensor& weight) const = 0;
+  virtual void merge_bias_into(Tensor& bias) const {}
 };
 
 struct Linear {
@@ -53,7 +57,7 @@ struct WeightSlot {
   Shape shape;
   std::shared_ptr<const FrozenWeight>* frozen = nullptr;
   Var* vector = nullptr;
-  Linear* linear = nullptr;  // the layer owning a matrix slot, if any
+  Linear* linear = nullptr;  // the layer owning a matrix or bias slot, if any
 };
 
 class LlamaModel {

@@ -111,6 +111,7 @@ Var silu_mul(Graph& g, const Var& gate, const Var& up) {
 }
 
 Var mul_lastdim(Graph& g, const Var& x, const Var& v) {
+  // x is (..., n), v holds n values (any shape: [n], [n, 1], [1, n]); y = x ⊙ v over the last dim.
   const int64_t n = v.value().numel();
   QP_CHECK(x.value().dim(-1) == n, "[mul_lastdim] input {} does not match vector '{}' {}", x.value().describe(),
            v.name(), v.value().describe());
@@ -118,8 +119,10 @@ Var mul_lastdim(Graph& g, const Var& x, const Var& v) {
   Tensor y = Tensor::empty(x.shape());
   const float *xp = x.value().f32(), *vp = v.value().f32();
   float* yp = y.f32();
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t j = 0; j < n; ++j) yp[r * n + j] = xp[r * n + j] * vp[j];
+  pool().parallel_for(rows, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t j = 0; j < n; ++j) yp[r * n + j] = xp[r * n + j] * vp[j];
+  });
   bool rg = g.needs_grad({&x, &v});
   Var out = g.make_output(y, rg);
   if (rg) {
@@ -128,14 +131,20 @@ Var mul_lastdim(Graph& g, const Var& x, const Var& v) {
       const float* dy = out.grad().f32();
       const float *xp = x.value().f32(), *vp = v.value().f32();
       if (x.requires_grad()) {
+        // dx[r, j] = dy[r, j] · v[j]
         float* dx = x.grad_buffer();
-        for (int64_t r = 0; r < rows; ++r)
-          for (int64_t j = 0; j < n; ++j) dx[r * n + j] += dy[r * n + j] * vp[j];
+        pool().parallel_for(rows, [&](int64_t r0, int64_t r1) {
+          for (int64_t r = r0; r < r1; ++r)
+            for (int64_t j = 0; j < n; ++j) dx[r * n + j] += dy[r * n + j] * vp[j];
+        });
       }
       if (v.requires_grad()) {
+        // dv[j] = Σ_r dy[r, j] · x[r, j], summed in row order: the same bits for any thread count.
         float* dv = v.grad_buffer();
-        for (int64_t r = 0; r < rows; ++r)
-          for (int64_t j = 0; j < n; ++j) dv[j] += dy[r * n + j] * xp[r * n + j];
+        pool().parallel_for(n, [&](int64_t j0, int64_t j1) {
+          for (int64_t r = 0; r < rows; ++r)
+            for (int64_t j = j0; j < j1; ++j) dv[j] += dy[r * n + j] * xp[r * n + j];
+        });
       }
     });
   }

@@ -12,7 +12,7 @@ Var scale(Graph& g, const Var& x, float s);
 Var add_bias(Graph& g, const Var& x, const Var& bias);
 // silu(gate) ⊙ up, the SwiGLU core of the Llama MLP (same shapes).
 Var silu_mul(Graph& g, const Var& gate, const Var& up);
-// x[..., n] ⊙ v[n]: (IA)³-style scaling of the last dimension.
+// x[..., n] ⊙ v (n values, e.g. [n], [n, 1] or [1, n]): (IA)³'s scaling of the last dimension.
 Var mul_lastdim(Graph& g, const Var& x, const Var& v);
 // Inverted dropout: zero with probability p, scale the rest by 1/(1-p). Identity unless
 // g.training() and p > 0. The mask comes from (graph seed, op stream, element index), so it

@@ -9,43 +9,31 @@
 
 namespace qpeft {
 
-static const std::vector<std::string> kLinearKinds = {"q_proj", "k_proj", "v_proj", "o_proj",
-                                                      "gate_proj", "up_proj", "down_proj"};
-
-std::vector<std::string> LoraConfig::resolved_targets() const {
-  std::vector<std::string> out;
-  for (const auto& t : target_modules) {
-    if (t == "all-linear") return kLinearKinds;
-    bool known = false;
-    for (const auto& k : kLinearKinds) known |= k == t;
-    QP_CHECK(known, "LoRA target module '{}' is not a linear layer of this model (choose from q_proj, k_proj, v_proj, "
-             "o_proj, gate_proj, up_proj, down_proj, or all-linear)", t);
-    out.push_back(t);
-  }
-  QP_CHECK(!out.empty(), "no LoRA target modules given");
-  return out;
-}
+std::vector<std::string> LoraConfig::resolved_targets() const { return resolve_target_kinds(target_modules, "LoRA"); }
 
 template <class T>
-static const T* match_pattern(const std::map<std::string, T>& patterns, const std::string& name) {
-  for (const auto& [key, value] : patterns) {
+const std::pair<std::string, T>* match_module_pattern(const ModulePatterns<T>& patterns, const std::string& name) {
+  for (const auto& entry : patterns) {
     try {
-      if (std::regex_match(name, std::regex(".*\\." + key + "$")) || name == key) return &value;
+      // PEFT's get_pattern_key: re.match(rf"(.*\.)?({key})$", name).
+      if (std::regex_match(name, std::regex("(.*\\.)?(" + entry.first + ")"))) return &entry;
     } catch (const std::regex_error&) {
-      fail("rank/alpha pattern '{}' is not a valid regular expression", key);
+      fail("rank/alpha pattern '{}' is not a valid regular expression", entry.first);
     }
   }
   return nullptr;
 }
+template const std::pair<std::string, int64_t>* match_module_pattern(const ModulePatterns<int64_t>&, const std::string&);
+template const std::pair<std::string, double>* match_module_pattern(const ModulePatterns<double>&, const std::string&);
 
 int64_t LoraConfig::rank_for(const std::string& name) const {
-  const int64_t* p = match_pattern(rank_pattern, name);
-  return p ? *p : r;
+  const auto* p = match_module_pattern(rank_pattern, name);
+  return p ? p->second : r;
 }
 
 double LoraConfig::alpha_for(const std::string& name) const {
-  const double* p = match_pattern(alpha_pattern, name);
-  return p ? *p : alpha;
+  const auto* p = match_module_pattern(alpha_pattern, name);
+  return p ? p->second : alpha;
 }
 
 double LoraConfig::scaling_for(const std::string& name) const {
@@ -71,8 +59,12 @@ void LoraAdapter::visit_params(const std::function<void(const std::string&, Var&
   fn("lora_B.weight", B);
 }
 
-std::string peft_key(const std::string& module_name, const std::string& suffix) {
-  return "base_model.model." + module_name + "." + suffix;
+void LoraAdapter::merge_into(Tensor& w) const {
+  const int64_t out = B.value().dim(0), in = A.value().dim(1);
+  QP_CHECK(w.dtype() == DType::F32 && w.shape() == (Shape{out, in}), "[lora merge] weight {} does not fit A {} / B {}",
+           w.describe(), A.value().describe(), B.value().describe());
+  // W[out, in] += s · B[out, r] A[r, in]
+  sgemm(false, false, out, in, r, float(scaling), B.value().f32(), r, A.value().f32(), in, 1.0f, w.f32(), in);
 }
 
 int64_t inject_lora(LlamaModel& model, const LoraConfig& cfg, uint64_t seed) {
@@ -99,25 +91,6 @@ int64_t inject_lora(LlamaModel& model, const LoraConfig& cfg, uint64_t seed) {
   });
   QP_CHECK(n > 0, "no linear layer matched the LoRA targets");
   return n;
-}
-
-std::vector<std::pair<std::string, Var>> adapter_params(LlamaModel& model) {
-  std::vector<std::pair<std::string, Var>> out;
-  model.visit_linears([&](Linear& l) {
-    if (!l.adapter) return;
-    l.adapter->visit_params([&](const std::string& suffix, Var& p) { out.emplace_back(peft_key(l.name, suffix), p); });
-  });
-  return out;
-}
-
-Tensor merged_weight(const Linear& layer) {
-  Tensor w = decode_to_f32(*layer.weight);
-  auto* lora = dynamic_cast<const LoraAdapter*>(layer.adapter.get());
-  if (!lora) return w;
-  // W[out, in] += s · B[out, r] A[r, in]
-  sgemm(false, false, layer.out_features, layer.in_features, lora->r, float(lora->scaling), lora->B.value().f32(),
-        lora->r, lora->A.value().f32(), layer.in_features, 1.0f, w.f32(), layer.in_features);
-  return w;
 }
 
 }  // namespace qpeft

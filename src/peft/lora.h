@@ -3,31 +3,36 @@
 // (rsLoRA: alpha / sqrt(r)). Per-module rank/alpha through PEFT's rank_pattern/alpha_pattern.
 #pragma once
 #include <cstdint>
-#include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "models/checkpoint.h"
 #include "models/llama.h"
+#include "peft/adapter.h"
 
 namespace qpeft {
 
-struct LoraConfig {
+// PEFT's rank_pattern / alpha_pattern: keys tried in order (a JSON object's order, as Python
+// reads it); the first KEY whose regex `(.*\.)?(KEY)` matches the whole module name wins.
+template <class T>
+using ModulePatterns = std::vector<std::pair<std::string, T>>;
+
+// The first key of `patterns` matching module `name`, or nullptr.
+template <class T>
+const std::pair<std::string, T>* match_module_pattern(const ModulePatterns<T>& patterns, const std::string& name);
+
+struct LoraConfig : AdapterBaseInfo {
   int64_t r = 8;
   double alpha = 16;
   double dropout = 0.0;
   bool use_rslora = false;
   // Module kinds ("q_proj", ...) or "all-linear" (every linear layer but the output head).
   std::vector<std::string> target_modules = {"q_proj", "v_proj"};
-  std::map<std::string, int64_t> rank_pattern;   // PEFT: key matched as regex ".*\.KEY$" on the module name
-  std::map<std::string, double> alpha_pattern;
+  ModulePatterns<int64_t> rank_pattern;
+  ModulePatterns<double> alpha_pattern;
   std::string init = "kaiming";                  // "kaiming" | "gaussian"
-  std::string base_model_name_or_path;
-  // How the frozen base was quantized on load while the adapter trained (QLoRA), so that eval
-  // and generate can load it the same way. Kept in adapter_model.safetensors' metadata under
-  // qpeft.* keys, which PEFT ignores; disabled for adapters of unquantized bases or other tools.
-  QuantizeOptions base_quantization;
   // LoftQ: the adapter was initialised for a base that `qpeft loftq` quantized (for T > 1 not
   // what quantizing the dense weights gives), so it must be used with that stored base. The
   // format spec ("nf2" or a --layer-quant plan) and T, in qpeft.* metadata; empty otherwise.
@@ -48,6 +53,8 @@ class LoraAdapter final : public LinearAdapter {
   LoraAdapter(const Linear& layer, int64_t r, double scaling, double dropout);
   Var adapt_output(Graph& g, const Var& x, const Var& y) override;
   void visit_params(const std::function<void(const std::string&, Var&)>& fn) override;
+  // W += s · B A
+  void merge_into(Tensor& weight) const override;
 
   Var A, B;  // [r, in], [out, r]
   int64_t r;
@@ -58,13 +65,5 @@ class LoraAdapter final : public LinearAdapter {
 // Attaches a LoRA adapter to every targeted linear layer; A initialised from `seed`
 // (per module, independent of the order), B zero. Returns the number of adapted layers.
 int64_t inject_lora(LlamaModel& model, const LoraConfig& cfg, uint64_t seed);
-
-// PEFT key of a parameter: "base_model.model.<module>.<suffix>".
-std::string peft_key(const std::string& module_name, const std::string& suffix);
-// Every trainable adapter parameter with its PEFT key, in model order.
-std::vector<std::pair<std::string, Var>> adapter_params(LlamaModel& model);
-
-// W + s · B A in f32 for one adapted layer: [out, in].
-Tensor merged_weight(const Linear& layer);
 
 }  // namespace qpeft

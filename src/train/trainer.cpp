@@ -160,8 +160,9 @@ void load_params(const NamedParams& params, const std::string& path) {
   }
 }
 
-void save_checkpoint(LlamaModel& model, const TrainOptions& opt, const NamedParams& params, const Optimizer& optim,
-                     const TrainerState& st) {
+// `adapter`: the adapter being trained (unused for full fine-tuning).
+void save_checkpoint(LlamaModel& model, const TrainOptions& opt, const AdapterConfig& adapter, const NamedParams& params,
+                     const Optimizer& optim, const TrainerState& st) {
   const std::string dir = opt.out_dir + "/" + checkpoint_name(st.step);
   AtomicDir out(dir);
   std::string tmp = out.path("");
@@ -169,7 +170,7 @@ void save_checkpoint(LlamaModel& model, const TrainOptions& opt, const NamedPara
   if (opt.method == "full") {
     save_params(params, tmp + "/model.safetensors");
   } else {
-    write_lora_adapter_files(model, opt.lora, tmp);
+    write_adapter_files(model, adapter, tmp);
   }
   save_safetensors(tmp + "/optimizer.safetensors", optim.state_tensors(), {{"optimizer", optim.name()}});
   json j = {{"step", st.step}, {"optimizer_steps", optim.steps()}, {"last_loss", st.last_loss}, {"seed", opt.seed},
@@ -209,7 +210,7 @@ TrainerState load_checkpoint(LlamaModel& model, const TrainOptions& opt, const N
   if (opt.method == "full") {
     load_params(params, dir + "/model.safetensors");
   } else {
-    load_lora_weights_into(model, dir + "/adapter_model.safetensors");
+    load_adapter_weights_into(model, dir + "/adapter_model.safetensors");
   }
   auto st = SafetensorsFile::open(dir + "/optimizer.safetensors");
   std::vector<std::pair<std::string, Tensor>> tensors;
@@ -271,8 +272,9 @@ NamedParams init_from_adapter(LlamaModel& model, const TrainOptions& opt, LoraCo
 }  // namespace
 
 TrainResult train(const TrainOptions& opt) {
-  QP_CHECK(opt.method == "lora" || opt.method == "qlora" || opt.method == "loftq" || opt.method == "full",
-           "--method '{}' is not known (lora, qlora, loftq, full)", opt.method);
+  QP_CHECK(opt.method == "lora" || opt.method == "qlora" || opt.method == "loftq" || opt.method == "ia3" ||
+               opt.method == "full",
+           "--method '{}' is not known (lora, qlora, loftq, ia3, full)", opt.method);
   QP_CHECK(opt.init_adapter.empty() || (opt.method == "lora" || opt.method == "qlora"),
            "--init-adapter works with --method lora or qlora, not {}", opt.method);
   QP_CHECK(!opt.out_dir.empty(), "--out is required");
@@ -281,7 +283,7 @@ TrainResult train(const TrainOptions& opt) {
   validate_schedule_kind(opt.schedule);
 
   LoadOptions load;
-  if (opt.method == "qlora") {
+  if (opt.method == "qlora" || (opt.method == "ia3" && opt.quantize_base)) {
     load.quantize = {opt.quant, opt.quant_block, opt.double_quant};
   }
   auto model = load_model(opt.model_dir, load);
@@ -289,20 +291,28 @@ TrainResult train(const TrainOptions& opt) {
   LoraConfig lcfg = opt.lora;
   if (lcfg.base_model_name_or_path.empty()) lcfg.base_model_name_or_path = opt.model_dir;
   lcfg.base_quantization = load.quantize;
-  TrainOptions o = opt;
-  o.lora = lcfg;
   NamedParams params;
+  AdapterConfig adapter;  // what is trained and saved (not for full)
   if (opt.method == "full") {
     params = model->make_fully_trainable();
-  } else if (opt.method == "loftq") {
-    params = init_loftq(*model, opt, &lcfg);
-  } else if (!opt.init_adapter.empty()) {
-    params = init_from_adapter(*model, opt, &lcfg);
-  } else {
-    inject_lora(*model, lcfg, opt.seed);
+  } else if (opt.method == "ia3") {
+    Ia3Config icfg = opt.ia3;
+    if (icfg.base_model_name_or_path.empty()) icfg.base_model_name_or_path = opt.model_dir;
+    icfg.base_quantization = load.quantize;
+    inject_ia3(*model, icfg);
     params = adapter_params(*model);
+    adapter = icfg;
+  } else {
+    if (opt.method == "loftq") {
+      params = init_loftq(*model, opt, &lcfg);
+    } else if (!opt.init_adapter.empty()) {
+      params = init_from_adapter(*model, opt, &lcfg);
+    } else {
+      inject_lora(*model, lcfg, opt.seed);
+      params = adapter_params(*model);
+    }
+    adapter = lcfg;
   }
-  o.lora = lcfg;
 
   const int64_t vocab = model->config().vocab_size;
   Dataset train_set = load_dataset(opt.data_path, opt.model_dir, vocab, opt.data);
@@ -341,15 +351,20 @@ TrainResult train(const TrainOptions& opt) {
   if (opt.resume) {
     const std::string ck = latest_checkpoint(opt.out_dir);
     QP_CHECK(!ck.empty(), "--resume: no checkpoint-N directory with trainer_state.json in {}", opt.out_dir);
-    state = load_checkpoint(*model, o, params, optim, ck);
+    state = load_checkpoint(*model, opt, params, optim, ck);
     if (!opt.quiet) std::fprintf(stderr, "resuming from %s at step %lld\n", ck.c_str(), (long long)state.step);
   }
 
   int64_t trainable = 0;
   for (auto& [n, p] : params) trainable += p.value().numel();
-  const std::string what = opt.method == "full" ? std::string("full fine-tuning")
-                                                : fmt::format("{} layers adapted (LoRA r={} alpha={})", params.size() / 2,
-                                                              lcfg.r, lcfg.alpha);
+  std::string what = "full fine-tuning";
+  if (const auto* ia3 = std::get_if<Ia3Config>(&adapter); ia3 && opt.method == "ia3") {
+    std::string ff;
+    for (const auto& f : ia3->resolved_feedforward()) ff += (ff.empty() ? "" : ",") + f;
+    what = fmt::format("{} layers adapted ((IA)³, input scaled: {})", params.size(), ff.empty() ? "none" : ff);
+  } else if (opt.method != "full") {
+    what = fmt::format("{} layers adapted (LoRA r={} alpha={})", params.size() / 2, lcfg.r, lcfg.alpha);
+  }
   std::string data_what = fmt::format("{} examples in {} rows", n_examples, data.size());
   if (choice_training)
     data_what = fmt::format("{} multiple-choice examples (T-Few losses {})", n_examples,
@@ -488,7 +503,7 @@ TrainResult train(const TrainOptions& opt) {
                    (long long)state.step, (long long)opt.steps, loss, choice_log.c_str(), lr, grad_norm, tps,
                    fmt_duration(eta).c_str());
     if ((opt.save_every > 0 && state.step % opt.save_every == 0) || last)
-      save_checkpoint(*model, o, params, optim, state);
+      save_checkpoint(*model, opt, adapter, params, optim, state);
   }
   if (truncated_total > 0 && !opt.quiet)
     std::fprintf(stderr, "note: %lld examples were longer than --seq-len %lld and were truncated%s\n",
@@ -503,7 +518,7 @@ TrainResult train(const TrainOptions& opt) {
     save_model(*model, result.adapter_dir, so);
     copy_tokenizer_files(opt.model_dir, result.adapter_dir);
   } else {
-    write_lora_adapter_files(*model, lcfg, opt.out_dir);
+    write_adapter_files(*model, adapter, opt.out_dir);
     result.adapter_dir = opt.out_dir;
     if (opt.method == "loftq" && !opt.quiet)
       std::fprintf(stderr, "the quantized base it trained on is %s/base (eval: --model %s/base --adapter %s)\n",

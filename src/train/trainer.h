@@ -1,4 +1,4 @@
-// The training loop behind `qpeft train`: LoRA on a frozen base, AdamW, clipping,
+// The training loop behind `qpeft train`: LoRA or (IA)³ on a frozen base, AdamW, clipping,
 // accumulation, schedules, periodic evaluation, atomic checkpoints and bit-identical resume.
 // Multiple-choice data trains with T-Few's losses (L_LM + L_UL + L_LN, SPEC §5).
 #pragma once
@@ -8,6 +8,7 @@
 
 #include "core/dtype.h"
 #include "models/llama.h"
+#include "peft/ia3.h"
 #include "peft/loftq.h"
 #include "peft/lora.h"
 #include "train/data.h"
@@ -17,17 +18,20 @@ namespace qpeft {
 struct TrainOptions {
   std::string model_dir, data_path, eval_data_path, out_dir, metrics_path;
   // lora | qlora (NF4 + double-quantized frozen base) | loftq (LoftQ init in memory on the dense
-  // base, then LoRA on the quantized base it produces; the base is written to OUT/base) | full
+  // base, then LoRA on the quantized base it produces; the base is written to OUT/base) |
+  // ia3 ((IA)³ vectors; on a base quantized on load with quantize_base) | full
   std::string method = "lora";
   DType save_dtype = DType::BF16;  // full: dtype of OUT/model
-  std::string quant = "nf4";     // qlora: base format (nf4, fp4, nf2, nf3)
+  std::string quant = "nf4";     // qlora (and ia3 with quantize_base): base format (nf4, fp4, nf2, nf3)
   int64_t quant_block = 64;
   bool double_quant = true;
+  bool quantize_base = false;    // ia3: quantize the frozen base on load as qlora does ("QIA3")
   DataOptions data;            // format, loss on prompt
   ChoiceLossWeights choice_loss;  // multiple-choice data: T-Few's loss terms (ops/loss.h)
   bool packing = true;         // pack short examples into --seq-len rows
   bool resume = false;
   LoraConfig lora;
+  Ia3Config ia3;  // ia3: targets and feed-forward modules
   // lora/qlora: start from this PEFT LoRA adapter (e.g. OUT/loftq_init of `qpeft loftq`)
   // instead of a fresh init; its r, alpha, rsLoRA and targets replace the flags'.
   std::string init_adapter;
@@ -37,7 +41,9 @@ struct TrainOptions {
   double warmup_ratio = 0.0;
   int64_t warmup_steps = -1;  // overrides warmup_ratio when >= 0
   std::string schedule = "constant";
-  std::string optimizer = "adamw";  // adamw, paged_adamw, adamw8bit, paged_adamw8bit, adafactor (train/optimizer.h)
+  // adamw, paged_adamw, adamw8bit, paged_adamw8bit, adafactor (train/optimizer.h); --method ia3
+  // defaults to adafactor, as T-Few trains (IA)³ (cmd_train).
+  std::string optimizer = "adamw";
   uint64_t seed = 42;
   int64_t save_every = 0;   // 0: only the final checkpoint
   int64_t eval_every = 0;   // 0: only at the end (when eval data is given)
@@ -56,7 +62,7 @@ struct TrainResult {
   int64_t steps = 0;
   double first_loss = 0, last_loss = 0;
   double tokens_per_second = 0;
-  std::string adapter_dir;  // the adapter (lora, qlora) or OUT/model (full)
+  std::string adapter_dir;  // the adapter (lora, qlora, loftq, ia3) or OUT/model (full)
 };
 
 TrainResult train(const TrainOptions& opt);

@@ -76,6 +76,8 @@ if [ "$what" = text ] || [ "$what" = all ]; then
     init $f 1 >/dev/null
     plain=$($Q eval --model "$R/${f}_T1" --data runs/sentiment/test_text.jsonl --json | field perplexity)
     echo "$f base, no adapter: $plain"
+    init_ppl=$($Q eval --model "$R/${f}_T1" --adapter "$R/${f}_T1/loftq_init" --data runs/sentiment/test_text.jsonl --json | field perplexity)
+    echo "$f base + LoftQ init, untrained: $init_ppl"
     for how in qlora loftq; do
       out="$R/text_${f}_${how}"
       init_flag="--targets all-linear --rank 16 --alpha 16"

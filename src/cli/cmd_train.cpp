@@ -50,7 +50,7 @@ void setup(CLI::App& app) {
                   "the quantized base it gives, written to OUT/base (defaults: all-linear, r 16, alpha = r, no double "
                   "quant); ia3: (IA)³ vectors scaling the outputs of --targets (default k_proj,v_proj,down_proj) and "
                   "the inputs of --feedforward-modules (default down_proj), with T-Few's recipe for flags not given "
-                  "(lr 3e-3, linear schedule, warmup 6%, batch 8, 1000 steps); with --quant the base is quantized "
+                  "(Adafactor, lr 3e-3, linear schedule, warmup 6%, batch 8, 1000 steps); with --quant the base is quantized "
                   "on load as for qlora; full: every weight trains (the model is written to OUT/model)")
       ->check(CLI::IsMember({"lora", "qlora", "loftq", "ia3", "full"}));
   cmd->add_option("--init-adapter", o.init_adapter,

@@ -17,8 +17,10 @@
 #include "peft/adapter_io.h"
 #include "small_config.h"
 #include "test_util.h"
+#include "tensor_compare.h"
 
 using namespace qpeft;
+using namespace qpeft::testing;
 using qpeft::testing::RunResult;
 using qpeft::testing::run_cli;
 
@@ -32,10 +34,6 @@ double rel_diff(const Tensor& a, const Tensor& b) {
   double d = 0, n = 0;
   for (size_t i = 0; i < x.size(); ++i) d += (x[i] - y[i]) * double(x[i] - y[i]), n += double(y[i]) * y[i];
   return std::sqrt(d / n);
-}
-
-bool same_bits(const Tensor& a, const Tensor& b) {
-  return a.nbytes() == b.nbytes() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
 }
 
 class QuantizedModel : public ::testing::Test {

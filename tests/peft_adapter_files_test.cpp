@@ -15,6 +15,7 @@
 #include "models/checkpoint.h"
 #include "peft/adapter_io.h"
 #include "test_util.h"
+#include "tensor_compare.h"
 
 using namespace qpeft;
 using namespace qpeft::testing;
@@ -42,16 +43,6 @@ void expect_only_fields(const nlohmann::json& j, const std::set<std::string>& me
   for (auto it = j.begin(); it != j.end(); ++it)
     EXPECT_TRUE(kPeftConfigFields.count(it.key()) || method_fields.count(it.key()))
         << what << " writes '" << it.key() << "', which PEFT's config class does not have";
-}
-
-std::vector<int32_t> sample_ids(int64_t n, int64_t vocab) {
-  std::vector<int32_t> ids(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) ids[i] = int32_t((i * 37 + 5) % vocab);
-  return ids;
-}
-
-bool same_bits(const Tensor& a, const Tensor& b) {
-  return a.nbytes() == b.nbytes() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
 }
 
 // How PEFT resolves a module's rank and alpha. `combined`: PEFT up to about 0.11 (one key, the

@@ -17,27 +17,12 @@
 #include "peft/ia3.h"
 #include "quant/quantized_weight.h"
 #include "test_util.h"
+#include "tensor_compare.h"
 
 using namespace qpeft;
 using namespace qpeft::testing;
 
 namespace {
-
-std::vector<int32_t> sample_ids(int64_t n, int64_t vocab) {
-  std::vector<int32_t> ids(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) ids[i] = int32_t((i * 37 + 5) % vocab);
-  return ids;
-}
-
-double max_abs_diff(const Tensor& a, const Tensor& b) {
-  double m = 0;
-  for (int64_t i = 0; i < a.numel(); ++i) m = std::max(m, double(std::fabs(a.f32()[i] - b.f32()[i])));
-  return m;
-}
-
-bool same_bits(const Tensor& a, const Tensor& b) {
-  return a.shape() == b.shape() && a.nbytes() == b.nbytes() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
-}
 
 // Moves every (IA)³ vector away from 1 (seeded), so that tests see a real adapter.
 void randomize_vectors(LlamaModel& m, uint64_t seed, float spread = 0.3f) {

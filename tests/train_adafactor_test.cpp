@@ -17,6 +17,7 @@
 #include "test_util.h"
 #include "train/adafactor.h"
 #include "train/trainer.h"
+#include "tensor_compare.h"
 
 using namespace qpeft;
 using namespace qpeft::testing;
@@ -43,10 +44,6 @@ NamedParams clone_params(const NamedParams& ps) {
   NamedParams out;
   for (auto& [n, p] : ps) out.emplace_back(n, Var(p.value().clone(), true, n));
   return out;
-}
-
-bool same_bits(const Tensor& a, const Tensor& b) {
-  return a.nbytes() == b.nbytes() && a.dtype() == b.dtype() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
 }
 
 // transformers.optimization.Adafactor.step in double, for one parameter, written from its source

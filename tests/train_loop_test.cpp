@@ -70,6 +70,27 @@ std::string train_interrupted_then_resumed(TrainOptions o) {
   return read_file(final_output(o));
 }
 
+// A model with a tokenizer (tmp/model, returned) and a multiple-choice task whose answer is the
+// prompt's last letter (p: " yes", q: " no"), 24 examples in tmp/mc.jsonl.
+std::string write_choice_task(const TempDir& tmp) {
+  const std::string model_dir = tmp / "model";
+  write_random_model(ModelConfig::load(golden_dir("llama")), DType::F32, 5, model_dir, {}, 0.15);
+  write_file(model_dir + "/tokenizer.json", gen_fixtures::tokenizer_json().dump());
+  write_file(model_dir + "/tokenizer_config.json", gen_fixtures::tokenizer_config_json());
+  std::string lines;
+  Rng rng(3);
+  for (int i = 0; i < 24; ++i) {
+    std::string word;
+    for (int k = 0; k < 5; ++k) word += char('a' + rng.below(8));
+    const bool yes = i % 2 == 0;
+    lines += nlohmann::json{{"prompt", word + (yes ? " p" : " q")}, {"choices", {" yes", " no"}}, {"answer", yes ? 0 : 1}}
+                 .dump() +
+             "\n";
+  }
+  write_file(tmp / "mc.jsonl", lines);
+  return model_dir;
+}
+
 // o for 4 steps saved every 2: uninterrupted (in tmp/a) and interrupted then resumed (tmp/b)
 // it writes the same bytes. Returns the uninterrupted run's options.
 TrainOptions expect_short_resume_bit_identical(const TrainOptions& o, const TempDir& tmp) {
@@ -161,21 +182,7 @@ TEST(TrainLoop, RepetitiveDataDrivesTheLossDown) {
 // reports the same accuracy as eval --metric choice on the trained adapter.
 TEST(TrainLoop, MultipleChoiceDataTrainsWithTFewLosses) {
   TempDir tmp("choice_train");
-  const std::string model_dir = tmp / "model";
-  write_random_model(ModelConfig::load(golden_dir("llama")), DType::F32, 5, model_dir, {}, 0.15);
-  write_file(model_dir + "/tokenizer.json", gen_fixtures::tokenizer_json().dump());
-  write_file(model_dir + "/tokenizer_config.json", gen_fixtures::tokenizer_config_json());
-  std::string lines;
-  Rng rng(3);
-  for (int i = 0; i < 24; ++i) {
-    std::string word;
-    for (int k = 0; k < 5; ++k) word += char('a' + rng.below(8));
-    const bool yes = i % 2 == 0;
-    lines += nlohmann::json{{"prompt", word + (yes ? " p" : " q")}, {"choices", {" yes", " no"}}, {"answer", yes ? 0 : 1}}
-                 .dump() +
-             "\n";
-  }
-  write_file(tmp / "mc.jsonl", lines);
+  const std::string model_dir = write_choice_task(tmp);
   const auto data = load_choice_examples(tmp / "mc.jsonl", model_dir, 96);
   const double before = evaluate_choices(*load_model(model_dir), data).accuracy;
 
@@ -223,21 +230,7 @@ TEST(TrainLoop, MultipleChoiceDataTrainsWithTFewLosses) {
 // optimizer state is theirs alone), resume is bit-identical on the dense and on an NF4 base (QIA3).
 TEST(TrainLoop, Ia3LearnsMultipleChoiceAndResumesOnDenseAndQuantizedBases) {
   TempDir tmp("ia3_train");
-  const std::string model_dir = tmp / "model";
-  write_random_model(ModelConfig::load(golden_dir("llama")), DType::F32, 5, model_dir, {}, 0.15);
-  write_file(model_dir + "/tokenizer.json", gen_fixtures::tokenizer_json().dump());
-  write_file(model_dir + "/tokenizer_config.json", gen_fixtures::tokenizer_config_json());
-  std::string lines;
-  Rng rng(3);
-  for (int i = 0; i < 24; ++i) {
-    std::string word;
-    for (int k = 0; k < 5; ++k) word += char('a' + rng.below(8));
-    const bool yes = i % 2 == 0;
-    lines += nlohmann::json{{"prompt", word + (yes ? " p" : " q")}, {"choices", {" yes", " no"}}, {"answer", yes ? 0 : 1}}
-                 .dump() +
-             "\n";
-  }
-  write_file(tmp / "mc.jsonl", lines);
+  const std::string model_dir = write_choice_task(tmp);
   const auto data = load_choice_examples(tmp / "mc.jsonl", model_dir, 96);
   const double before = evaluate_choices(*load_model(model_dir), data).accuracy;
 

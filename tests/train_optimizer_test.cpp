@@ -19,8 +19,10 @@
 #include "train/optimizer.h"
 #include "train/optimizer_8bit.h"
 #include "test_util.h"
+#include "tensor_compare.h"
 
 using namespace qpeft;
+using namespace qpeft::testing;
 
 namespace {
 
@@ -48,10 +50,6 @@ NamedParams clone_params(const NamedParams& ps) {
   NamedParams out;
   for (auto& [n, p] : ps) out.emplace_back(n, Var(p.value().clone(), true, n));
   return out;
-}
-
-bool same_bits(const Tensor& a, const Tensor& b) {
-  return a.nbytes() == b.nbytes() && a.dtype() == b.dtype() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
 }
 
 // One step with gradients g_k = a_k · (p - t) + noise(step): a smooth problem with noise.

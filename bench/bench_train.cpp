@@ -1,7 +1,8 @@
 // Training throughput of LoRA on preset `small` (r=16, all-linear, batch 4 x 256, 2 threads
 // by default), as a fraction of this machine's dense f32 GEMM peak measured in the same run;
-// with --qlora also QLoRA (NF4 + double-quantized base) on the same shape, and the ratio.
-//   build/bench/bench_train [--preset small] [--threads 2] [--steps 5] [--batch 4] [--seq 256] [--rank 16] [--qlora]
+// with --qlora also QLoRA (NF4 + double-quantized base) on the same shape, and the ratio; with
+// --ia3 also (IA)³ (PEFT's Llama targets k_proj, v_proj, down_proj) and its ratio to LoRA.
+//   build/bench/bench_train [--preset small] [--threads 2] [--steps 5] [--batch 4] [--seq 256] [--rank 16] [--qlora] [--ia3]
 // FLOPs counted: forward + input-gradient of the model (2 · 2 · linear params incl. the head
 // per token, plus causal attention's QKᵀ and PV), LoRA's own FLOPs excluded.
 #include <sys/resource.h>
@@ -18,6 +19,8 @@
 #include "core/thread_pool.h"
 #include "models/checkpoint.h"
 #include "ops/linear.h"
+#include "peft/adapter.h"
+#include "peft/ia3.h"
 #include "peft/lora.h"
 #include "train/optimizer.h"
 #include "bench_util.h"
@@ -50,11 +53,18 @@ struct StepStats {
   size_t rss_after_mib;
 };
 
-// Median seconds per optimizer step (after one warm-up step) of LoRA training on `dir`.
+// Median seconds per optimizer step (after one warm-up step) of LoRA (rank > 0) or (IA)³
+// (rank 0) training on `dir`.
 static StepStats time_training(const std::string& dir, const LoadOptions& load, int64_t rank, int64_t batch, int64_t seq,
                                int steps) {
   auto model = load_model(dir, load);
-  NamedParams params = bench::attach_lora(*model, rank);
+  NamedParams params;
+  if (rank > 0) {
+    params = bench::attach_lora(*model, rank);
+  } else {
+    inject_ia3(*model, Ia3Config{});
+    params = adapter_params(*model);
+  }
   AdamW opt(params, AdamWConfig{});
   const std::vector<int32_t> ids = bench::random_ids(batch * seq, model->config().vocab_size);
   std::vector<double> times;
@@ -71,10 +81,11 @@ int main(int argc, char** argv) {
   std::string preset = "small";
   int threads = 2, steps = 5;
   int64_t batch = 4, seq = 256, rank = 16;
-  bool qlora = false;
+  bool qlora = false, ia3 = false;
   for (int i = 1; i < argc; ++i) {
     std::string k = argv[i], v = i + 1 < argc ? argv[i + 1] : "";
     if (k == "--qlora") { qlora = true; continue; }
+    if (k == "--ia3") { ia3 = true; continue; }
     ++i;
     if (k == "--preset") preset = v;
     else if (k == "--threads") threads = std::stoi(v);
@@ -97,6 +108,8 @@ int main(int argc, char** argv) {
     lo.quantize.format = "nf4";
     ql = time_training(dir, lo, rank, batch, seq, steps);
   }
+  StepStats ia{};
+  if (ia3) ia = time_training(dir, LoadOptions{}, 0, batch, seq, steps);
   const double peak = std::max(peak_before, gemm_peak_gflops(1536, 5));
 
   const double tokens = double(batch * seq);
@@ -117,6 +130,10 @@ int main(int argc, char** argv) {
   if (qlora) {
     std::printf("  QLoRA (NF4+DQ) step      %.3f s, %.1f tokens/s\n", ql.step_s, tokens / ql.step_s);
     std::printf("  QLoRA / LoRA tokens/s    %.3f  (target >= 0.80)\n", lora.step_s / ql.step_s);
+  }
+  if (ia3) {
+    std::printf("  (IA)3 step               %.3f s, %.1f tokens/s\n", ia.step_s, tokens / ia.step_s);
+    std::printf("  (IA)3 / LoRA tokens/s    %.3f\n", lora.step_s / ia.step_s);
   }
   std::filesystem::remove_all(dir);
   return 0;

@@ -5,21 +5,27 @@
 #  2. fine-tuning at 2 and 2.5 bits, QLoRA (a fresh LoRA init on the plainly quantized base) vs
 #     LoftQ (the LoftQ init, T = 1, on the very same base): the sentiment task (held-out accuracy,
 #     seeds 42 and 1) and review-text continuation (held-out perplexity).
-# Usage: scripts/loftq-experiments.sh [ppl|sentiment|text|all] [SENTIMENT_STEPS]
+# Usage: scripts/loftq-experiments.sh [ppl|sentiment|text|all] [SENTIMENT_STEPS] [MODEL]
+#   MODEL defaults to models/austen-tiny; the deeper test model of docs/loftq.md is built by
+#   `scripts/build-default-model.sh 1000 12 runs/austen-deep` (its results go to runs/loftq-austen-deep).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-all}
 steps=${2:-300}
 Q=build/qpeft
-M=models/austen-tiny
+M=${3:-models/austen-tiny}
 R=runs/loftq
+[ "$M" = models/austen-tiny ] || R="runs/loftq-$(basename "$M")"
+# The paper's 2.5-bit mix: the first floor(L·(2.5 − 2)/2) = floor(L/4) layers at 4 bits.
+layers=$(grep -o '"num_hidden_layers": *[0-9]*' "$M/config.json" | grep -o '[0-9]*$')
+mix4=$((layers / 4))
 VAL=tests/data/austen_validation_sample.jsonl
 mkdir -p "$R"
 field() { sed -E "s/.*\"$1\":([0-9.eE+-]+).*/\1/"; }
 
 # Quantized bases and LoftQ inits for every format: $R/<name>_T<t>
 declare -A SPEC=([nf4]="--quant nf4" [nf3]="--quant nf3" [nf2]="--quant nf2" [uniform2]="--quant uniform2"
-                 [mix2.5]="--quant nf2 --layer-quant layers.0=nf4")
+                 [mix2.5]="--quant nf2 --layer-quant layers.0-$((mix4 - 1))=nf4")
 init() {  # name iters
   [ -f "$R/$1_T$2/loftq_init/adapter_model.safetensors" ] ||
     $Q loftq --model $M --out "$R/$1_T$2" ${SPEC[$1]} --rank 16 --iters "$2" 2>&1 | tail -2 | head -1

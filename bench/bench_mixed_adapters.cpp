@@ -3,10 +3,13 @@
 // adapter i mod 4. The same batches both ways: each batch of --batch examples runs once with
 // its rows' adapters mixed, against split into 4 passes (each adapter alone over its rows, on
 // a model holding only that adapter). Medians of --reps interleaved repetitions.
-//   eval:     loss over --examples fixed-length rows of --seq tokens (evaluate)
+//   eval:     loss over --examples fixed-length rows of --seq tokens (evaluate), for each batch
+//             size in --batch (examples per batch, 4 or 8: 1 or 2 rows per adapter). The gain
+//             is the passes over the base weights that the split version repeats, so it grows
+//             as each adapter's share of a batch shrinks.
 //   generate: --prompts prompts of 16 tokens, --new-tokens greedy tokens each (generate_batch
 //             with its KV cache; the split version batches each adapter's prompts alone)
-//   build/bench/bench_mixed_adapters [--threads 2] [--examples 32] [--seq 32] [--batch 8] [--prompts 8]
+//   build/bench/bench_mixed_adapters [--threads 2] [--examples 32] [--seq 32] [--batch 4,8] [--prompts 8]
 //                                    [--new-tokens 24] [--reps 3] [--no-generate]
 #include <algorithm>
 #include <chrono>
@@ -73,7 +76,8 @@ std::string make_adapter(const std::string& model_dir, const std::string& dir, i
 
 int main(int argc, char** argv) {
   int threads = 2, reps = 3;
-  int64_t examples = 32, seq = 32, batch = 8, n_prompts = 8, new_tokens = 24;
+  int64_t examples = 32, seq = 32, n_prompts = 8, new_tokens = 24;
+  std::vector<int64_t> batches = {4, 8};
   bool gen = true;
   for (int i = 1; i < argc; ++i) {
     std::string k = argv[i], v = i + 1 < argc ? argv[i + 1] : "";
@@ -82,14 +86,23 @@ int main(int argc, char** argv) {
     if (k == "--threads") threads = std::stoi(v);
     else if (k == "--examples") examples = std::stoll(v);
     else if (k == "--seq") seq = std::stoll(v);
-    else if (k == "--batch") batch = std::stoll(v);
+    else if (k == "--batch") {
+      batches.clear();
+      for (size_t p = 0; p < v.size();) {
+        const size_t c = std::min(v.find(',', p), v.size());
+        batches.push_back(std::stoll(v.substr(p, c - p)));
+        p = c + 1;
+      }
+    }
     else if (k == "--prompts") n_prompts = std::stoll(v);
     else if (k == "--new-tokens") new_tokens = std::stoll(v);
     else if (k == "--reps") reps = std::stoi(v);
     else { std::fprintf(stderr, "unknown option %s\n", k.c_str()); return 2; }
   }
   constexpr int K = 4;
-  if (batch % K || examples % batch || n_prompts % K) {
+  bool bad = n_prompts % K != 0 || batches.empty();
+  for (int64_t b : batches) bad = bad || b <= 0 || b % K != 0 || examples % b != 0;
+  if (bad) {
     std::fprintf(stderr, "--batch must be a multiple of 4, --examples of --batch, --prompts of 4\n");
     return 2;
   }
@@ -118,36 +131,38 @@ int main(int argc, char** argv) {
     e.adapter = int32_t(i % K);
     own[size_t(i % K)].push_back(e);
   }
-  std::vector<double> t_mixed, t_split;
-  EvalResult mixed_res;
-  std::vector<EvalResult> split_res(K);
-  for (int r = 0; r < reps + 1; ++r) {  // the first repetition warms up
-    for (int order = 0; order < 2; ++order) {
-      const bool run_mixed = (order == 0) == (r % 2 == 0);
-      const auto t0 = Clock::now();
-      if (run_mixed) {
-        mixed_res = evaluate(*mixed, data, batch, seq);
-      } else {
-        for (int k = 0; k < K; ++k) split_res[size_t(k)] = evaluate(*alone[size_t(k)], own[size_t(k)], batch / K, seq);
-      }
-      if (r > 0) (run_mixed ? t_mixed : t_split).push_back(seconds_since(t0));
-    }
-  }
-  double max_rel = 0;
-  for (int k = 0; k < K; ++k)
-    max_rel = std::max(max_rel, std::abs(mixed_res.adapters.at(k).loss - split_res[size_t(k)].loss) /
-                                    split_res[size_t(k)].loss);
-
   bench::print_machine();
   std::printf("bench_mixed_adapters: preset small (bf16 base), 4 adapters (LoRA r16 all-linear x2, (IA)3 x2), "
               "%d threads, median of %d interleaved reps\n", threads, reps);
-  const double tokens = double(examples * seq), em = median(t_mixed), es = median(t_split);
-  std::printf("eval: %lld examples x %lld tokens, batches of %lld (%lld rows per adapter)\n", (long long)examples,
-              (long long)seq, (long long)batch, (long long)(batch / K));
-  std::printf("  mixed batches            %.3f s  (%.0f tokens/s)\n", em, tokens / em);
-  std::printf("  4 separate passes        %.3f s  (%.0f tokens/s)\n", es, tokens / es);
-  std::printf("  speed ratio              %.2fx  (target >= 1.5)\n", es / em);
-  std::printf("  per-adapter loss, max relative difference mixed vs separate: %.2e\n", max_rel);
+  for (int64_t batch : batches) {
+    std::vector<double> t_mixed, t_split;
+    EvalResult mixed_res;
+    std::vector<EvalResult> split_res(K);
+    for (int r = 0; r < reps + 1; ++r) {  // the first repetition warms up
+      for (int order = 0; order < 2; ++order) {
+        const bool run_mixed = (order == 0) == (r % 2 == 0);
+        const auto t0 = Clock::now();
+        if (run_mixed) {
+          mixed_res = evaluate(*mixed, data, batch, seq);
+        } else {
+          for (int k = 0; k < K; ++k)
+            split_res[size_t(k)] = evaluate(*alone[size_t(k)], own[size_t(k)], batch / K, seq);
+        }
+        if (r > 0) (run_mixed ? t_mixed : t_split).push_back(seconds_since(t0));
+      }
+    }
+    double max_rel = 0;
+    for (int k = 0; k < K; ++k)
+      max_rel = std::max(max_rel, std::abs(mixed_res.adapters.at(k).loss - split_res[size_t(k)].loss) /
+                                      split_res[size_t(k)].loss);
+    const double tokens = double(examples * seq), em = median(t_mixed), es = median(t_split);
+    std::printf("eval: %lld examples x %lld tokens, batches of %lld (%lld row%s per adapter)\n", (long long)examples,
+                (long long)seq, (long long)batch, (long long)(batch / K), batch / K == 1 ? "" : "s");
+    std::printf("  mixed batches            %.3f s  (%.0f tokens/s)\n", em, tokens / em);
+    std::printf("  4 separate passes        %.3f s  (%.0f tokens/s)\n", es, tokens / es);
+    std::printf("  speed ratio              %.2fx  (target >= 1.5)\n", es / em);
+    std::printf("  per-adapter loss, max relative difference mixed vs separate: %.2e\n", max_rel);
+  }
 
   if (gen) {
     // ---- generate: greedy decoding with the KV cache ----

@@ -17,8 +17,10 @@ using namespace qpeft::testing;
 
 namespace {
 
+// A key of the JSON object on the output's last line (stderr notes may come first).
 double json_number(const std::string& out, const char* key) {
-  const auto j = nlohmann::json::parse(out.substr(out.rfind('{')));
+  const size_t end = out.find_last_not_of('\n');
+  const auto j = nlohmann::json::parse(out.substr(out.rfind('\n', end) + 1));
   return j.at(key).get<double>();
 }
 

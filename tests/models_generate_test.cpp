@@ -77,6 +77,53 @@ TEST(KVCache, ChunkedForwardEqualsFullForward) {
   EXPECT_THROW(model->hidden_states(gg, {1, 2}, 1, 2, &c2), Error);  // no cache under autograd
 }
 
+TEST(KVCache, RaggedRowsDecodeAtTheirOwnPositions) {
+  auto model = load_model(golden_dir("llama"));
+  const int64_t V = 96;
+  // Row 0: 4 tokens and 3 of padding, row 1: 7 tokens; prefilled together, then row 0 drops
+  // its padding and each row goes on at its own position.
+  std::vector<int32_t> a = some_ids(4, 13, 5), b = some_ids(7, 11, 2);
+  std::vector<int32_t> ids = a;
+  ids.resize(7, 0);
+  ids.insert(ids.end(), b.begin(), b.end());
+  KVCache cache(model->config(), 2, 12);
+  {
+    Graph g(false);
+    model->hidden_states(g, ids, 2, 7, &cache);
+  }
+  cache.truncate(0, 4);
+  EXPECT_TRUE(cache.ragged());
+  EXPECT_EQ(cache.length(0), 4);
+  EXPECT_EQ(cache.length(1), 7);
+  EXPECT_EQ(cache.max_length(), 7);
+  EXPECT_THROW(cache.length(), Error);
+  auto expect_next = [&](const std::vector<int32_t>& next, const std::vector<const std::vector<int32_t>*>& rows) {
+    Graph g(false);
+    const int64_t B = int64_t(rows.size());
+    Var h = model->hidden_states(g, next, B, 1, &cache);
+    Tensor lg = Tensor::empty({B, V});
+    linear_forward(h.value().f32(), B, *model->lm_head(), lg.f32());
+    for (int64_t r = 0; r < B; ++r) {
+      const auto& seq = *rows[size_t(r)];
+      Tensor full = model->logits(seq, 1, int64_t(seq.size()));
+      for (int64_t j = 0; j < V; ++j)
+        ASSERT_NEAR(lg.f32()[r * V + j], full.f32()[(int64_t(seq.size()) - 1) * V + j], 1e-5) << r << " " << j;
+    }
+  };
+  for (int step = 0; step < 3; ++step) {
+    const int32_t ta = (step * 5 + 3) % 96, tb = (step * 7 + 9) % 96;
+    a.push_back(ta);
+    b.push_back(tb);
+    expect_next({ta, tb}, {&a, &b});
+  }
+  // Row 1 alone goes on (row 0 finished).
+  cache.keep_rows({1});
+  EXPECT_EQ(cache.batch(), 1);
+  EXPECT_EQ(cache.length(), 10);
+  b.push_back(42);
+  expect_next({42}, {&b});
+}
+
 TEST(Generate, GreedyWithCacheEqualsWithout) {
   auto model = load_model(golden_dir("llama"));
   GenerateOptions opt;

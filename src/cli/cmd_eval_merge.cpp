@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <map>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -20,23 +21,36 @@
 namespace {
 
 struct EvalArgs {
-  std::string model, adapter, data, format = "auto", metric = "loss", choice_score = "mean", base_quant = "auto";
+  std::string model, data, format = "auto", metric = "loss", choice_score = "mean", base_quant = "auto";
+  std::vector<std::string> adapters;
   bool json = false, train_on_prompt = false;
   int64_t batch = 4, seq_len = 2048;
   int threads = 0;
 };
 
+// {"NAME": {...}} per adapter of the examples, in the order given (then __base__).
+template <class Stats, class ToJson>
+nlohmann::ordered_json per_adapter_json(const std::map<int32_t, Stats>& by, const std::vector<std::string>& names,
+                                        ToJson to_json) {
+  nlohmann::ordered_json j = nlohmann::ordered_json::object();
+  for (const auto& [a, st] : by)
+    if (a != qpeft::kBaseAdapter) j[qpeft::cli::adapter_name(names, a)] = to_json(st);
+  if (by.count(qpeft::kBaseAdapter)) j[qpeft::kBaseAdapterName] = to_json(by.at(qpeft::kBaseAdapter));
+  return j;
+}
+
 void setup_eval(CLI::App& app) {
   auto a = std::make_shared<EvalArgs>();
   auto* cmd = app.add_subcommand("eval", "Loss and perplexity, or multiple-choice accuracy, of a model (and adapter) on a data file");
   cmd->add_option("--model", a->model, "Base model directory")->required();
-  cmd->add_option("--adapter", a->adapter, "PEFT adapter directory (LoRA or IA3)");
+  qpeft::cli::add_adapters_option(cmd, &a->adapters);
   qpeft::cli::add_base_quant_option(cmd, &a->base_quant);
-  cmd->add_option("--data", a->data, "Data file (JSON lines)")->required();
+  cmd->add_option("--data", a->data, "Data file (JSON lines; a line's \"adapter\" field names its adapter)")->required();
   cmd->add_option("--format", a->format, "Data format: auto, text, completion, alpaca, chat, tokenized")
       ->check(CLI::IsMember({"auto", "text", "completion", "alpaca", "chat", "tokenized"}));
   cmd->add_flag("--train-on-prompt", a->train_on_prompt, "Count prompt tokens in the loss too");
-  cmd->add_option("--batch", a->batch, "Sequences per batch")->check(CLI::PositiveNumber);
+  cmd->add_option("--batch", a->batch, "Sequences per batch (--metric choice: examples, all their choices together)")
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--seq-len", a->seq_len, "Maximum tokens per sequence")->check(CLI::Range(2, 1 << 20));
   cmd->add_option("--threads", a->threads, "Threads (0 = all cores)");
   cmd->add_option("--metric", a->metric, "loss (loss and perplexity) or choice (accuracy by rank classification on "
@@ -44,33 +58,58 @@ void setup_eval(CLI::App& app) {
       ->check(CLI::IsMember({"loss", "choice"}));
   cmd->add_option("--choice-score", a->choice_score, "With --metric choice: mean (length-normalised) or sum log-likelihood")
       ->check(CLI::IsMember({"mean", "sum"}));
-  cmd->add_flag("--json", a->json, "Print {\"loss\", \"perplexity\", \"tokens\"} (or {\"accuracy\", \"correct\", \"total\"}) as JSON");
+  cmd->add_flag("--json", a->json, "Print {\"loss\", \"perplexity\", \"tokens\"} (or {\"accuracy\", \"correct\", \"total\"}) "
+                "as JSON, with the same per adapter under \"adapters\"");
   cmd->callback([a] {
     qpeft::set_num_threads(a->threads);
-    auto model = qpeft::cli::load_model_for_command(a->model, a->adapter, a->base_quant);
+    std::vector<std::string> names;
+    auto model = qpeft::cli::load_model_with_adapters_for_command(a->model, a->adapters, a->base_quant, &names);
+    qpeft::DataOptions dopt;
+    dopt.route_adapters = true;
+    dopt.adapter_names = names;
     if (a->metric == "choice") {
       qpeft::ChoiceScore how;
       qpeft::parse_choice_score(a->choice_score, &how);
-      auto data = qpeft::load_choice_examples(a->data, a->model, model->config().vocab_size);
-      qpeft::ChoiceEvalResult r = qpeft::evaluate_choices(*model, data, how, a->seq_len);
+      auto data = qpeft::load_choice_examples(a->data, a->model, model->config().vocab_size, dopt);
+      qpeft::ChoiceEvalResult r = qpeft::evaluate_choices(*model, data, how, a->seq_len, a->batch);
+      auto stats = [](const qpeft::ChoiceStats& s) {
+        return nlohmann::ordered_json{{"accuracy", s.accuracy}, {"correct", s.correct}, {"total", s.total}};
+      };
       if (a->json) {
-        nlohmann::json j = {{"accuracy", r.accuracy}, {"correct", r.correct}, {"total", r.total}};
+        nlohmann::ordered_json j = stats(r);
+        j["adapters"] = per_adapter_json(r.adapters, names, stats);
         std::printf("%s\n", j.dump().c_str());
       } else {
         std::printf("accuracy %.4f  correct %lld  total %lld\n", r.accuracy, (long long)r.correct, (long long)r.total);
+        const auto per = per_adapter_json(r.adapters, names, stats);
+        if (r.adapters.size() > 1)
+          for (const auto& [name, j] : per.items())
+            std::printf("  adapter %s: accuracy %.4f  correct %lld  total %lld\n", name.c_str(),
+                        j["accuracy"].get<double>(), (long long)j["correct"].get<int64_t>(),
+                        (long long)j["total"].get<int64_t>());
       }
       return;
     }
-    qpeft::DataOptions dopt;
     qpeft::parse_data_format(a->format, &dopt.format);
     dopt.train_on_prompt = a->train_on_prompt;
     auto data = qpeft::load_examples(a->data, a->model, model->config().vocab_size, dopt);
     qpeft::EvalResult r = qpeft::evaluate(*model, data, a->batch, a->seq_len);
+    auto stats = [](const qpeft::LossStats& s) {
+      return nlohmann::ordered_json{
+          {"loss", s.loss}, {"perplexity", s.perplexity}, {"tokens", s.tokens}, {"examples", s.examples}};
+    };
     if (a->json) {
-      nlohmann::json j = {{"loss", r.loss}, {"perplexity", r.perplexity}, {"tokens", r.tokens}};
+      nlohmann::ordered_json j = {{"loss", r.loss}, {"perplexity", r.perplexity}, {"tokens", r.tokens}};
+      j["adapters"] = per_adapter_json(r.adapters, names, stats);
       std::printf("%s\n", j.dump().c_str());
     } else {
       std::printf("loss %.6f  perplexity %.4f  tokens %lld\n", r.loss, r.perplexity, (long long)r.tokens);
+      const auto per = per_adapter_json(r.adapters, names, stats);
+      if (r.adapters.size() > 1)
+        for (const auto& [name, j] : per.items())
+          std::printf("  adapter %s: loss %.6f  perplexity %.4f  tokens %lld  examples %lld\n", name.c_str(),
+                      j["loss"].get<double>(), j["perplexity"].get<double>(), (long long)j["tokens"].get<int64_t>(),
+                      (long long)j["examples"].get<int64_t>());
     }
   });
 }

@@ -6,6 +6,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace qpeft {
 class LlamaModel;
@@ -26,6 +27,18 @@ void add_base_quant_option(CLI::App* cmd, std::string* value);
 // Loads --model with --adapter (if any) as --base-quant says; prints what it quantized to stderr.
 std::unique_ptr<LlamaModel> load_model_for_command(const std::string& model, const std::string& adapter,
                                                    const std::string& base_quant);
+
+// --adapter for eval and generate, repeatable: NAME=DIR, or a bare DIR (named "default").
+void add_adapters_option(CLI::App* cmd, std::vector<std::string>* values);
+// Loads --model once with every --adapter attached together (mixed-adapter batches), as
+// --base-quant says; *names receives the adapters' names in order (the sequence adapters'
+// indices). No adapters: the base alone.
+std::unique_ptr<LlamaModel> load_model_with_adapters_for_command(const std::string& model,
+                                                                 const std::vector<std::string>& adapter_args,
+                                                                 const std::string& base_quant,
+                                                                 std::vector<std::string>* names);
+// An adapter index's name: names[i], or "__base__".
+std::string adapter_name(const std::vector<std::string>& names, int32_t index);
 
 }  // namespace qpeft::cli
 

@@ -4,6 +4,7 @@
 #include "cli/commands.h"
 #include "models/llama.h"
 #include "peft/adapter_io.h"
+#include "peft/mixed_adapter.h"
 
 namespace qpeft::cli {
 
@@ -20,6 +21,35 @@ std::unique_ptr<LlamaModel> load_model_for_command(const std::string& model, con
   auto m = load_model_with_adapter(model, adapter, base_quant, &note);
   if (!note.empty()) std::fprintf(stderr, "qpeft: %s\n", note.c_str());
   return m;
+}
+
+void add_adapters_option(CLI::App* cmd, std::vector<std::string>* values) {
+  cmd->add_option("--adapter", *values,
+                  "PEFT adapter directory (LoRA or IA3); repeat as NAME=DIR to load several on one base, chosen per "
+                  "example by a data field \"adapter\": NAME (\"__base__\": none). A bare DIR is named \"default\"")
+      ->expected(1)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+}
+
+std::unique_ptr<LlamaModel> load_model_with_adapters_for_command(const std::string& model,
+                                                                 const std::vector<std::string>& adapter_args,
+                                                                 const std::string& base_quant,
+                                                                 std::vector<std::string>* names) {
+  names->clear();
+  if (adapter_args.empty()) return load_model_for_command(model, "", base_quant);
+  std::vector<NamedAdapterDir> dirs;
+  for (const auto& arg : adapter_args) {
+    dirs.push_back(parse_adapter_arg(arg));
+    names->push_back(dirs.back().name);
+  }
+  std::string note;
+  auto m = load_model_with_adapters(model, dirs, base_quant, &note);
+  if (!note.empty()) std::fprintf(stderr, "qpeft: %s\n", note.c_str());
+  return m;
+}
+
+std::string adapter_name(const std::vector<std::string>& names, int32_t index) {
+  return index == kBaseAdapter ? std::string(kBaseAdapterName) : names.at(size_t(index));
 }
 
 }  // namespace qpeft::cli

@@ -170,6 +170,25 @@ struct Builder {
 
 const char* data_format_name(DataFormat f) { return kNames[size_t(f)]; }
 
+std::string adapter_names_list(const std::vector<std::string>& names) {
+  std::string s;
+  for (const auto& n : names) s += n + ", ";
+  return s + kBaseAdapterName;
+}
+
+int32_t resolve_adapter_name(const std::string* name, const std::vector<std::string>& names, const std::string& where) {
+  if (!name) {
+    if (names.size() == 1) return 0;
+    if (names.empty()) return kBaseAdapter;
+    fail("{}: no \"adapter\" field, and {} adapters are loaded; name one of {}", where, names.size(),
+         adapter_names_list(names));
+  }
+  if (*name == kBaseAdapterName) return kBaseAdapter;
+  for (size_t i = 0; i < names.size(); ++i)
+    if (names[i] == *name) return int32_t(i);
+  fail("{}: unknown adapter '{}' (loaded: {})", where, *name, adapter_names_list(names));
+}
+
 bool parse_data_format(std::string_view s, DataFormat* out) {
   for (size_t i = 0; i < sizeof(kNames) / sizeof(kNames[0]); ++i)
     if (s == kNames[i]) return *out = DataFormat(i), true;
@@ -209,6 +228,16 @@ Dataset parse_jsonl(std::string_view text, const std::string& origin, const Toke
         b.err("cannot tell the data format from the keys: expected \"text\", \"prompt\"+\"completion\", \"instruction\"+\"output\", \"messages\", \"prompt\"+\"choices\" or \"input_ids\" (or force one with the format option)");
     }
     (void)detected_at;
+    int32_t adapter = kBaseAdapter;
+    if (opt.route_adapters) {
+      const bool has = j.contains("adapter");
+      if (has && !j["adapter"].is_string())
+        b.err(fmt::format("\"adapter\" must be a string (an adapter name, or {}), found {}", kBaseAdapterName,
+                          j["adapter"].type_name()));
+      adapter = resolve_adapter_name(has ? &j["adapter"].get_ref<const std::string&>() : nullptr, opt.adapter_names,
+                                     b.where);
+    }
+    const size_t n_examples = ds.examples.size(), n_choices = ds.choices.size();
     switch (ds.format) {
       case DataFormat::kText: {
         Example e;
@@ -242,6 +271,8 @@ Dataset parse_jsonl(std::string_view text, const std::string& origin, const Toke
       case DataFormat::kAuto:
         break;
     }
+    if (ds.examples.size() > n_examples) ds.examples.back().adapter = adapter;
+    if (ds.choices.size() > n_choices) ds.choices.back().adapter = adapter;
   }
   if (ds.size() == 0) fail("{}: the data set is empty (no JSON lines); nothing to train on", origin);
   return ds;

@@ -48,9 +48,22 @@ int32_t sample_token(float* logits, int64_t V, const SamplingOptions& opt, Rng& 
 Tensor last_logits(LlamaModel& model, const std::vector<int32_t>& ids, int64_t B, int64_t T, KVCache* cache = nullptr);
 
 // on_token(id) is called for every generated token as it is chosen; returning false stops.
+// With adapters loaded together (mixed_adapter.h), the model's sequence adapters say which one
+// the prompt uses (a SequenceAdaptersScope of one entry).
 using TokenCallback = std::function<bool(int32_t)>;
 GenerateResult generate(LlamaModel& model, const std::vector<int32_t>& prompt_ids, const GenerateOptions& opt,
                         const TokenCallback& on_token = {});
+
+// Several prompts in one batch, prompt i under adapter adapters[i] (an index into the adapters
+// loaded together, kBaseAdapter for none; empty: the model's sequence adapters are left as they
+// are): the prompts are prefilled together, right-padded to the longest, then every unfinished
+// row decodes one token per step at its own position (a ragged KV cache), and rows leave the
+// batch as they stop. Result i is what generate(prompts[i]) gives with only its adapter
+// (sampling: each row draws from its own Rng(opt.seed), as a lone generate would), up to float
+// rounding from the different batch shapes. Timings are the batch's: prefill_seconds for the
+// shared prefill, decode_seconds up to the row's last token.
+std::vector<GenerateResult> generate_batch(LlamaModel& model, const std::vector<std::vector<int32_t>>& prompts,
+                                           const std::vector<int32_t>& adapters, const GenerateOptions& opt);
 
 // End-of-sequence ids of a model directory: config.json's eos_token_id(s), those of
 // generation_config.json when present, and the tokenizer's EOS (when tok is given).

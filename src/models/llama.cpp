@@ -1,5 +1,7 @@
 #include "models/llama.h"
 
+#include <cstring>
+
 #include "core/error.h"
 #include "models/kv_cache.h"
 #include "ops/attention.h"
@@ -129,23 +131,42 @@ Var LlamaModel::block(Graph& g, const DecoderLayer& L, const Var& x, int64_t B, 
                       KVCache* cache) {
   const float eps = float(cfg_.rms_norm_eps);
   const int64_t D = cfg_.head_dim;
-  const int64_t pos = cache ? cache->length() : 0;
-  auto rope = rope_table(pos + T);
+  const bool ragged = cache && cache->ragged();
+  const int64_t pos = cache && !ragged ? cache->length() : 0;
+  auto rope = rope_table((cache ? cache->max_length() : 0) + T);
   // x: [B, T, hidden]
   Var h = rms_norm(g, x, L.input_norm, eps);
   Var q = reshape(g, L.q_proj.forward(g, h), {B, T, cfg_.num_heads, D});
   Var k = reshape(g, L.k_proj.forward(g, h), {B, T, cfg_.num_kv_heads, D});
   Var v = reshape(g, L.v_proj.forward(g, h), {B, T, cfg_.num_kv_heads, D});
-  q = qpeft::rope(g, q, rope, pos);
-  k = qpeft::rope(g, k, rope, pos);
-  if (cache) {
-    // k, v: [B, pos + T, Hkv, D]; query t sees keys 0 .. pos + t.
-    Tensor k_all, v_all;
-    cache->append(layer, k.value(), v.value(), &k_all, &v_all);
-    k = Var(k_all);
-    v = Var(v_all);
+  Var a;
+  if (ragged) {
+    // Rows at different positions (batched generation): each row's RoPE, cache and attention
+    // on its own; the linear layers around stay batched.
+    Tensor out = Tensor::empty({B, T, cfg_.num_heads * D});
+    const int64_t per_row = T * cfg_.num_heads * D;
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t p = cache->length(b);
+      Var qb = qpeft::rope(g, Var(q.value().rows(b, b + 1)), rope, p);
+      Var kb = qpeft::rope(g, Var(k.value().rows(b, b + 1)), rope, p);
+      Tensor k_all, v_all;  // [1, p + T, Hkv, D]
+      cache->append_row(layer, b, kb.value(), v.value().rows(b, b + 1), &k_all, &v_all);
+      Var ab = causal_attention(g, qb, Var(k_all), Var(v_all));
+      std::memcpy(out.f32() + b * per_row, ab.value().f32(), size_t(per_row) * 4);
+    }
+    a = Var(out);
+  } else {
+    q = qpeft::rope(g, q, rope, pos);
+    k = qpeft::rope(g, k, rope, pos);
+    if (cache) {
+      // k, v: [B, pos + T, Hkv, D]; query t sees keys 0 .. pos + t.
+      Tensor k_all, v_all;
+      cache->append(layer, k.value(), v.value(), &k_all, &v_all);
+      k = Var(k_all);
+      v = Var(v_all);
+    }
+    a = reshape(g, causal_attention(g, q, k, v), {B, T, cfg_.num_heads * D});
   }
-  Var a = reshape(g, causal_attention(g, q, k, v), {B, T, cfg_.num_heads * D});
   Var x1 = add(g, x, L.o_proj.forward(g, a));
   Var h2 = rms_norm(g, x1, L.post_attention_norm, eps);
   Var m = silu_mul(g, L.gate_proj.forward(g, h2), L.up_proj.forward(g, h2));
@@ -159,16 +180,23 @@ Var LlamaModel::hidden_states(Graph& g, const std::vector<int32_t>& ids, int64_t
     QP_CHECK(cache->batch() == B && cache->num_layers() == int64_t(layers_.size()),
              "[model] KV cache for {} rows and {} layers used with {} rows and {} layers", cache->batch(),
              cache->num_layers(), B, layers_.size());
-    QP_CHECK(cache->length() + T <= cache->max_len(),
+    QP_CHECK(cache->max_length() + T <= cache->max_len(),
              "[model] KV cache full: {} + {} positions exceed its {}; create it with a larger max_len",
-             cache->length(), T, cache->max_len());
+             cache->max_length(), T, cache->max_len());
   }
-  const int64_t total = T + (cache ? cache->length() : 0);
+  const int64_t total = T + (cache ? cache->max_length() : 0);
   if (cfg_.sliding_window > 0)
     QP_CHECK(total <= cfg_.sliding_window,
              "{}: sequence length {} exceeds sliding_window {}; qpeft does not implement sliding-window attention, "
              "use --seq-len {} or less",
              cfg_.source, total, cfg_.sliding_window, cfg_.sliding_window);
+  // The token rows' adapters for mixed-adapter batches: row b·T + t uses sequence b's.
+  row_adapters_->rows.clear();
+  if (!seq_adapters_.empty()) {
+    QP_CHECK(int64_t(seq_adapters_.size()) == B, "[model] sequence adapters for {} rows, but the batch has {}",
+             seq_adapters_.size(), B);
+    for (int64_t b = 0; b < B; ++b) row_adapters_->rows.insert(row_adapters_->rows.end(), size_t(T), seq_adapters_[b]);
+  }
   Var x = reshape(g, embed_trainable_.defined() ? embedding(g, embed_trainable_, ids) : embedding(g, *embed_tokens_, ids),
                   {B, T, cfg_.hidden_size});
   for (size_t i = 0; i < layers_.size(); ++i) {

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "io/data_formats.h"
 #include "models/config.h"
 #include "ops/autograd.h"
 #include "ops/linear.h"
@@ -23,6 +24,8 @@ class LinearAdapter {
  public:
   virtual ~LinearAdapter() = default;
   virtual Var adapt_input(Graph& g, const Var& x) { return x; }
+  // False when adapt_input is the identity (the default).
+  virtual bool adapts_input() const { return false; }
   virtual Var adapt_output(Graph& g, const Var& x, const Var& y) = 0;
   // Trainable tensors, named relative to the layer ("lora_A.weight").
   virtual void visit_params(const std::function<void(const std::string& suffix, Var& param)>& fn) = 0;
@@ -30,6 +33,14 @@ class LinearAdapter {
   // so that the plain layer computes what the adapted one does. Most adapters leave the bias.
   virtual void merge_into(Tensor& weight) const = 0;
   virtual void merge_bias_into(Tensor& bias) const {}
+};
+
+// Mixed-adapter batches (SPEC §1): the adapter of every token row of the forward in progress
+// ([B·T] in batch-row order; an index into the adapters a MixedAdapter holds, kBaseAdapter for
+// none), written by LlamaModel::hidden_states from the sequence adapters and read by the
+// layers' adapters. Empty when the batch names no adapters.
+struct RowAdapters {
+  std::vector<int32_t> rows;
 };
 
 struct Linear {
@@ -97,6 +108,15 @@ class LlamaModel {
   std::vector<DecoderLayer>& layers() { return layers_; }
   void set_grad_checkpointing(bool on) { grad_checkpoint_ = on; }
 
+  // Mixed-adapter batches (SPEC §1; PEFT's adapter_names): the adapter of each sequence (batch
+  // row) in the forwards that follow, an index into the adapters loaded together
+  // (peft/mixed_adapter.h) or kBaseAdapter; empty (the default): the batch names none. The
+  // adapters of one method (LoraAdapter, Ia3Adapter) adapt every row whatever is set here.
+  void set_sequence_adapters(std::vector<int32_t> per_sequence) { seq_adapters_ = std::move(per_sequence); }
+  const std::vector<int32_t>& sequence_adapters() const { return seq_adapters_; }
+  // Where hidden_states puts the token rows' adapters for the layers' adapters to read.
+  std::shared_ptr<const RowAdapters> row_adapters() const { return row_adapters_; }
+
  private:
   // cache == nullptr: positions 0 .. T-1; else cache->length() onwards, keys/values appended
   // to the cache's layer `layer`.
@@ -111,6 +131,24 @@ class LlamaModel {
   Var final_norm_;
   std::shared_ptr<const RopeTable> rope_;
   bool grad_checkpoint_ = false;
+  std::vector<int32_t> seq_adapters_;
+  std::shared_ptr<RowAdapters> row_adapters_ = std::make_shared<RowAdapters>();
+};
+
+// Sets a model's sequence adapters for a scope, restoring the previous ones after.
+class SequenceAdaptersScope {
+ public:
+  SequenceAdaptersScope(LlamaModel& model, std::vector<int32_t> per_sequence)
+      : model_(model), saved_(model.sequence_adapters()) {
+    model.set_sequence_adapters(std::move(per_sequence));
+  }
+  ~SequenceAdaptersScope() { model_.set_sequence_adapters(std::move(saved_)); }
+  SequenceAdaptersScope(const SequenceAdaptersScope&) = delete;
+  SequenceAdaptersScope& operator=(const SequenceAdaptersScope&) = delete;
+
+ private:
+  LlamaModel& model_;
+  std::vector<int32_t> saved_;
 };
 
 // Targets for the fused loss: targets[b·T + t] = labels[b·T + t + 1], last position ignored.

@@ -103,6 +103,7 @@ LossResult linear_cross_entropy_impl(Graph& g, const Var& h, const std::shared_p
   LossResult res;
   res.count = count;
   res.sum = sum;
+  res.nll = std::move(nll);
   Tensor loss = Tensor::full({1}, count ? float(sum / double(count)) : 0.0f);
   res.loss = g.make_output(loss, rg);
   if (rg) {

@@ -14,6 +14,7 @@ struct LossResult {
   Var loss;            // scalar [1]: mean over counted targets (0 if none)
   int64_t count = 0;   // targets not equal to kIgnoreIndex
   double sum = 0;      // summed negative log-likelihood (for token-weighted averages)
+  std::vector<double> nll;  // linear_cross_entropy: per row of h, its NLL (0 where ignored); sum adds them in order
 };
 
 // Fused output head + cross-entropy: logits = h Wᵀ (W: [V, d], frozen), mean NLL over targets

@@ -523,19 +523,35 @@ QuantizeOptions adapter_base_quantization(const std::string& dir) {
   return base_quantization_of(*SafetensorsFile::open(file), file);
 }
 
-std::unique_ptr<LlamaModel> load_model_with_adapter(const std::string& model_dir, const std::string& adapter_dir,
-                                                    const std::string& base_quant, std::string* note) {
+LoadOptions base_load_options(const std::string& base_quant, const QuantizeOptions& recorded) {
   LoadOptions load;
   if (base_quant == "auto") {
-    if (!adapter_dir.empty()) load.quantize = adapter_base_quantization(adapter_dir);
+    load.quantize = recorded;
   } else if (base_quant != "none") {
     load.quantize.format = base_quant;  // load_model checks the name
   }
+  return load;
+}
+
+std::string describe_base_quantization(const QuantizeOptions& q) {
+  if (!q.enabled()) return "the stored weights";
+  return fmt::format("{} (block {}{})", q.format, q.block_size, q.double_quant ? ", double quantization" : "");
+}
+
+void check_adapter_base(LlamaModel& model, const AdapterConfig& cfg, const std::string& adapter_dir,
+                        const std::string& model_dir) {
+  const AdapterMethod& m = method_of(cfg);
+  if (m.check_base) m.check_base(model, cfg, adapter_dir, model_dir);
+}
+
+std::unique_ptr<LlamaModel> load_model_with_adapter(const std::string& model_dir, const std::string& adapter_dir,
+                                                    const std::string& base_quant, std::string* note) {
+  const LoadOptions load =
+      base_load_options(base_quant, adapter_dir.empty() ? QuantizeOptions() : adapter_base_quantization(adapter_dir));
   auto model = load_model(model_dir, load);
   if (!adapter_dir.empty()) {
     const AdapterConfig cfg = load_adapter(*model, adapter_dir);
-    const AdapterMethod& m = method_of(cfg);
-    if (m.check_base && base_quant == "auto") m.check_base(*model, cfg, adapter_dir, model_dir);
+    if (base_quant == "auto") check_adapter_base(*model, cfg, adapter_dir, model_dir);
   }
   if (note && load.quantize.enabled())
     *note = fmt::format("base linear weights quantized on load to {} (block {}{}){}", load.quantize.format,

@@ -58,6 +58,16 @@ std::unique_ptr<LlamaModel> load_model_with_adapter(const std::string& model_dir
                                                     const std::string& base_quant = "auto",
                                                     std::string* note = nullptr);
 
+// How `base_quant` ("auto", "none" or a format) loads the base for adapters whose recorded base
+// quantization is `recorded` (auto: that; disabled for none).
+LoadOptions base_load_options(const std::string& base_quant, const QuantizeOptions& recorded);
+// "nf4 (block 64, double quantization)", or "the stored weights" when disabled.
+std::string describe_base_quantization(const QuantizeOptions& q);
+// With --base-quant auto: the method's check that the loaded base is one the adapter fits
+// (LoftQ adapters need the base `qpeft loftq` wrote); the adapter must be attached.
+void check_adapter_base(LlamaModel& model, const AdapterConfig& cfg, const std::string& adapter_dir,
+                        const std::string& model_dir);
+
 // Copies the values of the model's adapter tensors (adapter_params) from an
 // adapter_model.safetensors into the model's existing adapters (resume); any method.
 void load_adapter_weights_into(LlamaModel& model, const std::string& file);

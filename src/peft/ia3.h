@@ -36,6 +36,7 @@ class Ia3Adapter final : public LinearAdapter {
   // l initialised to 1: [1, in] for a feed-forward module, [out, 1] otherwise.
   Ia3Adapter(const Linear& layer, bool feedforward);
   Var adapt_input(Graph& g, const Var& x) override;
+  bool adapts_input() const override { return feedforward; }
   Var adapt_output(Graph& g, const Var& x, const Var& y) override;
   void visit_params(const std::function<void(const std::string&, Var&)>& fn) override;
   // W[o, :] *= l[o] (output scaling) or W[:, i] *= l[i] (feed-forward); the bias with the output.

@@ -74,22 +74,52 @@ EvalResult evaluate(LlamaModel& model, const std::vector<Example>& data, int64_t
   Batcher batcher(data, batch, seq_len, 0, false, 0);
   double sum = 0;
   int64_t count = 0;
-  const int64_t n_batches = batcher.batches_per_epoch();
+  std::map<int32_t, std::pair<double, LossStats>> per;  // adapter -> (NLL sum, counts)
+  const int64_t n = int64_t(data.size()), n_batches = batcher.batches_per_epoch();
   for (int64_t k = 0; k < n_batches; ++k) {
     Batch b = batcher.get(k);
     // The last batch wraps around to the start: drop the repeated rows.
-    const int64_t real_rows = std::min<int64_t>(b.B, int64_t(data.size()) - k * batch);
+    const int64_t real_rows = std::min<int64_t>(b.B, n - k * batch);
     for (int64_t r = real_rows; r < b.B; ++r)
       std::fill(b.labels.begin() + r * b.T, b.labels.begin() + (r + 1) * b.T, -100);
+    // Row r holds example (k·batch + r) mod n (the batcher's unshuffled order).
+    std::vector<int32_t> row_adapter;
+    for (int64_t r = 0; r < b.B; ++r) row_adapter.push_back(data[size_t((k * batch + r) % n)].adapter);
+    SequenceAdaptersScope scope(model, row_adapter);
     Graph g(false);
     LossResult res = model.loss(g, b.ids, b.labels, b.B, b.T);
     sum += res.sum;
     count += res.count;
+    // Per adapter: the batch's NLL summed in the order res.sum adds it, then added to the
+    // adapter's total, so a batch of one adapter adds exactly what res.sum does.
+    std::map<int32_t, double> batch_sum;
+    for (int64_t r = 0; r < real_rows; ++r) {
+      const int32_t a = row_adapter[size_t(r)];
+      LossStats& st = per[a].second;
+      double& s = batch_sum[a];
+      st.examples += 1;
+      // Position t predicts label t + 1 (model.loss's shift).
+      for (int64_t t = 0; t + 1 < b.T; ++t) {
+        if (b.labels[size_t(r * b.T + t + 1)] == kIgnoreIndex) continue;
+        s += res.nll[size_t(r * b.T + t)];
+        st.tokens += 1;
+      }
+    }
+    for (const auto& [a, s] : batch_sum) per[a].first += s;
   }
+  auto finish = [](LossStats& st, double s) {
+    st.loss = st.tokens ? s / double(st.tokens) : 0.0;
+    st.perplexity = std::exp(st.loss);
+  };
   EvalResult r;
   r.tokens = count;
+  r.examples = n;
   r.loss = count ? sum / double(count) : 0.0;
   r.perplexity = std::exp(r.loss);
+  for (auto& [a, p] : per) {
+    finish(p.second, p.first);
+    r.adapters[a] = p.second;
+  }
   return r;
 }
 

@@ -3,6 +3,7 @@
 // Multiple-choice data trains with T-Few's losses (L_LM + L_UL + L_LN, SPEC §5).
 #pragma once
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -53,9 +54,15 @@ struct TrainOptions {
   bool quiet = false;
 };
 
-struct EvalResult {
+struct LossStats {
   double loss = 0, perplexity = 0;
-  int64_t tokens = 0;  // predicted (counted) tokens
+  int64_t tokens = 0;    // predicted (counted) tokens
+  int64_t examples = 0;
+};
+
+struct EvalResult : LossStats {
+  // Per adapter the examples name (Example::adapter; kBaseAdapter for none): its examples alone.
+  std::map<int32_t, LossStats> adapters;
 };
 
 struct TrainResult {
@@ -67,7 +74,8 @@ struct TrainResult {
 
 TrainResult train(const TrainOptions& opt);
 
-// Token-weighted mean loss over every example (batched, no gradients).
+// Token-weighted mean loss over every example (batched in file order, no gradients), each
+// example under its own adapter (Example::adapter, for adapters loaded together).
 EvalResult evaluate(LlamaModel& model, const std::vector<Example>& data, int64_t batch, int64_t seq_len);
 
 // Reads a JSON-lines data file in any supported format, multiple choice included, tokenizing

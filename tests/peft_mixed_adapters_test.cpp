@@ -186,7 +186,9 @@ TEST_F(MixedAdapters, BatchedGenerationEqualsEachPromptAlone) {
       EXPECT_EQ(generate(*mixed, prompts[i], opt).tokens, want.tokens) << i;
       some_stopped = some_stopped || want.stopped_on_eos;
     }
-    if (mode == 0) EXPECT_TRUE(some_stopped);
+    if (mode == 0) {
+      EXPECT_TRUE(some_stopped);
+    }
   }
   // The base model alone batches too (no sequence adapters).
   auto base = load_model(model_dir);

@@ -2,7 +2,7 @@
 # docs/ia3.md's experiment, reproducibly (after a build): the sentiment task of the demo with
 # T-Few's recipe (Adafactor, lr 3e-3, linear decay after 6% warmup, batch 8, 1000 steps, the
 # full lm+ul+ln loss) for (IA)³, the same recipe for LoRA r 16, and full fine-tuning; then the
-# T-Few ablation in miniature: (IA)³ without UL, without LN, and with LM alone.
+# T-Few ablation in miniature: (IA)³ without UL, without LN, with LM alone and with LN alone.
 # Held-out accuracy on the 600 test sentences, trainable parameters, adapter size.
 # Usage: scripts/ia3-experiments.sh [SEED]
 set -euo pipefail
@@ -41,6 +41,7 @@ run ia3 --method ia3
 run ia3_no_ul --method ia3 --choice-loss lm,ln
 run ia3_no_ln --method ia3 --choice-loss lm,ul
 run ia3_lm_only --method ia3 --choice-loss lm
+run ia3_ln_only --method ia3 --choice-loss ln
 run lora --method lora --targets all-linear --rank 16 --alpha 16 --optim adafactor --lr 3e-3 --schedule linear \
   --warmup-ratio 0.06 --batch 8 --steps 1000
 run full --method full --optim adafactor --lr 1e-4 --schedule linear --warmup-ratio 0.06 --batch 8 --steps 1000

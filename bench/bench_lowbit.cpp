@@ -137,6 +137,12 @@ int main(int argc, char** argv) {
     for (double t : runs[j].step_s) std::printf(" %.3f", t);
     std::printf(")\n");
   }
+  const double openblas = bench::openblas_threaded_sgemm_gflops(num_threads());
+  const double flops = 2.0 * bench::forward_flops_per_token(cfg, seq);  // forward + input gradient
+  std::printf("  OpenBLAS threaded sgemm %.2f GFLOP/s (2048^3, its own %d threads): NF4 training %.2f GFLOP/s = %.3f "
+              "of it, NF2 %.2f = %.3f\n",
+              openblas, num_threads(), flops * tps[0] / 1e9, flops * tps[0] / 1e9 / openblas, flops * tps[1] / 1e9,
+              flops * tps[1] / 1e9 / openblas);
   std::printf("  NF2 / NF4 tokens/s  %.3f  (target >= 0.95)\n", tps[1] / tps[0]);
   std::printf("  NF3 / NF4 tokens/s  %.3f\n", tps[2] / tps[0]);
   return 0;

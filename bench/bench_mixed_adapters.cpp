@@ -132,6 +132,9 @@ int main(int argc, char** argv) {
     own[size_t(i % K)].push_back(e);
   }
   bench::print_machine();
+  const double openblas = bench::openblas_threaded_sgemm_gflops(threads);
+  std::printf("OpenBLAS threaded sgemm %.2f GFLOP/s (2048^3, its own %d threads): the machine's anchor\n", openblas,
+              threads);
   std::printf("bench_mixed_adapters: preset small (bf16 base), 4 adapters (LoRA r16 all-linear x2, (IA)3 x2), "
               "%d threads, median of %d interleaved reps\n", threads, reps);
   for (int64_t batch : batches) {
@@ -161,6 +164,9 @@ int main(int argc, char** argv) {
     std::printf("  mixed batches            %.3f s  (%.0f tokens/s)\n", em, tokens / em);
     std::printf("  4 separate passes        %.3f s  (%.0f tokens/s)\n", es, tokens / es);
     std::printf("  speed ratio              %.2fx  (target >= 1.5)\n", es / em);
+    const double gflop = bench::forward_flops_per_token(cfg, seq) * tokens / 1e9;
+    std::printf("  base forward FLOP/s      mixed %.2f GFLOP/s = %.3f of OpenBLAS, separate %.2f = %.3f\n", gflop / em,
+                gflop / em / openblas, gflop / es, gflop / es / openblas);
     std::printf("  per-adapter loss, max relative difference mixed vs separate: %.2e\n", max_rel);
   }
 

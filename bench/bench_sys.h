@@ -5,7 +5,12 @@
 #include <fstream>
 #include <string>
 
+#include <cblas.h>
 #include <unistd.h>  // environ
+
+#include <algorithm>
+#include <chrono>
+#include <vector>
 
 #include "core/thread_pool.h"
 #include "quant/kernels.h"
@@ -43,6 +48,26 @@ inline void print_machine() {
     if (v.rfind("OPENBLAS_", 0) == 0 || v.rfind("QPEFT_", 0) == 0 || v.rfind("OMP_", 0) == 0)
       std::printf("env: %s\n", v.c_str());
   }
+}
+
+extern "C" void openblas_set_num_threads(int);
+
+// The machine's anchor: OpenBLAS's own multi-threaded sgemm on an n³ problem with `threads`
+// threads (best of `reps`), the well-kept library every benchmark ratio is set against. Our
+// pool pins OpenBLAS to one thread per call; this lifts that for the measurement only.
+inline double openblas_threaded_sgemm_gflops(int threads, int64_t n = 2048, int reps = 3) {
+  std::vector<float> a(size_t(n * n), 0.5f), b(size_t(n * n), 0.25f), c(size_t(n * n));
+  openblas_set_num_threads(threads);
+  double best = 0;
+  for (int r = 0; r < reps; ++r) {
+    const auto t = std::chrono::steady_clock::now();
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(n), int(n), 1.0f, a.data(), int(n), b.data(),
+                int(n), 0.0f, c.data(), int(n));
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+    best = std::max(best, 2.0 * double(n) * double(n) * double(n) / s / 1e9);
+  }
+  openblas_set_num_threads(1);
+  return best;
 }
 
 }  // namespace qpeft::bench

@@ -22,6 +22,16 @@ inline NamedParams attach_lora(LlamaModel& model, int64_t rank) {
   return adapter_params(model);
 }
 
+// FLOPs per token of the model's forward pass: 2 · linear parameters (the head included, the
+// embedding lookup excluded) plus causal attention's QKᵀ and PV over `seq` positions. A
+// training step's forward + input-gradient work is twice this (LoRA's own FLOPs excluded).
+inline double forward_flops_per_token(const ModelConfig& cfg, int64_t seq) {
+  const double lin = double(cfg.num_parameters() - cfg.vocab_size * cfg.hidden_size * (cfg.tie_word_embeddings ? 0 : 1) -
+                            cfg.hidden_size * (2 * cfg.num_layers + 1));
+  const double attn = 2.0 * 2.0 * double(cfg.num_layers) * double(seq) / 2.0 * double(cfg.num_heads * cfg.head_dim);
+  return 2.0 * lin + attn;
+}
+
 inline std::vector<int32_t> random_ids(int64_t n, int64_t vocab) {
   Rng rng(3);
   std::vector<int32_t> ids(static_cast<size_t>(n));

@@ -1,6 +1,7 @@
 #include "peft/adapter.h"
 
 #include "core/error.h"
+#include "quant/quantized_weight.h"
 
 namespace qpeft {
 
@@ -48,6 +49,14 @@ Tensor merged_bias(const Linear& layer) {
   Tensor b = layer.bias.value().clone();
   if (layer.adapter) layer.adapter->merge_bias_into(b);
   return b;
+}
+
+std::string first_dense_adapted_layer(LlamaModel& model) {
+  std::string dense;
+  model.visit_linears([&](Linear& l) {
+    if (l.adapter && dense.empty() && !dynamic_cast<const QuantizedWeight*>(l.weight.get())) dense = l.name;
+  });
+  return dense;
 }
 
 }  // namespace qpeft

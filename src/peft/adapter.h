@@ -31,6 +31,10 @@ std::string peft_key(const std::string& module_name, const std::string& suffix);
 // Every trainable adapter parameter with its PEFT key, in model order.
 std::vector<std::pair<std::string, Var>> adapter_params(LlamaModel& model);
 
+// The first layer with an adapter whose frozen weight is not quantized, or "" (a LoftQ init
+// belongs on the quantized base `qpeft loftq` wrote).
+std::string first_dense_adapted_layer(LlamaModel& model);
+
 // The layer's weight with its adapter folded in (LinearAdapter::merge_into), f32 [out, in];
 // the stored weight decoded when it has no adapter.
 Tensor merged_weight(const Linear& layer);

@@ -262,10 +262,7 @@ void lora_check_base(LlamaModel& model, const AdapterConfig& any, const std::str
                      const std::string& model_dir) {
   const LoraConfig& cfg = std::get<LoraConfig>(any);
   if (cfg.loftq_quant.empty()) return;
-  std::string dense;
-  model.visit_linears([&](Linear& l) {
-    if (l.adapter && dense.empty() && !dynamic_cast<const QuantizedWeight*>(l.weight.get())) dense = l.name;
-  });
+  const std::string dense = first_dense_adapted_layer(model);
   QP_CHECK(dense.empty(),
            "{}: this adapter was initialised by LoftQ ({}, T = {}) for the quantized base `qpeft loftq` wrote, "
            "but {} in {} is not quantized; pass that base as --model, or --base-quant none to use these weights "

@@ -286,10 +286,7 @@ NamedParams init_from_adapter(LlamaModel& model, const TrainOptions& opt, LoraCo
   a.base_quantization = lcfg->base_quantization;
   a.base_model_name_or_path = lcfg->base_model_name_or_path;
   if (!a.loftq_quant.empty()) {
-    std::string dense;
-    model.visit_linears([&](Linear& l) {
-      if (l.adapter && dense.empty() && !dynamic_cast<const QuantizedWeight*>(l.weight.get())) dense = l.name;
-    });
+    const std::string dense = first_dense_adapted_layer(model);
     QP_CHECK(dense.empty() || lcfg->base_quantization.enabled(),
              "--init-adapter {}: a LoftQ init ({}) for the quantized base `qpeft loftq` wrote, but {} in {} is dense; "
              "train with --model set to that quantized base",

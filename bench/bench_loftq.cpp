@@ -29,6 +29,7 @@ using namespace qpeft;
 using Clock = std::chrono::steady_clock;
 
 int main(int argc, char** argv) {
+  retain_freed_memory();  // as the CLI does
   int layers = 2, threads = 2;
   int64_t rank = 16;
   std::string quant = "nf2", iters_list = "1,5";

@@ -71,6 +71,7 @@ struct Run {
 }  // namespace
 
 int main(int argc, char** argv) {
+  retain_freed_memory();  // as the CLI does
   std::string preset = "small";
   int reps = 5, threads = 2;
   const int64_t batch = 4, seq = 256, rank = 16;

@@ -75,6 +75,7 @@ std::string make_adapter(const std::string& model_dir, const std::string& dir, i
 }  // namespace
 
 int main(int argc, char** argv) {
+  retain_freed_memory();  // as the CLI does
   int threads = 2, reps = 3;
   int64_t examples = 32, seq = 32, n_prompts = 8, new_tokens = 24;
   std::vector<int64_t> batches = {4, 8};

@@ -34,6 +34,7 @@ double cpu_now() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  retain_freed_memory();  // as the CLI does
   int threads = 2, reps = 7;
   double millions = 16;
   for (int i = 1; i + 1 < argc; i += 2) {

@@ -33,6 +33,7 @@ static double current_rss_bytes() {
 }
 
 int main(int argc, char** argv) {
+  retain_freed_memory();  // as the CLI does
   std::string preset = "7b", model_dir, keep, optim = "paged_adamw8bit";
   int64_t seq = 512, rank = 16;
   int steps = 1, threads = 2;

@@ -78,6 +78,7 @@ std::pair<double, double> paired_median_seconds(int reps, A&& a, B&& b) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  retain_freed_memory();  // as the CLI does
   int threads = 2, reps = 3;
   int64_t tile = 0;
   std::vector<int64_t> shapes = {4096, 4096, 11008, 4096, 4096, 11008};

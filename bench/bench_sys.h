@@ -12,6 +12,7 @@
 #include <chrono>
 #include <vector>
 
+#include "core/profile.h"
 #include "core/thread_pool.h"
 #include "quant/kernels.h"
 
@@ -68,6 +69,29 @@ inline double openblas_threaded_sgemm_gflops(int threads, int64_t n = 2048, int 
   }
   openblas_set_num_threads(1);
   return best;
+}
+
+// The per-op table of profile::entries() over `steps` steps: time per step, share of the
+// step, and achieved GFLOP/s against the OpenBLAS anchor where the op counts FLOPs.
+inline void print_profile(int steps, double step_seconds, double openblas_gflops, size_t max_rows = 40) {
+  const auto rows = profile::entries();
+  std::printf("  per-op profile (exclusive time, per step; GFLOP/s and fraction of OpenBLAS where counted)\n");
+  std::printf("    %-44s %6s %9s %6s %8s %6s\n", "op [M x N x K]", "calls", "ms/step", "share", "GFLOP/s", "of OB");
+  double total = 0;
+  for (const auto& e : rows) total += e.seconds;
+  for (size_t i = 0; i < rows.size() && i < max_rows; ++i) {
+    const auto& e = rows[i];
+    const double ms = e.seconds / steps * 1e3;
+    if (e.flops > 0) {
+      const double gf = e.flops / e.seconds / 1e9;
+      std::printf("    %-44s %6lld %9.2f %5.1f%% %8.1f %6.3f\n", e.op.c_str(), (long long)(e.calls / steps), ms,
+                  100.0 * e.seconds / total, gf, gf / openblas_gflops);
+    } else {
+      std::printf("    %-44s %6lld %9.2f %5.1f%%\n", e.op.c_str(), (long long)(e.calls / steps), ms,
+                  100.0 * e.seconds / total);
+    }
+  }
+  std::printf("    profiled total %.1f ms/step of a %.1f ms median step\n", total / steps * 1e3, step_seconds * 1e3);
 }
 
 }  // namespace qpeft::bench

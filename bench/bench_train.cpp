@@ -3,6 +3,7 @@
 // with --qlora also QLoRA (NF4 + double-quantized base) on the same shape, and the ratio; with
 // --ia3 also (IA)³ (PEFT's Llama targets k_proj, v_proj, down_proj) and its ratio to LoRA.
 //   build/bench/bench_train [--preset small] [--threads 2] [--steps 5] [--batch 4] [--seq 256] [--rank 16] [--qlora] [--ia3]
+//                           [--profile]   (per-op table of the LoRA steps)
 // FLOPs counted: forward + input-gradient of the model (2 · 2 · linear params incl. the head
 // per token, plus causal attention's QKᵀ and PV), LoRA's own FLOPs excluded.
 #include <sys/resource.h>
@@ -57,7 +58,7 @@ struct StepStats {
 // Median seconds per optimizer step (after one warm-up step) of LoRA (rank > 0) or (IA)³
 // (rank 0) training on `dir`.
 static StepStats time_training(const std::string& dir, const LoadOptions& load, int64_t rank, int64_t batch, int64_t seq,
-                               int steps) {
+                               int steps, bool prof = false) {
   auto model = load_model(dir, load);
   NamedParams params;
   if (rank > 0) {
@@ -72,21 +73,28 @@ static StepStats time_training(const std::string& dir, const LoadOptions& load, 
   for (int s = 0; s < steps + 1; ++s) {
     const double dt = bench::timed_step(*model, params, opt, ids, batch, seq, s, 1.0, 1e-4).first;
     if (s > 0) times.push_back(dt);  // the first step warms up
+    if (s == 0 && prof) {
+      profile::reset();
+      profile::set_enabled(true);
+    }
   }
+  profile::set_enabled(false);
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
   return {median(times), size_t(ru.ru_maxrss / 1024)};
 }
 
 int main(int argc, char** argv) {
+  retain_freed_memory();  // as the CLI does
   std::string preset = "small";
   int threads = 2, steps = 5;
   int64_t batch = 4, seq = 256, rank = 16;
-  bool qlora = false, ia3 = false;
+  bool qlora = false, ia3 = false, prof = false;
   for (int i = 1; i < argc; ++i) {
     std::string k = argv[i], v = i + 1 < argc ? argv[i + 1] : "";
     if (k == "--qlora") { qlora = true; continue; }
     if (k == "--ia3") { ia3 = true; continue; }
+    if (k == "--profile") { prof = true; continue; }
     ++i;
     if (k == "--preset") preset = v;
     else if (k == "--threads") threads = std::stoi(v);
@@ -103,7 +111,7 @@ int main(int argc, char** argv) {
   write_random_model(cfg, DType::BF16, 1, dir);
 
   const double peak_before = gemm_peak_gflops(1536, 5);
-  const StepStats lora = time_training(dir, LoadOptions{}, rank, batch, seq, steps);
+  const StepStats lora = time_training(dir, LoadOptions{}, rank, batch, seq, steps, prof);
   StepStats ql{};
   if (qlora) {
     LoadOptions lo;
@@ -129,6 +137,7 @@ int main(int argc, char** argv) {
   std::printf("  fraction of our driver   %.3f  (target >= 0.40; a ratio against our own code, see OpenBLAS above)\n",
               achieved / peak);
   std::printf("  peak RSS after LoRA      %zu MiB\n", lora.rss_after_mib);
+  if (prof) bench::print_profile(steps, lora.step_s, openblas);
   if (qlora) {
     std::printf("  QLoRA (NF4+DQ) step      %.3f s, %.1f tokens/s\n", ql.step_s, tokens / ql.step_s);
     std::printf("  QLoRA / LoRA tokens/s    %.3f  (target >= 0.80)\n", lora.step_s / ql.step_s);

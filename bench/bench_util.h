@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/profile.h"
 #include "core/rng.h"
 #include "models/llama.h"
 #include "peft/lora.h"
@@ -43,14 +44,22 @@ inline std::vector<int32_t> random_ids(int64_t n, int64_t vocab) {
 inline std::pair<double, float> timed_step(LlamaModel& model, const NamedParams& params, Optimizer& opt,
                                            const std::vector<int32_t>& ids, int64_t B, int64_t T, int step,
                                            double max_grad_norm, double lr) {
+  float loss = 0;
   const auto t = std::chrono::steady_clock::now();
-  Graph g(true, uint64_t(step), true);
-  LossResult res = model.loss(g, ids, ids, B, T);
-  g.backward(res.loss);
-  clip_grad_norm(params, max_grad_norm);
-  opt.step(lr);
-  opt.zero_grad();
-  return {std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count(), res.loss.value().f32()[0]};
+  {
+    profile::Scope prof("step (other)");
+    Graph g(true, uint64_t(step), true);
+    LossResult res = model.loss(g, ids, ids, B, T);
+    g.backward(res.loss);
+    {
+      profile::Scope prof_clip("clip_grad_norm");
+      clip_grad_norm(params, max_grad_norm);
+    }
+    opt.step(lr);
+    opt.zero_grad();
+    loss = res.loss.value().f32()[0];
+  }
+  return {std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count(), loss};
 }
 
 }  // namespace qpeft::bench

@@ -5,6 +5,7 @@
 
 #include "cli/commands.h"
 #include "core/error.h"
+#include "core/tensor.h"
 
 namespace qpeft::cli {
 
@@ -22,6 +23,7 @@ void setup_all_commands(CLI::App& app) {
 }  // namespace qpeft::cli
 
 int main(int argc, char** argv) {
+  qpeft::retain_freed_memory();
   CLI::App app{"qpeft: parameter-efficient fine-tuning (LoRA, QLoRA, LoftQ, IA3) of Llama-family models"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "qpeft 0.1.0");

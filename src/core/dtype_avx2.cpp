@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "core/cpu.h"
 #include "core/dtype.h"
 
 namespace qpeft {
@@ -30,8 +31,7 @@ void f16_to_f32_avx2(const uint16_t* s, float* d, size_t n) {
 }  // namespace
 
 bool half_to_f32_avx2(const void* src, DType dt, float* dst, size_t n) {
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
-  if (!ok) return false;
+  if (!cpu_has_avx2()) return false;
   if (dt == DType::BF16) bf16_to_f32_avx2(static_cast<const uint16_t*>(src), dst, n);
   else if (dt == DType::F16) f16_to_f32_avx2(static_cast<const uint16_t*>(src), dst, n);
   else return false;

@@ -1,5 +1,7 @@
 #include "core/tensor.h"
 
+#include <malloc.h>
+
 #include <cstdlib>
 #include <cstring>
 
@@ -21,6 +23,15 @@ int64_t shape_numel(const Shape& s) {
     n *= d;
   }
   return n;
+}
+
+void retain_freed_memory() {
+#ifdef M_MMAP_THRESHOLD
+  // glibc: blocks up to 32 MiB (its maximum) come from the heap, and the heap keeps up to
+  // 1 GiB of freed memory instead of trimming it after each step.
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+#endif
 }
 
 std::shared_ptr<Storage> Storage::allocate(size_t bytes, bool zero) {

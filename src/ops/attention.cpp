@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/profile.h"
 #include "core/thread_pool.h"
 #include "ops/linear.h"
 #include "ops/vec_math.h"
@@ -39,6 +40,7 @@ int64_t tile_scores(const AttnShape& s, const float* qt, const float* kb, int64_
 }  // namespace
 
 Var causal_attention(Graph& g, const Var& q, const Var& k, const Var& v) {
+  profile::Scope prof("causal_attention fwd");
   const Tensor &qv = q.value(), &kv = k.value(), &vv = v.value();
   QP_CHECK(qv.ndim() == 4 && kv.ndim() == 4 && kv.shape() == vv.shape(),
            "[attention] expected q [B, T, Hq, D] and k, v [B, T, Hkv, D]; got q {}, k {}, v {}", qv.describe(),
@@ -85,6 +87,7 @@ Var causal_attention(Graph& g, const Var& q, const Var& k, const Var& v) {
   Var out = g.make_output(out_t, rg);
   if (rg) {
     g.record([q, k, v, out, lse, s] {
+      profile::Scope prof("causal_attention bwd");
       if (!out.has_grad()) return;
       const float *qp = q.value().f32(), *kp = k.value().f32(), *vp = v.value().f32();
       const float *op = out.value().f32(), *dop = out.grad().f32();

@@ -1,6 +1,7 @@
 #include "ops/autograd.h"
 
 #include "core/error.h"
+#include "core/profile.h"
 
 namespace qpeft {
 
@@ -46,6 +47,7 @@ void Graph::backward(const Var& loss) {
 void Graph::backward(const Var& out, const Tensor& dout) {
   QP_CHECK(grad_enabled_, "[backward] this graph was built without gradients");
   QP_CHECK(out.requires_grad(), "[backward] the output does not depend on any trainable parameter");
+  profile::Scope prof("backward (other)");
   out.accumulate_grad(dout);
   while (!rules_.empty()) {
     auto rule = std::move(rules_.back());

@@ -3,12 +3,15 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "core/profile.h"
 #include "core/rng.h"
 #include "core/thread_pool.h"
+#include "ops/vec_math.h"
 
 namespace qpeft {
 
 Var add(Graph& g, const Var& a, const Var& b) {
+  profile::Scope prof("add fwd");
   QP_CHECK(a.shape() == b.shape(), "[add] shapes {} and {} differ", a.value().describe(), b.value().describe());
   Tensor y = Tensor::empty(a.shape());
   const float *ap = a.value().f32(), *bp = b.value().f32();
@@ -20,6 +23,7 @@ Var add(Graph& g, const Var& a, const Var& b) {
   Var out = g.make_output(y, rg);
   if (rg) {
     g.record([a, b, out] {
+      profile::Scope prof("add bwd");
       if (!out.has_grad()) return;
       if (a.requires_grad()) a.accumulate_grad(out.grad());
       if (b.requires_grad()) b.accumulate_grad(out.grad());
@@ -29,6 +33,7 @@ Var add(Graph& g, const Var& a, const Var& b) {
 }
 
 Var scale(Graph& g, const Var& x, float s) {
+  profile::Scope prof("scale fwd");
   Tensor y = Tensor::empty(x.shape());
   const float* xp = x.value().f32();
   float* yp = y.f32();
@@ -37,6 +42,7 @@ Var scale(Graph& g, const Var& x, float s) {
   Var out = g.make_output(y, rg);
   if (rg) {
     g.record([x, out, s] {
+      profile::Scope prof("scale bwd");
       if (!out.has_grad()) return;
       float* dx = x.grad_buffer();
       const float* dy = out.grad().f32();
@@ -47,6 +53,7 @@ Var scale(Graph& g, const Var& x, float s) {
 }
 
 Var add_bias(Graph& g, const Var& x, const Var& bias) {
+  profile::Scope prof("add_bias fwd");
   const int64_t n = bias.value().numel();
   QP_CHECK(x.value().dim(-1) == n, "[add_bias] input {} does not match bias '{}' {}", x.value().describe(),
            bias.name(), bias.value().describe());
@@ -60,6 +67,7 @@ Var add_bias(Graph& g, const Var& x, const Var& bias) {
   Var out = g.make_output(y, rg);
   if (rg) {
     g.record([x, bias, out, rows, n] {
+      profile::Scope prof("add_bias bwd");
       if (!out.has_grad()) return;
       if (x.requires_grad()) x.accumulate_grad(out.grad());
       if (bias.requires_grad()) {
@@ -74,36 +82,28 @@ Var add_bias(Graph& g, const Var& x, const Var& bias) {
 }
 
 Var silu_mul(Graph& g, const Var& gate, const Var& up) {
+  profile::Scope prof("silu_mul fwd");
   QP_CHECK(gate.shape() == up.shape(), "[silu_mul] shapes {} and {} differ", gate.value().describe(),
            up.value().describe());
   Tensor y = Tensor::empty(gate.shape());
   const float *gp = gate.value().f32(), *up_ = up.value().f32();
   float* yp = y.f32();
-  pool().parallel_for(y.numel(), [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i) {
-      float a = gp[i];
-      yp[i] = a / (1.0f + std::exp(-a)) * up_[i];
-    }
-  });
+  const VecKernels& vk = vec_kernels();
+  pool().parallel_for(y.numel(), [&](int64_t i0, int64_t i1) { vk.silu_mul(gp + i0, up_ + i0, yp + i0, i1 - i0); });
   bool rg = g.needs_grad({&gate, &up});
   Var out = g.make_output(y, rg);
   if (rg) {
     g.record([gate, up, out] {
+      profile::Scope prof("silu_mul bwd");
       if (!out.has_grad()) return;
       const int64_t n = out.value().numel();
       const float* dy = out.grad().f32();
       const float *gp = gate.value().f32(), *upp = up.value().f32();
       float* dg = gate.requires_grad() ? gate.grad_buffer() : nullptr;
       float* du = up.requires_grad() ? up.grad_buffer() : nullptr;
+      const VecKernels& vk = vec_kernels();
       pool().parallel_for(n, [&](int64_t i0, int64_t i1) {
-        for (int64_t i = i0; i < i1; ++i) {
-          float a = gp[i];
-          float sig = 1.0f / (1.0f + std::exp(-a));
-          float silu = a * sig;
-          // d silu / da = sig · (1 + a · (1 − sig))
-          if (dg) dg[i] += dy[i] * upp[i] * sig * (1.0f + a * (1.0f - sig));
-          if (du) du[i] += dy[i] * silu;
-        }
+        vk.silu_mul_backward(gp + i0, upp + i0, dy + i0, dg ? dg + i0 : nullptr, du ? du + i0 : nullptr, i1 - i0);
       });
     });
   }
@@ -111,6 +111,7 @@ Var silu_mul(Graph& g, const Var& gate, const Var& up) {
 }
 
 Var mul_lastdim(Graph& g, const Var& x, const Var& v) {
+  profile::Scope prof("mul_lastdim fwd");
   // x is (..., n), v holds n values (any shape: [n], [n, 1], [1, n]); y = x ⊙ v over the last dim.
   const int64_t n = v.value().numel();
   QP_CHECK(x.value().dim(-1) == n, "[mul_lastdim] input {} does not match vector '{}' {}", x.value().describe(),
@@ -127,6 +128,7 @@ Var mul_lastdim(Graph& g, const Var& x, const Var& v) {
   Var out = g.make_output(y, rg);
   if (rg) {
     g.record([x, v, out, rows, n] {
+      profile::Scope prof("mul_lastdim bwd");
       if (!out.has_grad()) return;
       const float* dy = out.grad().f32();
       const float *xp = x.value().f32(), *vp = v.value().f32();
@@ -152,6 +154,7 @@ Var mul_lastdim(Graph& g, const Var& x, const Var& v) {
 }
 
 Var dropout(Graph& g, const Var& x, float p) {
+  profile::Scope prof("dropout fwd");
   QP_CHECK(p >= 0.0f && p < 1.0f, "[dropout] probability {} must be in [0, 1)", p);
   if (!g.training() || p == 0.0f) return x;
   const uint64_t stream = g.next_stream();
@@ -167,6 +170,7 @@ Var dropout(Graph& g, const Var& x, float p) {
   Var out = g.make_output(y, rg);
   if (rg) {
     g.record([x, out, p, seed, stream, keep_scale] {
+      profile::Scope prof("dropout bwd");
       if (!out.has_grad()) return;
       const float* dy = out.grad().f32();
       float* dx = x.grad_buffer();

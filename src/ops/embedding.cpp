@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "core/profile.h"
 #include "core/thread_pool.h"
 
 namespace qpeft {
@@ -16,6 +17,7 @@ static void check_ids(const std::vector<int32_t>& ids, int64_t vocab, const std:
 }
 
 Var embedding(Graph& g, const FrozenWeight& table, const std::vector<int32_t>& ids) {
+  profile::Scope prof("embedding fwd");
   const int64_t d = table.cols();
   check_ids(ids, table.rows(), table.describe());
   Tensor y = Tensor::empty({int64_t(ids.size()), d});
@@ -31,6 +33,7 @@ Var embedding(Graph& g, const FrozenWeight& table, const std::vector<int32_t>& i
 }
 
 Var embedding(Graph& g, const Var& table, const std::vector<int32_t>& ids) {
+  profile::Scope prof("embedding fwd");
   const Tensor& tv = table.value();
   QP_CHECK(tv.ndim() == 2, "[embedding] table '{}' must be [vocab, dim], got {}", table.name(), tv.describe());
   const int64_t d = tv.dim(1);
@@ -43,6 +46,7 @@ Var embedding(Graph& g, const Var& table, const std::vector<int32_t>& ids) {
   Var out = g.make_output(y, rg);
   if (rg) {
     g.record([table, out, ids, d] {
+      profile::Scope prof("embedding bwd");
       if (!out.has_grad()) return;
       float* dt = table.grad_buffer();
       const float* dy = out.grad().f32();

@@ -8,6 +8,8 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/profile.h"
+#include "core/scratch.h"
 #include "core/thread_pool.h"
 
 namespace qpeft {
@@ -66,73 +68,96 @@ void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float al
 }
 
 namespace {
+
 size_t g_panel_bytes = size_t(8) << 20;
+
+// Rows of a weight that a thread's share or a panel starts at: sgemm's column blocking is
+// happiest with multiples of 16, and every format decodes from any row.
+constexpr int64_t kRowAlign = 16;
+
+// Part ith of nth of [0, n), cut at multiples of kRowAlign, sizes within one unit of each other.
+void split_rows(int64_t n, int ith, int nth, int64_t* r0, int64_t* r1) {
+  const int64_t units = (n + kRowAlign - 1) / kRowAlign;
+  int64_t u0, u1;
+  split_range(units, ith, nth, &u0, &u1);
+  *r0 = std::min(n, u0 * kRowAlign);
+  *r1 = std::min(n, u1 * kRowAlign);
+}
+
+// Rows per decoded panel for `rows` rows of a packed weight with `cols` columns: equal panels
+// of about linear_panel_bytes() of f32 each. Small panels make sgemm re-pack x (forward) or
+// re-read dx (input grad) once per panel, which costs more than the decode itself.
+int64_t panel_rows(int64_t rows, int64_t cols) {
+  const int64_t bytes = rows * cols * int64_t(sizeof(float));
+  const int64_t panels = std::max<int64_t>(1, (bytes + int64_t(g_panel_bytes) - 1) / int64_t(g_panel_bytes));
+  const int64_t per = (rows + panels - 1) / panels;
+  return std::min(rows, (per + kRowAlign - 1) / kRowAlign * kRowAlign);
+}
+
+struct PanelScratch;  // thread_scratch tag: decoded weight panels
+
 }  // namespace
 
-void set_linear_panel_bytes(size_t bytes) { g_panel_bytes = bytes; }
+void set_linear_panel_bytes(size_t bytes) { g_panel_bytes = std::max<size_t>(bytes, 4096); }
 size_t linear_panel_bytes() { return g_panel_bytes; }
 
-// Rows of a packed weight decoded per sgemm call: whole row tiles, about linear_panel_bytes()
-// of f32. Small panels make sgemm re-pack x (forward) or re-read dx (input grad) once per
-// panel, which costs more than the decode itself.
-static int64_t panel_rows(const FrozenWeight& w) {
-  const int64_t tile = std::max<int64_t>(1, w.row_tile());
-  const int64_t want = int64_t(g_panel_bytes / sizeof(float)) / std::max<int64_t>(1, w.cols());
-  return std::max<int64_t>(tile, want / tile * tile);
-}
-
-// y[M, N] = x[M, K] Wᵀ. Threads split the output columns (weight rows), so every weight row
-// is decoded exactly once.
+// y[M, N] = x[M, K] Wᵀ. Each thread owns an equal, contiguous share of the output columns
+// (weight rows), so every weight row is decoded exactly once, and decodes it in panels.
 void linear_forward(const float* x, int64_t M, const FrozenWeight& w, float* y) {
   const int64_t N = w.rows(), K = w.cols();
-  // Threads get whole panels while there are enough of them; otherwise whole tiles. One row
-  // (decoding) takes tiles too: gemv packs nothing, and a tile stays in cache between its
-  // decode and its use.
-  int64_t tile = panel_rows(w);
-  if (M == 1 || (N + tile - 1) / tile < num_threads()) tile = std::max<int64_t>(1, w.row_tile());
-  const int64_t n_tiles = (N + tile - 1) / tile;
   pool().run([&](int ith, int nth) {
-    int64_t t0, t1;
-    split_range(n_tiles, ith, nth, &t0, &t1);
-    if (t0 >= t1) return;
+    int64_t n0, n1;
+    split_rows(N, ith, nth, &n0, &n1);
+    if (n0 >= n1) return;
     if (w.is_f32()) {
-      int64_t n0 = t0 * tile, n1 = std::min(N, t1 * tile);
-      const float* wr = w.decode_rows(n0, n1, nullptr);
-      sgemm(false, true, M, n1 - n0, K, 1.0f, x, K, wr, K, 0.0f, y + n0, N);
+      sgemm(false, true, M, n1 - n0, K, 1.0f, x, K, w.decode_rows(n0, n1, nullptr), K, 0.0f, y + n0, N);
       return;
     }
-    std::unique_ptr<float[]> scratch(new float[size_t(tile * K)]);  // decode overwrites it
-    for (int64_t t = t0; t < t1; ++t) {
-      int64_t n0 = t * tile, n1 = std::min(N, n0 + tile);
-      const float* wr = w.decode_rows(n0, n1, scratch.get());
-      sgemm(false, true, M, n1 - n0, K, 1.0f, x, K, wr, K, 0.0f, y + n0, N);
+    // One row (decoding a token) takes the format's own tiles: gemv packs nothing, and a
+    // tile stays in cache between its decode and its use.
+    const int64_t panel = M == 1 ? std::max<int64_t>(1, w.row_tile()) : panel_rows(n1 - n0, K);
+    float* scratch = thread_scratch<PanelScratch>(size_t(std::min(panel, n1 - n0) * K));
+    for (int64_t p0 = n0; p0 < n1; p0 += panel) {
+      const int64_t p1 = std::min(n1, p0 + panel);
+      const float* wr = w.decode_rows(p0, p1, scratch);
+      sgemm(false, true, M, p1 - p0, K, 1.0f, x, K, wr, K, 0.0f, y + p0, N);
     }
   });
 }
 
-// dx[M, K] (+)= dy[M, N] W[N, K]. Threads split the rows of dx.
+// dx[M, K] (+)= dy[M, N] W[N, K]. Threads split the rows of dx; a packed weight is decoded
+// once per panel by all threads together into one shared panel, then every thread multiplies
+// its rows by it.
 void linear_input_grad(const float* dy, int64_t M, const FrozenWeight& w, float* dx, bool accumulate) {
   const int64_t N = w.rows(), K = w.cols();
-  const int64_t tile = std::min(N, panel_rows(w));
-  pool().run([&](int ith, int nth) {
-    int64_t m0, m1;
-    split_range(M, ith, nth, &m0, &m1);
-    if (m0 >= m1) return;
-    const float* dyi = dy + m0 * N;
-    float* dxi = dx + m0 * K;
-    if (w.is_f32()) {
-      sgemm(false, false, m1 - m0, K, N, 1.0f, dyi, N, w.decode_rows(0, N, nullptr), K, accumulate ? 1.0f : 0.0f,
-            dxi, K);
-      return;
-    }
-    std::unique_ptr<float[]> scratch(new float[size_t(tile * K)]);  // decode overwrites it
-    for (int64_t n0 = 0; n0 < N; n0 += tile) {
-      int64_t n1 = std::min(N, n0 + tile);
-      const float* wr = w.decode_rows(n0, n1, scratch.get());
-      float beta = (accumulate || n0 > 0) ? 1.0f : 0.0f;
-      sgemm(false, false, m1 - m0, K, n1 - n0, 1.0f, dyi + n0, N, wr, K, beta, dxi, K);
-    }
-  });
+  if (w.is_f32()) {
+    const float* wp = w.decode_rows(0, N, nullptr);
+    pool().run([&](int ith, int nth) {
+      int64_t m0, m1;
+      split_range(M, ith, nth, &m0, &m1);
+      if (m0 < m1) sgemm(false, false, m1 - m0, K, N, 1.0f, dy + m0 * N, N, wp, K, accumulate ? 1.0f : 0.0f, dx + m0 * K, K);
+    });
+    return;
+  }
+  const int64_t panel = panel_rows(N, K);
+  float* shared = thread_scratch<PanelScratch>(size_t(panel * K));  // the calling thread's, used by all
+  for (int64_t p0 = 0; p0 < N; p0 += panel) {
+    const int64_t rows = std::min(N, p0 + panel) - p0;
+    pool().run([&](int ith, int nth) {
+      int64_t r0, r1;
+      split_rows(rows, ith, nth, &r0, &r1);
+      if (r0 >= r1) return;
+      float* dst = shared + r0 * K;
+      const float* src = w.decode_rows(p0 + r0, p0 + r1, dst);
+      if (src != dst) std::memcpy(dst, src, size_t((r1 - r0) * K) * sizeof(float));
+    });
+    const float beta = (accumulate || p0 > 0) ? 1.0f : 0.0f;
+    pool().run([&](int ith, int nth) {
+      int64_t m0, m1;
+      split_range(M, ith, nth, &m0, &m1);
+      if (m0 < m1) sgemm(false, false, m1 - m0, K, rows, 1.0f, dy + m0 * N + p0, N, shared, K, beta, dx + m0 * K, K);
+    });
+  }
 }
 
 static Shape with_last_dim(const Shape& s, int64_t d) {
@@ -147,12 +172,16 @@ Var linear(Graph& g, const Var& x, const std::shared_ptr<const FrozenWeight>& w)
            w->describe());
   const int64_t M = xv.numel() / w->cols();
   Tensor y = Tensor::empty(with_last_dim(xv.shape(), w->rows()));
-  linear_forward(xv.f32(), M, *w, y.f32());
+  {
+    profile::Scope prof("linear fwd", M, w->rows(), w->cols(), 2.0 * double(M) * double(w->rows()) * double(w->cols()));
+    linear_forward(xv.f32(), M, *w, y.f32());
+  }
   bool rg = g.needs_grad({&x});
   Var out = g.make_output(y, rg);
   if (rg) {
     g.record([x, out, w, M] {
       if (!out.has_grad()) return;
+      profile::Scope prof("linear dX", M, w->rows(), w->cols(), 2.0 * double(M) * double(w->rows()) * double(w->cols()));
       // dx[M, in] += dy[M, out] W
       linear_input_grad(out.grad().f32(), M, *w, x.grad_buffer(), true);
     });
@@ -165,6 +194,7 @@ namespace {
 // Shared by matmul_nt and add_matmul_nt: y[M, N] = alpha · x[M, K] wᵀ + beta · y.
 void matmul_nt_forward(const float* xp, const float* wp, float* yp, int64_t M, int64_t N, int64_t K, float alpha,
                        float beta) {
+  profile::Scope prof("adapter matmul fwd", M, N, K, 2.0 * double(M) * double(N) * double(K));
   // Threads split rows of y (N is usually a small rank here).
   pool().parallel_for(M, [&](int64_t m0, int64_t m1) {
     sgemm(false, true, m1 - m0, N, K, alpha, xp + m0 * K, K, wp, K, beta, yp + m0 * N, N);
@@ -173,6 +203,8 @@ void matmul_nt_forward(const float* xp, const float* wp, float* yp, int64_t M, i
 
 // dx[M, K] += alpha · dy[M, N] w[N, K];  dw[N, K] += alpha · dyᵀ[N, M] x[M, K].
 void matmul_nt_backward(const Var& x, const Var& w, const float* dy, int64_t M, int64_t N, int64_t K, float alpha) {
+  profile::Scope prof("adapter matmul bwd", M, N, K,
+                      2.0 * double(M) * double(N) * double(K) * (int(x.requires_grad()) + int(w.requires_grad())));
   if (x.requires_grad()) {
     float* dx = x.grad_buffer();
     const float* wp = w.value().f32();

@@ -5,6 +5,8 @@
 #include <limits>
 
 #include "core/error.h"
+#include "core/profile.h"
+#include "core/scratch.h"
 #include "core/thread_pool.h"
 #include "ops/vec_math.h"
 
@@ -38,6 +40,8 @@ int64_t check_head_input(const char* op, const Tensor& h, const FrozenWeight& he
   return h.dim(0);
 }
 
+struct LogitsScratch;  // thread_scratch tag: one chunk of logits [rows, V]
+
 int64_t chunk_rows(int64_t V, int64_t max_chunk_bytes) {
   return std::max<int64_t>(16, max_chunk_bytes / std::max<int64_t>(1, V * 4));
 }
@@ -64,11 +68,14 @@ LossResult linear_cross_entropy_impl(Graph& g, const Var& h, const std::shared_p
   std::vector<double> nll(size_t(N), 0.0);
   Tensor dh = rg ? Tensor::empty({N, d}) : Tensor();
   Tensor dw = head_rg ? Tensor::zeros({V, d}) : Tensor();
-  Tensor logits = Tensor::empty({std::min(rows, std::max<int64_t>(N, 1)), V});
+  float* lg = thread_scratch<LogitsScratch>(size_t(std::min(rows, std::max<int64_t>(N, 1)) * V));
   for (int64_t r0 = 0; r0 < N; r0 += rows) {
     const int64_t r1 = std::min(N, r0 + rows), n = r1 - r0;
-    float* lg = logits.f32();
-    linear_forward(hv.f32() + r0 * d, n, *head, lg);
+    {
+      profile::Scope prof("lm head fwd", n, V, d, 2.0 * double(n) * double(V) * double(d));
+      linear_forward(hv.f32() + r0 * d, n, *head, lg);
+    }
+    profile::Scope prof_rows("cross-entropy rows");
     pool().parallel_for(n, [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; ++i) {
         const int32_t t = targets[r0 + i];
@@ -88,7 +95,10 @@ LossResult linear_cross_entropy_impl(Graph& g, const Var& h, const std::shared_p
         }
       }
     });
-    if (rg) linear_input_grad(lg, n, *head, dh.f32() + r0 * d, false);
+    if (rg) {
+      profile::Scope prof("lm head dX", n, V, d, 2.0 * double(n) * double(V) * double(d));
+      linear_input_grad(lg, n, *head, dh.f32() + r0 * d, false);
+    }
     if (head_rg) {
       // dW[V, d] += dlogitsᵀ[V, n] h[n, d]; threads split the columns of dW (fixed sum order).
       const float* hp = hv.f32() + r0 * d;
@@ -179,6 +189,7 @@ namespace {
 
 Var linear_target_logprobs_impl(Graph& g, const Var& h, const std::shared_ptr<const FrozenWeight>& head,
                                 const Var* head_var, const std::vector<int32_t>& targets) {
+  profile::Scope prof("lm head log-softmax fwd");
   const Tensor& hv = h.value();
   const int64_t V = head->rows(), d = head->cols();
   const int64_t N = check_head_input("linear_target_logprobs", hv, *head, targets);
@@ -192,7 +203,10 @@ Var linear_target_logprobs_impl(Graph& g, const Var& h, const std::shared_ptr<co
   Tensor hs = Tensor::empty({std::max<int64_t>(M, 1), d});  // gathered rows [M, d]
   for (int64_t m = 0; m < M; ++m) std::copy_n(hv.f32() + rows[size_t(m)] * d, d, hs.f32() + m * d);
   Tensor probs = Tensor::empty({std::max<int64_t>(M, 1), V});  // logits, then softmax [M, V]
-  if (M > 0) linear_forward(hs.f32(), M, *head, probs.f32());
+  if (M > 0) {
+    profile::Scope prof_head("lm head fwd", M, V, d, 2.0 * double(M) * double(V) * double(d));
+    linear_forward(hs.f32(), M, *head, probs.f32());
+  }
   Tensor out = Tensor::zeros({N});
   pool().parallel_for(M, [&](int64_t m0, int64_t m1) {
     for (int64_t m = m0; m < m1; ++m) {
@@ -209,6 +223,7 @@ Var linear_target_logprobs_impl(Graph& g, const Var& h, const std::shared_ptr<co
   if (rg) {
     Var hw = head_rg ? *head_var : Var();
     g.record([h, res, hw, head, hs, probs, rows, targets, V, d, M] {
+      profile::Scope prof("lm head log-softmax bwd");
       if (!res.has_grad()) return;
       const float* dlp = res.grad().f32();
       // dlogits_m = dlp_m · (onehot(t_m) − softmax_m)
@@ -222,7 +237,10 @@ Var linear_target_logprobs_impl(Graph& g, const Var& h, const std::shared_ptr<co
       }
       if (h.requires_grad()) {
         Tensor dhs = Tensor::empty({M, d});
-        linear_input_grad(dl.f32(), M, *head, dhs.f32(), false);
+        {
+          profile::Scope prof_head("lm head dX", M, V, d, 2.0 * double(M) * double(V) * double(d));
+          linear_input_grad(dl.f32(), M, *head, dhs.f32(), false);
+        }
         float* dx = h.grad_buffer();
         for (int64_t m = 0; m < M; ++m) {
           float* dst = dx + rows[size_t(m)] * d;
@@ -258,6 +276,7 @@ Var linear_target_logprobs(Graph& g, const Var& h, const Var& head, const std::v
 
 ChoiceLossResult choice_losses(Graph& g, const Var& logprobs, const ChoiceTokens& layout,
                                const ChoiceLossWeights& w) {
+  profile::Scope prof("choice_losses fwd");
   const Tensor& lv = logprobs.value();
   const int64_t N = lv.numel(), C = int64_t(layout.choice_example.size());
   QP_CHECK(lv.ndim() == 1 && N == int64_t(layout.token_choice.size()),
@@ -347,6 +366,7 @@ ChoiceLossResult choice_losses(Graph& g, const Var& logprobs, const ChoiceTokens
     }
     Var out = res.loss;
     g.record([logprobs, out, coef] {
+      profile::Scope prof("choice_losses bwd");
       if (!out.has_grad()) return;
       const float s = out.grad().f32()[0];
       float* dst = logprobs.grad_buffer();
@@ -361,15 +381,15 @@ std::vector<float> target_logprobs(const Tensor& h, const FrozenWeight& head, co
   const int64_t V = head.rows(), d = head.cols(), N = check_head_input("target_logprobs", h, head, targets);
   const int64_t rows = chunk_rows(V, max_chunk_bytes);
   std::vector<float> out(size_t(N), 0.0f);
-  Tensor logits = Tensor::empty({std::min(rows, std::max<int64_t>(N, 1)), V});
+  float* logits = thread_scratch<LogitsScratch>(size_t(std::min(rows, std::max<int64_t>(N, 1)) * V));
   for (int64_t r0 = 0; r0 < N; r0 += rows) {
     const int64_t r1 = std::min(N, r0 + rows), n = r1 - r0;
-    linear_forward(h.f32() + r0 * d, n, head, logits.f32());
+    linear_forward(h.f32() + r0 * d, n, head, logits);
     pool().parallel_for(n, [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; ++i) {
         const int32_t t = targets[r0 + i];
         if (t == kIgnoreIndex) continue;
-        float* row = logits.f32() + i * V;
+        float* row = logits + i * V;
         const float target_logit = row[t];
         out[r0 + i] = float(double(target_logit) - row_exp_lse(row, V, nullptr));
       }

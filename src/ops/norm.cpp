@@ -4,11 +4,13 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/profile.h"
 #include "core/thread_pool.h"
 
 namespace qpeft {
 
 Var rms_norm(Graph& g, const Var& x, const Var& w, float eps) {
+  profile::Scope prof("rms_norm fwd");
   const int64_t n = w.value().numel();
   QP_CHECK(x.value().dim(-1) == n, "[rms_norm] input {} does not match weight '{}' {}", x.value().describe(),
            w.name(), w.value().describe());
@@ -31,6 +33,7 @@ Var rms_norm(Graph& g, const Var& x, const Var& w, float eps) {
   Var out = g.make_output(y, rg);
   if (rg) {
     g.record([x, w, out, rstd, rows, n] {
+      profile::Scope prof("rms_norm bwd");
       if (!out.has_grad()) return;
       const float* dy = out.grad().f32();
       const float *xp = x.value().f32(), *wp = w.value().f32();

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "core/profile.h"
 #include "core/thread_pool.h"
 
 namespace qpeft {
@@ -79,6 +80,7 @@ static void rotate(const float* x, float* y, int64_t B, int64_t T, int64_t H, in
 }
 
 Var rope(Graph& g, const Var& x, const std::shared_ptr<const RopeTable>& table, int64_t pos_offset) {
+  profile::Scope prof("rope fwd");
   const Tensor& xv = x.value();
   QP_CHECK(xv.ndim() == 4 && xv.dim(3) == table->head_dim(), "[rope] input {} must be [B, T, H, {}]", xv.describe(),
            table->head_dim());
@@ -93,6 +95,7 @@ Var rope(Graph& g, const Var& x, const std::shared_ptr<const RopeTable>& table, 
   Var out = g.make_output(y, rg);
   if (rg) {
     g.record([x, out, table, B, T, H, D, pos_offset] {
+      profile::Scope prof("rope bwd");
       if (!out.has_grad()) return;
       rotate(out.grad().f32(), x.grad_buffer(), B, T, H, D, *table, pos_offset, -1.0f, true);
     });

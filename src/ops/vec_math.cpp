@@ -4,6 +4,8 @@
 #include <bit>
 #include <cmath>
 
+#include "core/cpu.h"
+
 namespace qpeft {
 
 float exp_approx(float x) {
@@ -44,7 +46,19 @@ void ref_scale(float* x, int64_t n, float s) {
   for (int64_t i = 0; i < n; ++i) x[i] *= s;
 }
 
-const VecKernels kReference = {"reference", ref_max, ref_exp_shift_sum, ref_scale};
+void ref_silu_mul(const float* g, const float* u, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = g[i] * sigmoid_approx(g[i]) * u[i];
+}
+
+void ref_silu_mul_backward(const float* g, const float* u, const float* dy, float* dg, float* du, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float a = g[i], sig = sigmoid_approx(a);
+    if (dg) dg[i] += dy[i] * u[i] * (sig * (1.0f + a * (1.0f - sig)));
+    if (du) du[i] += dy[i] * (a * sig);
+  }
+}
+
+const VecKernels kReference = {"reference", ref_max, ref_exp_shift_sum, ref_scale, ref_silu_mul, ref_silu_mul_backward};
 
 }  // namespace
 
@@ -52,8 +66,12 @@ const VecKernels& vec_kernels_reference() { return kReference; }
 
 const VecKernels& vec_kernels() {
   static const VecKernels* chosen = [] {
-    const VecKernels* k = vec_kernels_avx2();
-    return k ? k : &kReference;
+    const SimdLevel cap = simd_cap();
+    if (cap >= SimdLevel::avx512)
+      if (const VecKernels* k = vec_kernels_avx512()) return k;
+    if (cap >= SimdLevel::avx2)
+      if (const VecKernels* k = vec_kernels_avx2()) return k;
+    return &kReference;
   }();
   return *chosen;
 }

@@ -1,5 +1,6 @@
-// Row kernels for softmax-like work (cross-entropy, attention), selected once at start-up:
-// an AVX2 version when the CPU has it, else the portable reference. Same signatures.
+// Row kernels for softmax-like work (cross-entropy, attention) and the SwiGLU activation,
+// selected once at start-up (core/cpu.h): AVX-512, else AVX2, else the portable reference.
+// Same signatures; the SIMD tables agree with the reference to float rounding (tests).
 #pragma once
 #include <cstdint>
 
@@ -13,13 +14,21 @@ struct VecKernels {
   double (*exp_shift_sum)(float* x, int64_t n, float shift);
   // x[i] *= s
   void (*scale)(float* x, int64_t n, float s);
+  // y[i] = silu(g[i]) · u[i], silu(a) = a · sigmoid(a)  (SwiGLU)
+  void (*silu_mul)(const float* g, const float* u, float* y, int64_t n);
+  // Its backward, accumulating: dg[i] += dy·u·σ(g)·(1 + g(1 − σ(g))), du[i] += dy·silu(g).
+  // dg or du may be null (not wanted).
+  void (*silu_mul_backward)(const float* g, const float* u, const float* dy, float* dg, float* du, int64_t n);
 };
 
 const VecKernels& vec_kernels();            // the selected kernels
 const VecKernels& vec_kernels_reference();  // portable scalar reference
-const VecKernels* vec_kernels_avx2();       // nullptr if not compiled or not supported
+const VecKernels* vec_kernels_avx2();       // nullptr if the CPU lacks AVX2 + FMA
+const VecKernels* vec_kernels_avx512();     // nullptr if the CPU lacks AVX-512 F/BW/VL/DQ
 
 // exp with the same range reduction and polynomial as the SIMD kernels (≈1 ulp); 0 below −87.3.
 float exp_approx(float x);
+// sigmoid(a) = 1 / (1 + exp(−a)) through exp_approx, as the SIMD kernels compute it.
+inline float sigmoid_approx(float a) { return 1.0f / (1.0f + exp_approx(-a)); }
 
 }  // namespace qpeft

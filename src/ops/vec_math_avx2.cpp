@@ -3,6 +3,7 @@
 
 #include <algorithm>
 
+#include "core/cpu.h"
 #include "ops/vec_math.h"
 
 namespace qpeft {
@@ -71,13 +72,43 @@ void avx2_scale(float* x, int64_t n, float s) {
   for (; i < n; ++i) x[i] *= s;
 }
 
-const VecKernels kAvx2 = {"avx2", avx2_max, avx2_exp_shift_sum, avx2_scale};
+inline __m256 sigmoid8(__m256 a) {
+  const __m256 one = _mm256_set1_ps(1.0f);
+  return _mm256_div_ps(one, _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), a))));
+}
+
+void avx2_silu_mul(const float* g, const float* u, float* y, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 a = _mm256_loadu_ps(g + i);
+    _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_mul_ps(a, sigmoid8(a)), _mm256_loadu_ps(u + i)));
+  }
+  for (; i < n; ++i) y[i] = g[i] * sigmoid_approx(g[i]) * u[i];
+}
+
+void avx2_silu_mul_backward(const float* g, const float* u, const float* dy, float* dg, float* du, int64_t n) {
+  const __m256 one = _mm256_set1_ps(1.0f);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 a = _mm256_loadu_ps(g + i), sig = sigmoid8(a), d = _mm256_loadu_ps(dy + i);
+    if (dg) {
+      // sig · (1 + a · (1 − sig))
+      const __m256 ds = _mm256_mul_ps(sig, _mm256_fmadd_ps(a, _mm256_sub_ps(one, sig), one));
+      _mm256_storeu_ps(dg + i, _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_loadu_ps(u + i)), ds, _mm256_loadu_ps(dg + i)));
+    }
+    if (du) _mm256_storeu_ps(du + i, _mm256_fmadd_ps(d, _mm256_mul_ps(a, sig), _mm256_loadu_ps(du + i)));
+  }
+  for (; i < n; ++i) {
+    const float a = g[i], sig = sigmoid_approx(a);
+    if (dg) dg[i] += dy[i] * u[i] * (sig * (1.0f + a * (1.0f - sig)));
+    if (du) du[i] += dy[i] * (a * sig);
+  }
+}
+
+const VecKernels kAvx2 = {"avx2", avx2_max, avx2_exp_shift_sum, avx2_scale, avx2_silu_mul, avx2_silu_mul_backward};
 
 }  // namespace
 
-const VecKernels* vec_kernels_avx2() {
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return ok ? &kAvx2 : nullptr;
-}
+const VecKernels* vec_kernels_avx2() { return cpu_has_avx2() ? &kAvx2 : nullptr; }
 
 }  // namespace qpeft

@@ -1,9 +1,8 @@
 #include "quant/kernels.h"
 
 #include <atomic>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
+
+#include "core/cpu.h"
 
 namespace qpeft {
 
@@ -53,47 +52,21 @@ constexpr QuantKernels kRef = {"scalar", decode2_ref, decode3_ref, decode4_ref};
 
 std::atomic<const QuantKernels*> g_override{nullptr};
 
-// 0 scalar, 1 avx2, 2 avx512: the cap QPEFT_QUANT_ISA puts on the choice (2 when unset).
-int isa_cap() {
-  const char* v = std::getenv("QPEFT_QUANT_ISA");
-  if (!v || !*v) return 2;
-  if (!std::strcmp(v, "scalar")) return 0;
-  if (!std::strcmp(v, "avx2")) return 1;
-  if (!std::strcmp(v, "avx512")) return 2;
-  std::fprintf(stderr, "qpeft: ignoring QPEFT_QUANT_ISA=%s (expected scalar, avx2 or avx512)\n", v);
-  return 2;
-}
-
 }  // namespace
 
 const QuantKernels& quant_kernels_ref() { return kRef; }
 
-const QuantKernels* quant_kernels_avx2() {
-#if defined(__x86_64__) || defined(__i386__)
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return ok ? detail::avx2_table() : nullptr;
-#else
-  return nullptr;
-#endif
-}
+const QuantKernels* quant_kernels_avx2() { return cpu_has_avx2() ? detail::avx2_table() : nullptr; }
 
-const QuantKernels* quant_kernels_avx512() {
-#if defined(__x86_64__) || defined(__i386__)
-  static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-  return ok ? detail::avx512_table() : nullptr;
-#else
-  return nullptr;
-#endif
-}
+const QuantKernels* quant_kernels_avx512() { return cpu_has_avx512() ? detail::avx512_table() : nullptr; }
 
 const QuantKernels& quant_kernels() {
   if (const QuantKernels* o = g_override.load(std::memory_order_acquire)) return *o;
   static const QuantKernels* best = [] {
-    const int cap = isa_cap();
-    if (cap >= 2)
+    const SimdLevel cap = simd_cap("QPEFT_QUANT_ISA");
+    if (cap >= SimdLevel::avx512)
       if (const QuantKernels* k = quant_kernels_avx512()) return k;
-    if (cap >= 1)
+    if (cap >= SimdLevel::avx2)
       if (const QuantKernels* k = quant_kernels_avx2()) return k;
     return &kRef;
   }();

@@ -1,4 +1,5 @@
 #include "train/adafactor.h"
+#include "core/profile.h"
 
 #include <algorithm>
 #include <cmath>
@@ -80,6 +81,7 @@ Adafactor::Adafactor(NamedParams params, AdafactorConfig cfg) : params_(std::mov
 int64_t Adafactor::param_steps(size_t k) const { return *i64(state_.at(k).step); }
 
 void Adafactor::step(double lr) {
+  profile::Scope prof("adafactor step");
   ++steps_;
   for (size_t k = 0; k < params_.size(); ++k) {
     Var& p = params_[k].second;

@@ -1,4 +1,5 @@
 #include "train/optimizer.h"
+#include "core/profile.h"
 
 #include <cmath>
 #include <cstring>
@@ -104,6 +105,7 @@ AdamW::AdamW(NamedParams params, AdamWConfig cfg, OptimKind kind) : params_(std:
 }
 
 void AdamW::step(double lr) {
+  profile::Scope prof("adamw step");
   ++steps_;
   const bool bnb = optim_kind_info(kind_).state_8bit;
   std::optional<BnbAdamScalars> sc;

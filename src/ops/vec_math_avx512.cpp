@@ -1,0 +1,105 @@
+// AVX-512 versions of the row kernels in vec_math.h (compiled with -mavx512f/bw/vl/dq): 16
+// lanes, tails through masked loads and stores, the reference's exp polynomial.
+// GCC 12's avx512fintrin.h trips its own -Wuninitialized on _mm512_undefined_ps (GCC PR 105593).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <immintrin.h>
+
+#include <algorithm>
+
+#include "core/cpu.h"
+#include "ops/vec_math.h"
+
+namespace qpeft {
+
+namespace {
+
+inline __mmask16 tail_mask(int64_t left) { return left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1); }
+
+inline __m512 exp16(__m512 x) {
+  const __m512 lo = _mm512_set1_ps(-87.33654f);
+  const __mmask16 underflow = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
+  x = _mm512_min_ps(x, _mm512_set1_ps(88.3762626647949f));
+  x = _mm512_max_ps(x, lo);
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  __m512 y = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+  y = _mm512_mul_ps(y, _mm512_castsi512_ps(e));
+  return _mm512_mask_mov_ps(y, underflow, _mm512_setzero_ps());
+}
+
+inline __m512 sigmoid16(__m512 a) {
+  const __m512 one = _mm512_set1_ps(1.0f);
+  return _mm512_div_ps(one, _mm512_add_ps(one, exp16(_mm512_sub_ps(_mm512_setzero_ps(), a))));
+}
+
+float avx512_max(const float* x, int64_t n) {
+  __m512 m = _mm512_set1_ps(x[0]);
+  for (int64_t i = 0; i < n; i += 16) m = _mm512_max_ps(m, _mm512_mask_loadu_ps(m, tail_mask(n - i), x + i));
+  return _mm512_reduce_max_ps(m);
+}
+
+double avx512_exp_shift_sum(float* x, int64_t n, float shift) {
+  const __m512 s = _mm512_set1_ps(shift);
+  __m512d lo = _mm512_setzero_pd(), hi = _mm512_setzero_pd();
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = tail_mask(n - i);
+    const __m512 e = _mm512_maskz_mov_ps(m, exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), s)));
+    _mm512_mask_storeu_ps(x + i, m, e);
+    lo = _mm512_add_pd(lo, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
+    hi = _mm512_add_pd(hi, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1))));
+  }
+  return _mm512_reduce_add_pd(_mm512_add_pd(lo, hi));
+}
+
+void avx512_scale(float* x, int64_t n, float s) {
+  const __m512 vs = _mm512_set1_ps(s);
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = tail_mask(n - i);
+    _mm512_mask_storeu_ps(x + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), vs));
+  }
+}
+
+void avx512_silu_mul(const float* g, const float* u, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = tail_mask(n - i);
+    const __m512 a = _mm512_maskz_loadu_ps(m, g + i);
+    _mm512_mask_storeu_ps(y + i, m, _mm512_mul_ps(_mm512_mul_ps(a, sigmoid16(a)), _mm512_maskz_loadu_ps(m, u + i)));
+  }
+}
+
+void avx512_silu_mul_backward(const float* g, const float* u, const float* dy, float* dg, float* du, int64_t n) {
+  const __m512 one = _mm512_set1_ps(1.0f);
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = tail_mask(n - i);
+    const __m512 a = _mm512_maskz_loadu_ps(m, g + i), sig = sigmoid16(a), d = _mm512_maskz_loadu_ps(m, dy + i);
+    if (dg) {
+      // sig · (1 + a · (1 − sig))
+      const __m512 ds = _mm512_mul_ps(sig, _mm512_fmadd_ps(a, _mm512_sub_ps(one, sig), one));
+      const __m512 du_ = _mm512_mul_ps(d, _mm512_maskz_loadu_ps(m, u + i));
+      _mm512_mask_storeu_ps(dg + i, m, _mm512_fmadd_ps(du_, ds, _mm512_maskz_loadu_ps(m, dg + i)));
+    }
+    if (du)
+      _mm512_mask_storeu_ps(du + i, m, _mm512_fmadd_ps(d, _mm512_mul_ps(a, sig), _mm512_maskz_loadu_ps(m, du + i)));
+  }
+}
+
+const VecKernels kAvx512 = {"avx512",        avx512_max,      avx512_exp_shift_sum, avx512_scale,
+                            avx512_silu_mul, avx512_silu_mul_backward};
+
+}  // namespace
+
+const VecKernels* vec_kernels_avx512() { return cpu_has_avx512() ? &kAvx512 : nullptr; }
+
+}  // namespace qpeft

@@ -1,0 +1,137 @@
+// Every row-kernel table this machine supports (reference, avx2, avx512; absent ones are
+// skipped and named) against the scalar reference and against std::exp, for every n in
+// 0..100 and some large ones, odd starts, and inputs across exp's range (underflow and
+// overflow edges included). Sentinels after each output catch writes past its end.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "core/rng.h"
+#include "ops/vec_math.h"
+
+using namespace qpeft;
+
+namespace {
+
+std::vector<const VecKernels*> tables() {
+  std::vector<const VecKernels*> ks{&vec_kernels_reference()};
+  const VecKernels* avx2 = vec_kernels_avx2();
+  const VecKernels* avx512 = vec_kernels_avx512();
+  if (avx2) ks.push_back(avx2);
+  if (avx512) ks.push_back(avx512);
+  static bool printed = false;
+  if (!printed) {
+    printed = true;
+    std::printf("row kernels: reference ran, avx2 %s, avx512 %s; vec_kernels() = %s\n",
+                avx2 ? "ran" : "SKIPPED (not supported here)", avx512 ? "ran" : "SKIPPED (not supported here)",
+                vec_kernels().name);
+  }
+  return ks;
+}
+
+std::vector<int64_t> sizes() {
+  std::vector<int64_t> n;
+  for (int64_t i = 0; i <= 100; ++i) n.push_back(i);
+  for (int64_t i : {127, 255, 256, 1000, 4099, 32000}) n.push_back(i);
+  return n;
+}
+
+// Values in [lo, hi) with a sentinel tail.
+std::vector<float> random_values(Rng& rng, int64_t n, float lo, float hi) {
+  std::vector<float> v(size_t(n) + 16, 1234.5f);
+  for (int64_t i = 0; i < n; ++i) v[size_t(i)] = lo + (hi - lo) * float(rng.uniform());
+  return v;
+}
+
+void expect_sentinels(const std::vector<float>& v, int64_t n, const std::string& what) {
+  for (size_t i = size_t(n); i < v.size(); ++i) ASSERT_EQ(v[i], 1234.5f) << what << ": wrote past the end";
+}
+
+constexpr float kRel = 2e-6f;  // FMA vs separate multiply-add in the same polynomial
+
+TEST(VecKernels, ExpApproxMatchesStdExp) {
+  for (float x = -87.0f; x < 88.0f; x += 0.01f)
+    ASSERT_NEAR(exp_approx(x), std::exp(x), 2e-7 * std::exp(double(x))) << x;
+  EXPECT_EQ(exp_approx(-100.0f), 0.0f);
+  EXPECT_TRUE(std::isfinite(exp_approx(100.0f)));
+}
+
+TEST(VecKernels, MaxExpSumScaleMatchReference) {
+  const VecKernels& ref = vec_kernels_reference();
+  Rng rng(1);
+  for (const VecKernels* k : tables()) {
+    for (int64_t n : sizes()) {
+      if (n == 0) continue;  // max and the softmax rows need n >= 1
+      for (int64_t start : {0, 3}) {
+        std::vector<float> x = random_values(rng, n + start, -30.0f, 30.0f);
+        if (n > 2) x[size_t(start + n / 2)] = -200.0f;  // underflows to exactly 0
+        const std::string what = std::string(k->name) + " n=" + std::to_string(n) + " start=" + std::to_string(start);
+        const float* xs = x.data() + start;
+        ASSERT_EQ(k->max(xs, n), ref.max(xs, n)) << what;
+        std::vector<float> a(x), b(x);
+        const float shift = ref.max(xs, n);
+        const double sa = k->exp_shift_sum(a.data() + start, n, shift);
+        const double sb = ref.exp_shift_sum(b.data() + start, n, shift);
+        ASSERT_NEAR(sa, sb, 1e-5 * sb) << what;
+        double direct = 0;
+        for (int64_t i = 0; i < n; ++i) direct += std::exp(double(xs[i]) - shift);
+        ASSERT_NEAR(sa, direct, 1e-5 * direct) << what;
+        for (int64_t i = 0; i < n; ++i) ASSERT_NEAR(a[size_t(start + i)], b[size_t(start + i)], kRel * b[size_t(start + i)] + 1e-30) << what << " i=" << i;
+        expect_sentinels(a, n + start, what);
+        k->scale(a.data() + start, n, 0.5f);
+        for (int64_t i = 0; i < n; ++i) ASSERT_NEAR(a[size_t(start + i)], 0.5f * b[size_t(start + i)], kRel * b[size_t(start + i)] + 1e-30) << what;
+        expect_sentinels(a, n + start, what);
+      }
+    }
+  }
+}
+
+TEST(VecKernels, SiluMulForwardAndBackwardMatchReferenceAndCalculus) {
+  const VecKernels& ref = vec_kernels_reference();
+  Rng rng(2);
+  for (const VecKernels* k : tables()) {
+    for (int64_t n : sizes()) {
+      const std::string what = std::string(k->name) + " n=" + std::to_string(n);
+      std::vector<float> g = random_values(rng, n, -12.0f, 12.0f), u = random_values(rng, n, -2.0f, 2.0f);
+      std::vector<float> dy = random_values(rng, n, -1.0f, 1.0f);
+      if (n > 1) g[0] = -95.0f, g[1] = 95.0f;  // exp over- and underflow inside sigmoid
+      std::vector<float> y(size_t(n) + 16, 1234.5f), yr(y);
+      k->silu_mul(g.data(), u.data(), y.data(), n);
+      ref.silu_mul(g.data(), u.data(), yr.data(), n);
+      expect_sentinels(y, n, what);
+      for (int64_t i = 0; i < n; ++i) {
+        const double a = g[size_t(i)], exact = a / (1.0 + std::exp(-a)) * u[size_t(i)];
+        ASSERT_NEAR(y[size_t(i)], yr[size_t(i)], kRel * std::abs(yr[size_t(i)]) + 1e-30) << what << " i=" << i;
+        ASSERT_NEAR(y[size_t(i)], exact, 1e-5 * std::abs(exact) + 1e-30) << what << " i=" << i;
+      }
+      // Accumulating backward, both outputs, then each alone.
+      for (int mode = 0; mode < 3; ++mode) {
+        std::vector<float> dg(size_t(n) + 16, 1234.5f), du(dg), dgr(dg), dur(dg);
+        for (int64_t i = 0; i < n; ++i) dg[size_t(i)] = du[size_t(i)] = dgr[size_t(i)] = dur[size_t(i)] = 0.25f;
+        float* pdg = mode == 2 ? nullptr : dg.data();
+        float* pdu = mode == 1 ? nullptr : du.data();
+        k->silu_mul_backward(g.data(), u.data(), dy.data(), pdg, pdu, n);
+        ref.silu_mul_backward(g.data(), u.data(), dy.data(), mode == 2 ? nullptr : dgr.data(),
+                              mode == 1 ? nullptr : dur.data(), n);
+        expect_sentinels(dg, n, what);
+        expect_sentinels(du, n, what);
+        for (int64_t i = 0; i < n; ++i) {
+          const double a = g[size_t(i)], s = 1.0 / (1.0 + std::exp(-a));
+          const double dg_exact = 0.25 + dy[size_t(i)] * u[size_t(i)] * s * (1 + a * (1 - s));
+          const double du_exact = 0.25 + dy[size_t(i)] * a * s;
+          ASSERT_NEAR(dg[size_t(i)], mode == 2 ? 0.25 : dg_exact, 2e-5 * std::abs(dg_exact) + 1e-6) << what << " i=" << i;
+          ASSERT_NEAR(du[size_t(i)], mode == 1 ? 0.25 : du_exact, 2e-5 * std::abs(du_exact) + 1e-6) << what << " i=" << i;
+          // Relative to the accumulator's start (0.25): the increment may cancel it.
+          ASSERT_NEAR(dg[size_t(i)], dgr[size_t(i)], 1e-6 * (0.25 + std::abs(dgr[size_t(i)]))) << what;
+          ASSERT_NEAR(du[size_t(i)], dur[size_t(i)], 1e-6 * (0.25 + std::abs(dur[size_t(i)]))) << what;
+        }
+      }
+    }
+  }
+}
+
+}  // namespace

@@ -4,6 +4,7 @@
 // --ia3 also (IA)³ (PEFT's Llama targets k_proj, v_proj, down_proj) and its ratio to LoRA.
 //   build/bench/bench_train [--preset small] [--threads 2] [--steps 5] [--batch 4] [--seq 256] [--rank 16] [--qlora] [--ia3]
 //                           [--profile]   (per-op table of the LoRA steps)
+//                           [--bf16]      (also LoRA, and QLoRA with --qlora, with --compute-dtype bf16)
 // FLOPs counted: forward + input-gradient of the model (2 · 2 · linear params incl. the head
 // per token, plus causal attention's QKᵀ and PV), LoRA's own FLOPs excluded.
 #include <sys/resource.h>
@@ -89,12 +90,13 @@ int main(int argc, char** argv) {
   std::string preset = "small";
   int threads = 2, steps = 5;
   int64_t batch = 4, seq = 256, rank = 16;
-  bool qlora = false, ia3 = false, prof = false;
+  bool qlora = false, ia3 = false, prof = false, bf16 = false;
   for (int i = 1; i < argc; ++i) {
     std::string k = argv[i], v = i + 1 < argc ? argv[i + 1] : "";
     if (k == "--qlora") { qlora = true; continue; }
     if (k == "--ia3") { ia3 = true; continue; }
     if (k == "--profile") { prof = true; continue; }
+    if (k == "--bf16") { bf16 = true; continue; }
     ++i;
     if (k == "--preset") preset = v;
     else if (k == "--threads") threads = std::stoi(v);
@@ -120,6 +122,19 @@ int main(int argc, char** argv) {
   }
   StepStats ia{};
   if (ia3) ia = time_training(dir, LoadOptions{}, 0, batch, seq, steps);
+  StepStats lora_bf16{}, ql_bf16{};
+  std::string bf16_note;
+  if (bf16) {
+    const ComputeDtypeScope compute(DType::BF16, &bf16_note);
+    if (compute.in_effect() == DType::BF16) {
+      lora_bf16 = time_training(dir, LoadOptions{}, rank, batch, seq, steps);
+      if (qlora) {
+        LoadOptions lo;
+        lo.quantize.format = "nf4";
+        ql_bf16 = time_training(dir, lo, rank, batch, seq, steps);
+      }
+    }
+  }
   const double peak = std::max(peak_before, gemm_peak_gflops(1536, 5));
 
   const double openblas = bench::openblas_threaded_sgemm_gflops(threads);
@@ -145,6 +160,17 @@ int main(int argc, char** argv) {
   if (ia3) {
     std::printf("  (IA)3 step               %.3f s, %.1f tokens/s\n", ia.step_s, tokens / ia.step_s);
     std::printf("  (IA)3 / LoRA tokens/s    %.3f\n", lora.step_s / ia.step_s);
+  }
+  if (bf16 && !bf16_note.empty()) std::printf("  --compute-dtype bf16     not run: %s\n", bf16_note.c_str());
+  if (bf16 && bf16_note.empty()) {
+    std::printf("  LoRA bf16 compute step   %.3f s, %.1f tokens/s, %.2f GFLOP/s = %.3f of OpenBLAS f32\n",
+                lora_bf16.step_s, tokens / lora_bf16.step_s, flops_per_token * tokens / lora_bf16.step_s / 1e9,
+                flops_per_token * tokens / lora_bf16.step_s / 1e9 / openblas);
+    std::printf("  bf16 / f32 tokens/s      %.3f  (target >= 1.5)\n", lora.step_s / lora_bf16.step_s);
+    if (qlora) {
+      std::printf("  QLoRA bf16 compute step  %.3f s, %.1f tokens/s\n", ql_bf16.step_s, tokens / ql_bf16.step_s);
+      std::printf("  QLoRA bf16 / f32         %.3f\n", ql.step_s / ql_bf16.step_s);
+    }
   }
   std::filesystem::remove_all(dir);
   return 0;

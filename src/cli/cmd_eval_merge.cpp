@@ -26,6 +26,7 @@ struct EvalArgs {
   bool json = false, train_on_prompt = false;
   int64_t batch = 4, seq_len = 2048;
   int threads = 0;
+  std::string compute_dtype = "f32";
 };
 
 // {"NAME": {...}} per adapter of the examples, in the order given (then __base__).
@@ -53,6 +54,7 @@ void setup_eval(CLI::App& app) {
       ->check(CLI::PositiveNumber);
   cmd->add_option("--seq-len", a->seq_len, "Maximum tokens per sequence")->check(CLI::Range(2, 1 << 20));
   cmd->add_option("--threads", a->threads, "Threads (0 = all cores)");
+  qpeft::cli::add_compute_dtype_option(cmd, &a->compute_dtype);
   cmd->add_option("--metric", a->metric, "loss (loss and perplexity) or choice (accuracy by rank classification on "
                   "{\"prompt\", \"choices\", \"answer\"} lines)")
       ->check(CLI::IsMember({"loss", "choice"}));
@@ -62,6 +64,7 @@ void setup_eval(CLI::App& app) {
                 "as JSON, with the same per adapter under \"adapters\"");
   cmd->callback([a] {
     qpeft::set_num_threads(a->threads);
+    qpeft::cli::apply_compute_dtype(a->compute_dtype);
     std::vector<std::string> names;
     auto model = qpeft::cli::load_model_with_adapters_for_command(a->model, a->adapters, a->base_quant, &names);
     qpeft::DataOptions dopt;

@@ -31,6 +31,7 @@ struct GenerateArgs {
   uint64_t seed = 0;
   bool chat = false, ignore_eos = false;
   int threads = 0;
+  std::string compute_dtype = "f32";
 };
 
 std::vector<int32_t> encode_prompt(const qpeft::Tokenizer& tok, const std::string& prompt, bool chat) {
@@ -75,6 +76,7 @@ std::vector<PromptLine> read_prompts(const std::string& path, const std::vector<
 
 void run_generate(const GenerateArgs& a) {
   qpeft::set_num_threads(a.threads);
+  qpeft::cli::apply_compute_dtype(a.compute_dtype);
   QP_CHECK(a.has_prompt != !a.prompts.empty(), "{}",
            a.has_prompt ? "--prompt and --prompts exclude each other; give one"
                         : "give --prompt TEXT, or --prompts FILE of {\"prompt\", \"adapter\"} lines");
@@ -186,6 +188,7 @@ void setup_generate(CLI::App& app) {
   cmd->add_flag("--chat", a->chat, "Wrap the prompt as a user message in the tokenizer's chat template");
   cmd->add_flag("--ignore-eos", a->ignore_eos, "Keep going past EOS until --max-new-tokens");
   cmd->add_option("--threads", a->threads, "Threads (0 = all cores)");
+  qpeft::cli::add_compute_dtype_option(cmd, &a->compute_dtype);
   cmd->callback([a, prompt, prompt_adapter] {
     a->has_prompt = prompt->count() > 0;
     a->has_prompt_adapter = prompt_adapter->count() > 0;

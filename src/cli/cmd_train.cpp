@@ -20,6 +20,7 @@ struct TrainArgs {
               choice_loss = "lm,ul,ln";
   bool no_packing = false;
   std::string save_dtype = "bf16";
+  std::string compute_dtype = "f32";
   int threads = 0;
   qpeft::cli::LoftqFlags loftq;
 };
@@ -93,6 +94,7 @@ void setup(CLI::App& app) {
   cmd->add_option("--max-grad-norm", o.max_grad_norm, "Clip gradients to this global norm (0 = off)");
   cmd->add_option("--seed", o.seed, "Seed for adapter init, shuffling and dropout");
   cmd->add_option("--threads", a->threads, "Threads (0 = all cores)");
+  qpeft::cli::add_compute_dtype_option(cmd, &a->compute_dtype);
   cmd->add_option("--save-every", o.save_every, "Write out/checkpoint-N every N steps (0 = at the end only)");
   cmd->add_option("--keep-checkpoints", o.keep_checkpoints, "How many checkpoint-N directories to keep");
   cmd->add_option("--eval-every", o.eval_every, "Evaluate --eval-data every N steps (0 = at the end only)");
@@ -163,6 +165,7 @@ void setup(CLI::App& app) {
       qpeft::fail("--choice-loss '{}': expected a comma-separated list of lm, ul, ln", a->choice_loss);
     a->o.packing = !a->no_packing;
     a->o.save_dtype = a->save_dtype == "f32" ? qpeft::DType::F32 : qpeft::DType::BF16;
+    a->o.compute_dtype = a->compute_dtype == "bf16" ? qpeft::DType::BF16 : qpeft::DType::F32;
     a->o.lora.rank_pattern = parse_module_pattern<int64_t>(a->rank_pattern, "--rank-pattern");
     a->o.lora.alpha_pattern = parse_module_pattern<double>(a->alpha_pattern, "--alpha-pattern");
     qpeft::train(a->o);

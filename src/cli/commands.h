@@ -37,6 +37,12 @@ std::unique_ptr<LlamaModel> load_model_with_adapters_for_command(const std::stri
                                                                  const std::vector<std::string>& adapter_args,
                                                                  const std::string& base_quant,
                                                                  std::vector<std::string>* names);
+// --compute-dtype f32|bf16 for the commands that run the model (train, eval, generate).
+void add_compute_dtype_option(CLI::App* cmd, std::string* value);
+// Sets the linear compute dtype --compute-dtype names for the rest of the command; says on
+// stderr when bf16 falls back to f32 here.
+void apply_compute_dtype(const std::string& value);
+
 // An adapter index's name: names[i], or "__base__".
 std::string adapter_name(const std::vector<std::string>& names, int32_t index);
 

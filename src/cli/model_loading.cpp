@@ -3,6 +3,7 @@
 
 #include "cli/commands.h"
 #include "models/llama.h"
+#include "ops/linear.h"
 #include "peft/adapter_io.h"
 #include "peft/mixed_adapter.h"
 
@@ -13,6 +14,19 @@ void add_base_quant_option(CLI::App* cmd, std::string* value) {
                   "Base weights with an adapter: auto (quantized on load as the adapter was trained, e.g. by "
                   "--method qlora), none (as stored), or nf4, fp4, nf2, nf3, uniform2..4")
       ->check(CLI::IsMember({"auto", "none", "nf4", "fp4", "nf2", "nf3", "uniform2", "uniform3", "uniform4"}));
+}
+
+void add_compute_dtype_option(CLI::App* cmd, std::string* value) {
+  cmd->add_option("--compute-dtype", *value,
+                  "Products with the frozen base weights: f32, or bf16 (inputs and weights rounded to bf16, f32 "
+                  "accumulation; needs AVX512_BF16, else f32 with a note). Adapters, norms and the loss stay f32")
+      ->check(CLI::IsMember({"f32", "bf16"}));
+}
+
+void apply_compute_dtype(const std::string& value) {
+  std::string note;
+  set_linear_compute_dtype(value == "bf16" ? DType::BF16 : DType::F32, &note);
+  if (!note.empty()) std::fprintf(stderr, "qpeft: %s\n", note.c_str());
 }
 
 std::unique_ptr<LlamaModel> load_model_for_command(const std::string& model, const std::string& adapter,

@@ -106,6 +106,7 @@ void convert_from_f32(const float* src, DType dt, void* dst, size_t n) {
       return;
     case DType::BF16: {
       auto d = static_cast<uint16_t*>(dst);
+      if (f32_to_bf16_avx512(src, d, n)) return;
       for (size_t i = 0; i < n; ++i) d[i] = f32_to_bf16(src[i]);
       return;
     }

@@ -37,6 +37,9 @@ inline uint16_t f32_to_bf16(float f) {
 }
 float f16_to_f32(uint16_t h);
 uint16_t f32_to_f16(float f);
+// The AVX-512 path of convert_from_f32(…, BF16), the same bits as f32_to_bf16; returns false
+// (nothing written) where the CPU lacks AVX-512. Exposed for the tests of both paths.
+bool f32_to_bf16_avx512(const float* src, uint16_t* dst, size_t n);
 
 // Converts n elements of src (dtype dt, any float type) to f32 / from f32.
 void convert_to_f32(const void* src, DType dt, float* dst, size_t n);

@@ -11,6 +11,7 @@
 #include "core/profile.h"
 #include "core/scratch.h"
 #include "core/thread_pool.h"
+#include "ops/bf16_gemm.h"
 
 namespace qpeft {
 
@@ -26,6 +27,29 @@ const float* DenseWeight::decode_rows(int64_t r0, int64_t r1, float* scratch) co
   if (t_.dtype() == DType::F32) return reinterpret_cast<const float*>(base);
   convert_to_f32(base, t_.dtype(), scratch, size_t((r1 - r0) * n));
   return scratch;
+}
+
+namespace {
+struct Bf16DecodeScratch;  // thread_scratch tags
+struct PanelScratch;
+struct Bf16PanelScratch;
+struct Bf16InputScratch;
+}  // namespace
+
+const uint16_t* FrozenWeight::decode_rows_bf16(int64_t r0, int64_t r1, uint16_t* scratch) const {
+  const int64_t n = cols(), tile = std::max<int64_t>(1, std::min(r1 - r0, row_tile()));
+  float* f = thread_scratch<Bf16DecodeScratch>(size_t(tile * n));
+  for (int64_t t0 = r0; t0 < r1; t0 += tile) {
+    const int64_t t1 = std::min(r1, t0 + tile);
+    const float* src = decode_rows(t0, t1, f);
+    convert_from_f32(src, DType::BF16, scratch + (t0 - r0) * n, size_t((t1 - t0) * n));
+  }
+  return scratch;
+}
+
+const uint16_t* DenseWeight::decode_rows_bf16(int64_t r0, int64_t r1, uint16_t* scratch) const {
+  if (t_.dtype() == DType::BF16) return static_cast<const uint16_t*>(t_.raw()) + r0 * t_.dim(1);
+  return FrozenWeight::decode_rows_bf16(r0, r1, scratch);
 }
 
 Tensor decode_to_f32(const FrozenWeight& w) {
@@ -94,16 +118,92 @@ int64_t panel_rows(int64_t rows, int64_t cols) {
   return std::min(rows, (per + kRowAlign - 1) / kRowAlign * kRowAlign);
 }
 
-struct PanelScratch;  // thread_scratch tag: decoded weight panels
-
 }  // namespace
 
 void set_linear_panel_bytes(size_t bytes) { g_panel_bytes = std::max<size_t>(bytes, 4096); }
 size_t linear_panel_bytes() { return g_panel_bytes; }
 
+namespace {
+
+DType g_compute_dtype = DType::F32;
+
+// x[M, K] f32 → bf16 in the calling thread's scratch, rows split across the pool.
+const uint16_t* to_bf16_rows(const float* x, int64_t M, int64_t K) {
+  uint16_t* xb = thread_scratch<Bf16InputScratch, uint16_t>(size_t(M * K));
+  pool().parallel_for(M, [&](int64_t m0, int64_t m1) {
+    convert_from_f32(x + m0 * K, DType::BF16, xb + m0 * K, size_t((m1 - m0) * K));
+  });
+  return xb;
+}
+
+// linear_forward in bf16: each thread its share of weight rows, bf16 panels (the weight
+// itself when stored as bf16), f32 output.
+void linear_forward_bf16(const float* x, int64_t M, const FrozenWeight& w, float* y) {
+  const int64_t N = w.rows(), K = w.cols();
+  const uint16_t* xb = to_bf16_rows(x, M, K);
+  pool().run([&](int ith, int nth) {
+    int64_t n0, n1;
+    split_rows(N, ith, nth, &n0, &n1);
+    if (n0 >= n1) return;
+    const int64_t panel = panel_rows(n1 - n0, K);
+    uint16_t* scratch = thread_scratch<Bf16PanelScratch, uint16_t>(size_t(panel * K));
+    for (int64_t p0 = n0; p0 < n1; p0 += panel) {
+      const int64_t p1 = std::min(n1, p0 + panel);
+      const uint16_t* wr = w.decode_rows_bf16(p0, p1, scratch);
+      bf16_gemm(true, M, p1 - p0, K, xb, K, wr, K, 0.0f, y + p0, N);
+    }
+  });
+}
+
+// linear_input_grad in bf16: dy rounded once; a weight not stored as bf16 is decoded panel
+// by panel into one shared bf16 panel by all threads, then each thread multiplies its rows.
+void linear_input_grad_bf16(const float* dy, int64_t M, const FrozenWeight& w, float* dx, bool accumulate) {
+  const int64_t N = w.rows(), K = w.cols();
+  const uint16_t* dyb = to_bf16_rows(dy, M, N);
+  const int64_t panel = panel_rows(N, K);
+  uint16_t* shared = thread_scratch<Bf16PanelScratch, uint16_t>(size_t(panel * K));
+  for (int64_t p0 = 0; p0 < N; p0 += panel) {
+    const int64_t rows = std::min(N, p0 + panel) - p0;
+    const uint16_t* wp = nullptr;
+    if (const auto* dw = dynamic_cast<const DenseWeight*>(&w); dw && dw->tensor().dtype() == DType::BF16) {
+      wp = dw->decode_rows_bf16(p0, p0 + rows, nullptr);
+    } else {
+      pool().run([&](int ith, int nth) {
+        int64_t r0, r1;
+        split_rows(rows, ith, nth, &r0, &r1);
+        if (r0 < r1) w.decode_rows_bf16(p0 + r0, p0 + r1, shared + r0 * K);
+      });
+      wp = shared;
+    }
+    const float beta = (accumulate || p0 > 0) ? 1.0f : 0.0f;
+    pool().run([&](int ith, int nth) {
+      int64_t m0, m1;
+      split_range(M, ith, nth, &m0, &m1);
+      if (m0 < m1) bf16_gemm(false, m1 - m0, K, rows, dyb + m0 * N + p0, N, wp, K, beta, dx + m0 * K, K);
+    });
+  }
+}
+
+}  // namespace
+
+DType set_linear_compute_dtype(DType dt, std::string* note) {
+  QP_CHECK(dt == DType::F32 || dt == DType::BF16, "[linear] compute dtype must be f32 or bf16, got {}",
+           dtype_name(dt));
+  std::string why;
+  if (dt == DType::BF16 && !bf16_gemm_available(&why)) {
+    if (note) *note = "bf16 compute is not available (" + why + "); computing in f32";
+    dt = DType::F32;
+  }
+  g_compute_dtype = dt;
+  return dt;
+}
+
+DType linear_compute_dtype() { return g_compute_dtype; }
+
 // y[M, N] = x[M, K] Wᵀ. Each thread owns an equal, contiguous share of the output columns
 // (weight rows), so every weight row is decoded exactly once, and decodes it in panels.
 void linear_forward(const float* x, int64_t M, const FrozenWeight& w, float* y) {
+  if (g_compute_dtype == DType::BF16) return linear_forward_bf16(x, M, w, y);
   const int64_t N = w.rows(), K = w.cols();
   pool().run([&](int ith, int nth) {
     int64_t n0, n1;
@@ -129,6 +229,7 @@ void linear_forward(const float* x, int64_t M, const FrozenWeight& w, float* y) 
 // once per panel by all threads together into one shared panel, then every thread multiplies
 // its rows by it.
 void linear_input_grad(const float* dy, int64_t M, const FrozenWeight& w, float* dx, bool accumulate) {
+  if (g_compute_dtype == DType::BF16) return linear_input_grad_bf16(dy, M, w, dx, accumulate);
   const int64_t N = w.rows(), K = w.cols();
   if (w.is_f32()) {
     const float* wp = w.decode_rows(0, N, nullptr);

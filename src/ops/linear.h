@@ -21,6 +21,10 @@ class FrozenWeight {
   // Rows [r0, r1) as f32, row-major [r1 - r0, cols]. Returns a pointer into the weight itself
   // when it is stored as f32; otherwise decodes into scratch, which holds (r1 - r0) * cols floats.
   virtual const float* decode_rows(int64_t r0, int64_t r1, float* scratch) const = 0;
+  // Rows [r0, r1) as bf16 bits, row-major, for the bf16 compute path: a pointer into the
+  // weight when it is stored as bf16; otherwise decoded and rounded (nearest even) into
+  // scratch, which holds (r1 - r0) * cols values. The default decodes f32 tile by tile.
+  virtual const uint16_t* decode_rows_bf16(int64_t r0, int64_t r1, uint16_t* scratch) const;
   // Rows decoded per tile; formats with blocks make this a multiple of their block.
   virtual int64_t row_tile() const { return 64; }
   virtual bool is_f32() const { return false; }
@@ -37,6 +41,7 @@ class DenseWeight final : public FrozenWeight {
   int64_t rows() const override { return t_.dim(0); }
   int64_t cols() const override { return t_.dim(1); }
   const float* decode_rows(int64_t r0, int64_t r1, float* scratch) const override;
+  const uint16_t* decode_rows_bf16(int64_t r0, int64_t r1, uint16_t* scratch) const override;
   bool is_f32() const override { return t_.dtype() == DType::F32; }
   std::string describe() const override;
   const Tensor& tensor() const { return t_; }
@@ -54,6 +59,29 @@ void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float al
 // thread): panels of whole row tiles, so sgemm sees long panels instead of 64-row slivers.
 void set_linear_panel_bytes(size_t bytes);
 size_t linear_panel_bytes();
+
+// The dtype the products with frozen weights (linear, its input gradient, the LM head) multiply
+// in: F32 (the default) or BF16 — inputs and weights rounded to bf16, products accumulated in
+// f32 (bitsandbytes' bnb_4bit_compute_dtype; oneDNN's kernels). Adapters, norms, attention,
+// the loss and the optimizer stay f32. Returns the dtype in effect: BF16 where
+// bf16_gemm_available() is false gives F32, and *note says why.
+DType set_linear_compute_dtype(DType dt, std::string* note = nullptr);
+DType linear_compute_dtype();
+
+// set_linear_compute_dtype for a scope (a training run, an evaluation); the previous dtype
+// comes back at its end.
+class ComputeDtypeScope {
+ public:
+  explicit ComputeDtypeScope(DType dt, std::string* note = nullptr)
+      : previous_(linear_compute_dtype()), in_effect_(set_linear_compute_dtype(dt, note)) {}
+  ~ComputeDtypeScope() { set_linear_compute_dtype(previous_); }
+  ComputeDtypeScope(const ComputeDtypeScope&) = delete;
+  ComputeDtypeScope& operator=(const ComputeDtypeScope&) = delete;
+  DType in_effect() const { return in_effect_; }
+
+ private:
+  DType previous_, in_effect_;
+};
 
 // Kernels on the thread pool. x is [M, in], y is [M, out], W is [out, in].
 void linear_forward(const float* x, int64_t M, const FrozenWeight& w, float* y);              // y = x Wᵀ

@@ -19,6 +19,7 @@
 #include "io/tokenizer.h"
 #include "models/checkpoint.h"
 #include "models/choice_eval.h"
+#include "ops/linear.h"
 #include "peft/adapter_io.h"
 #include "train/optimizer.h"
 #include "train/schedule.h"
@@ -205,7 +206,8 @@ void save_checkpoint(LlamaModel& model, const TrainOptions& opt, const AdapterCo
   save_safetensors(tmp + "/optimizer.safetensors", optim.state_tensors(), {{"optimizer", optim.name()}});
   json j = {{"step", st.step}, {"optimizer_steps", optim.steps()}, {"last_loss", st.last_loss}, {"seed", opt.seed},
             {"batch", opt.batch}, {"grad_accum", opt.grad_accum}, {"seq_len", opt.seq_len}, {"lr", opt.lr},
-            {"schedule", opt.schedule}, {"total_steps", opt.steps}, {"data", opt.data_path}};
+            {"schedule", opt.schedule}, {"total_steps", opt.steps}, {"data", opt.data_path},
+            {"compute_dtype", dtype_name(linear_compute_dtype())}};
   write_file_atomic(tmp + "/trainer_state.json", j.dump(2) + "\n");
   out.commit();
   // Keep the newest keep_checkpoints.
@@ -237,6 +239,13 @@ TrainerState load_checkpoint(LlamaModel& model, const TrainOptions& opt, const N
              "{}: the checkpoint was trained with {} = {}; resume with the same value", state_path, key,
              j.value(key, json()).dump());
   }
+  // Checkpoints from before the bf16 path have no compute_dtype: they were f32.
+  const std::string computed = j.value("compute_dtype", std::string("f32"));
+  QP_CHECK(computed == dtype_name(linear_compute_dtype()),
+           "{}: the checkpoint was trained with compute_dtype = {}, this run computes in {}; resume with "
+           "--compute-dtype {}{}",
+           state_path, computed, dtype_name(linear_compute_dtype()), computed,
+           computed == "bf16" ? " on a machine with AVX512_BF16" : "");
   if (opt.method == "full") {
     load_params(params, dir + "/model.safetensors");
   } else {
@@ -308,6 +317,9 @@ TrainResult train(const TrainOptions& opt) {
   QP_CHECK(opt.steps > 0 && opt.batch > 0 && opt.grad_accum > 0, "--steps, --batch and --grad-accum must be positive");
   QP_CHECK(opt.lr > 0 && std::isfinite(opt.lr), "--lr must be a positive number");
   validate_schedule_kind(opt.schedule);
+  std::string compute_note;
+  const ComputeDtypeScope compute(opt.compute_dtype, &compute_note);
+  if (!compute_note.empty()) std::fprintf(stderr, "qpeft: %s\n", compute_note.c_str());
 
   LoadOptions load;
   if (opt.method == "qlora" || (opt.method == "ia3" && opt.quantize_base)) {

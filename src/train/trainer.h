@@ -51,6 +51,9 @@ struct TrainOptions {
   int64_t keep_checkpoints = 2;
   int64_t log_every = 1;
   bool grad_checkpoint = false;
+  // The products with the frozen base: f32, or bf16 with f32 accumulation (ops/linear.h;
+  // falls back to f32 where the CPU or the build lacks it, said once on stderr).
+  DType compute_dtype = DType::F32;
   bool quiet = false;
 };
 

@@ -71,10 +71,10 @@ inline double openblas_threaded_sgemm_gflops(int threads, int64_t n = 2048, int 
   return best;
 }
 
-// The per-op table of profile::entries() over `steps` steps: time per step, share of the
+// The per-op table of profile::entries() (taken after a run) over `steps` steps: time per step, share of the
 // step, and achieved GFLOP/s against the OpenBLAS anchor where the op counts FLOPs.
-inline void print_profile(int steps, double step_seconds, double openblas_gflops, size_t max_rows = 40) {
-  const auto rows = profile::entries();
+inline void print_profile(const std::vector<profile::Entry>& rows, int steps, double step_seconds,
+                          double openblas_gflops, size_t max_rows = 40) {
   std::printf("  per-op profile (exclusive time, per step; GFLOP/s and fraction of OpenBLAS where counted)\n");
   std::printf("    %-44s %6s %9s %6s %8s %6s\n", "op [M x N x K]", "calls", "ms/step", "share", "GFLOP/s", "of OB");
   double total = 0;

@@ -114,6 +114,8 @@ int main(int argc, char** argv) {
 
   const double peak_before = gemm_peak_gflops(1536, 5);
   const StepStats lora = time_training(dir, LoadOptions{}, rank, batch, seq, steps, prof);
+  const std::vector<profile::Entry> f32_profile = profile::entries();
+  std::vector<profile::Entry> bf16_profile;
   StepStats ql{};
   if (qlora) {
     LoadOptions lo;
@@ -127,7 +129,8 @@ int main(int argc, char** argv) {
   if (bf16) {
     const ComputeDtypeScope compute(DType::BF16, &bf16_note);
     if (compute.in_effect() == DType::BF16) {
-      lora_bf16 = time_training(dir, LoadOptions{}, rank, batch, seq, steps);
+      lora_bf16 = time_training(dir, LoadOptions{}, rank, batch, seq, steps, prof);
+      bf16_profile = profile::entries();
       if (qlora) {
         LoadOptions lo;
         lo.quantize.format = "nf4";
@@ -152,7 +155,7 @@ int main(int argc, char** argv) {
   std::printf("  fraction of our driver   %.3f  (target >= 0.40; a ratio against our own code, see OpenBLAS above)\n",
               achieved / peak);
   std::printf("  peak RSS after LoRA      %zu MiB\n", lora.rss_after_mib);
-  if (prof) bench::print_profile(steps, lora.step_s, openblas);
+  if (prof) bench::print_profile(f32_profile, steps, lora.step_s, openblas);
   if (qlora) {
     std::printf("  QLoRA (NF4+DQ) step      %.3f s, %.1f tokens/s\n", ql.step_s, tokens / ql.step_s);
     std::printf("  QLoRA / LoRA tokens/s    %.3f  (target >= 0.80)\n", lora.step_s / ql.step_s);
@@ -167,6 +170,7 @@ int main(int argc, char** argv) {
                 lora_bf16.step_s, tokens / lora_bf16.step_s, flops_per_token * tokens / lora_bf16.step_s / 1e9,
                 flops_per_token * tokens / lora_bf16.step_s / 1e9 / openblas);
     std::printf("  bf16 / f32 tokens/s      %.3f  (target >= 1.5)\n", lora.step_s / lora_bf16.step_s);
+    if (prof) bench::print_profile(bf16_profile, steps, lora_bf16.step_s, openblas);
     if (qlora) {
       std::printf("  QLoRA bf16 compute step  %.3f s, %.1f tokens/s\n", ql_bf16.step_s, tokens / ql_bf16.step_s);
       std::printf("  QLoRA bf16 / f32         %.3f\n", ql.step_s / ql_bf16.step_s);

@@ -1,5 +1,5 @@
 // Every row-kernel table this machine supports (reference, avx2, avx512; absent ones are
-// skipped and named) against the scalar reference and against std::exp, for every n in
+// skipped and named) against the scalar reference and against double precision / std::exp, for every n in
 // 0..100 and some large ones, odd starts, and inputs across exp's range (underflow and
 // overflow edges included). Sentinels after each output catch writes past its end.
 #include <gtest/gtest.h>
@@ -129,6 +129,50 @@ TEST(VecKernels, SiluMulForwardAndBackwardMatchReferenceAndCalculus) {
           ASSERT_NEAR(dg[size_t(i)], dgr[size_t(i)], 1e-6 * (0.25 + std::abs(dgr[size_t(i)]))) << what;
           ASSERT_NEAR(du[size_t(i)], dur[size_t(i)], 1e-6 * (0.25 + std::abs(dur[size_t(i)]))) << what;
         }
+      }
+    }
+  }
+}
+
+TEST(VecKernels, RmsNormRowsMatchReferenceAndDouble) {
+  const VecKernels& ref = vec_kernels_reference();
+  Rng rng(4);
+  for (const VecKernels* k : tables()) {
+    for (int64_t n : sizes()) {
+      const std::string what = std::string(k->name) + " n=" + std::to_string(n);
+      std::vector<float> x = random_values(rng, n, -3.0f, 3.0f), w = random_values(rng, n, 0.5f, 1.5f);
+      std::vector<float> dy = random_values(rng, n, -1.0f, 1.0f);
+      double ss = 0, d3 = 0, mag3 = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        ss += double(x[size_t(i)]) * x[size_t(i)];
+        d3 += double(dy[size_t(i)]) * w[size_t(i)] * x[size_t(i)];
+        mag3 += std::abs(double(dy[size_t(i)]) * w[size_t(i)] * x[size_t(i)]);
+      }
+      ASSERT_NEAR(k->sum_squares(x.data(), n), ss, 1e-12 * ss + 1e-30) << what;
+      ASSERT_NEAR(k->dot3(dy.data(), w.data(), x.data(), n), d3, 1e-7 * mag3 + 1e-30) << what;
+      ASSERT_NEAR(k->dot3(dy.data(), w.data(), x.data(), n), ref.dot3(dy.data(), w.data(), x.data(), n),
+                  1e-12 * mag3 + 1e-30) << what;
+      std::vector<float> y(size_t(n) + 16, 1234.5f), yr(y);
+      k->scale_mul(x.data(), 0.7f, w.data(), y.data(), n);
+      ref.scale_mul(x.data(), 0.7f, w.data(), yr.data(), n);
+      expect_sentinels(y, n, what);
+      for (int64_t i = 0; i < n; ++i) ASSERT_EQ(y[size_t(i)], yr[size_t(i)]) << what << " scale_mul i=" << i;
+      std::vector<float> dx(size_t(n) + 16, 1234.5f), dxr(dx), acc(dx), accr(dx);
+      for (int64_t i = 0; i < n; ++i) dx[size_t(i)] = dxr[size_t(i)] = acc[size_t(i)] = accr[size_t(i)] = 0.25f;
+      k->rms_norm_backward(dy.data(), w.data(), x.data(), 0.9f, 0.3f, dx.data(), n);
+      ref.rms_norm_backward(dy.data(), w.data(), x.data(), 0.9f, 0.3f, dxr.data(), n);
+      k->add_scaled_product(dy.data(), x.data(), 0.6f, acc.data(), n);
+      ref.add_scaled_product(dy.data(), x.data(), 0.6f, accr.data(), n);
+      expect_sentinels(dx, n, what);
+      expect_sentinels(acc, n, what);
+      for (int64_t i = 0; i < n; ++i) {
+        const size_t j = size_t(i);
+        const double exact = 0.25 + 0.9 * (double(dy[j]) * w[j] - double(x[j]) * 0.3f);
+        ASSERT_NEAR(dx[j], exact, 1e-6 * (0.25 + std::abs(exact) + std::abs(x[j]))) << what << " i=" << i;
+        ASSERT_NEAR(dx[j], dxr[j], 1e-6 * (0.25 + std::abs(exact) + std::abs(x[j]))) << what << " i=" << i;
+        const double exact_acc = 0.25 + double(dy[j]) * x[j] * 0.6f;
+        ASSERT_NEAR(acc[j], exact_acc, 1e-6 * (0.25 + std::abs(exact_acc))) << what << " i=" << i;
+        ASSERT_NEAR(acc[j], accr[j], 1e-6 * (0.25 + std::abs(exact_acc))) << what << " i=" << i;
       }
     }
   }

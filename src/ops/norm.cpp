@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "core/profile.h"
 #include "core/thread_pool.h"
+#include "ops/vec_math.h"
 
 namespace qpeft {
 
@@ -19,14 +20,13 @@ Var rms_norm(Graph& g, const Var& x, const Var& w, float eps) {
   auto rstd = std::make_shared<std::vector<float>>(size_t(rows));
   const float *xp = x.value().f32(), *wp = w.value().f32();
   float* yp = y.f32();
+  const VecKernels& vk = vec_kernels();
   pool().parallel_for(rows, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const float* xr = xp + r * n;
-      double ss = 0;
-      for (int64_t j = 0; j < n; ++j) ss += double(xr[j]) * xr[j];
-      float rs = float(1.0 / std::sqrt(ss / double(n) + eps));
+      const float rs = float(1.0 / std::sqrt(vk.sum_squares(xr, n) / double(n) + eps));
       (*rstd)[r] = rs;
-      for (int64_t j = 0; j < n; ++j) yp[r * n + j] = xr[j] * rs * wp[j];
+      vk.scale_mul(xr, rs, wp, yp + r * n, n);
     }
   });
   bool rg = g.needs_grad({&x, &w});
@@ -40,26 +40,24 @@ Var rms_norm(Graph& g, const Var& x, const Var& w, float eps) {
       if (x.requires_grad()) {
         // dx = rs · (w⊙dy − x̂ · mean(x̂ ⊙ w⊙dy)), x̂ = x · rs
         float* dx = x.grad_buffer();
+        const VecKernels& vk = vec_kernels();
         pool().parallel_for(rows, [&](int64_t r0, int64_t r1) {
           for (int64_t r = r0; r < r1; ++r) {
             const float* xr = xp + r * n;
             const float* dyr = dy + r * n;
-            float rs = (*rstd)[r];
-            double dot = 0;
-            for (int64_t j = 0; j < n; ++j) dot += double(dyr[j]) * wp[j] * xr[j] * rs;
-            float m = float(dot / double(n));
-            for (int64_t j = 0; j < n; ++j) dx[r * n + j] += rs * (dyr[j] * wp[j] - xr[j] * rs * m);
+            const float rs = (*rstd)[r];
+            const float m = float(vk.dot3(dyr, wp, xr, n) * double(rs) / double(n));  // mean(x̂ ⊙ w⊙dy)
+            vk.rms_norm_backward(dyr, wp, xr, rs, rs * m, dx + r * n, n);
           }
         });
       }
       if (w.requires_grad()) {
         // dw[j] = Σ_rows dy ⊙ x̂; threads split columns so the sum order is fixed.
         float* dw = w.grad_buffer();
+        const VecKernels& vk = vec_kernels();
         pool().parallel_for(n, [&](int64_t j0, int64_t j1) {
-          for (int64_t r = 0; r < rows; ++r) {
-            float rs = (*rstd)[r];
-            for (int64_t j = j0; j < j1; ++j) dw[j] += dy[r * n + j] * xp[r * n + j] * rs;
-          }
+          for (int64_t r = 0; r < rows; ++r)
+            vk.add_scaled_product(dy + r * n + j0, xp + r * n + j0, (*rstd)[r], dw + j0, j1 - j0);
         });
       }
     });

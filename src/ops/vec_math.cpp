@@ -58,7 +58,33 @@ void ref_silu_mul_backward(const float* g, const float* u, const float* dy, floa
   }
 }
 
-const VecKernels kReference = {"reference", ref_max, ref_exp_shift_sum, ref_scale, ref_silu_mul, ref_silu_mul_backward};
+double ref_sum_squares(const float* x, int64_t n) {
+  double acc = 0;
+  for (int64_t i = 0; i < n; ++i) acc += double(x[i]) * double(x[i]);
+  return acc;
+}
+
+void ref_scale_mul(const float* x, float s, const float* w, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = x[i] * s * w[i];
+}
+
+double ref_dot3(const float* a, const float* b, const float* c, int64_t n) {
+  double acc = 0;
+  for (int64_t i = 0; i < n; ++i) acc += double(a[i] * b[i]) * double(c[i]);
+  return acc;
+}
+
+void ref_rms_norm_backward(const float* dy, const float* w, const float* x, float s, float t, float* dx, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dx[i] += s * (dy[i] * w[i] - x[i] * t);
+}
+
+void ref_add_scaled_product(const float* a, const float* b, float s, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += a[i] * b[i] * s;
+}
+
+const VecKernels kReference = {"reference",       ref_max,           ref_exp_shift_sum,     ref_scale,
+                               ref_silu_mul,      ref_silu_mul_backward, ref_sum_squares,   ref_scale_mul,
+                               ref_dot3,          ref_rms_norm_backward, ref_add_scaled_product};
 
 }  // namespace
 

@@ -1,4 +1,4 @@
-// Row kernels for softmax-like work (cross-entropy, attention) and the SwiGLU activation,
+// Row kernels for softmax-like work (cross-entropy, attention), the SwiGLU activation and RMSNorm,
 // selected once at start-up (core/cpu.h): AVX-512, else AVX2, else the portable reference.
 // Same signatures; the SIMD tables agree with the reference to float rounding (tests).
 #pragma once
@@ -19,6 +19,16 @@ struct VecKernels {
   // Its backward, accumulating: dg[i] += dy·u·σ(g)·(1 + g(1 − σ(g))), du[i] += dy·silu(g).
   // dg or du may be null (not wanted).
   void (*silu_mul_backward)(const float* g, const float* u, const float* dy, float* dg, float* du, int64_t n);
+  // RMSNorm rows. Σ x[i]² in double.
+  double (*sum_squares)(const float* x, int64_t n);
+  // y[i] = x[i] · s · w[i]
+  void (*scale_mul)(const float* x, float s, const float* w, float* y, int64_t n);
+  // Σ (a[i] · b[i]) · c[i], products in float, the sum in double.
+  double (*dot3)(const float* a, const float* b, const float* c, int64_t n);
+  // dx[i] += s · (dy[i] · w[i] − x[i] · t)   (RMSNorm's input gradient, t = s · mean)
+  void (*rms_norm_backward)(const float* dy, const float* w, const float* x, float s, float t, float* dx, int64_t n);
+  // y[i] += (a[i] · b[i]) · s
+  void (*add_scaled_product)(const float* a, const float* b, float s, float* y, int64_t n);
 };
 
 const VecKernels& vec_kernels();            // the selected kernels

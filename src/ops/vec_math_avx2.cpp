@@ -105,7 +105,73 @@ void avx2_silu_mul_backward(const float* g, const float* u, const float* dy, flo
   }
 }
 
-const VecKernels kAvx2 = {"avx2", avx2_max, avx2_exp_shift_sum, avx2_scale, avx2_silu_mul, avx2_silu_mul_backward};
+// Sum of the 4 double lanes.
+inline double hsum4(__m256d v) {
+  alignas(32) double t[4];
+  _mm256_store_pd(t, v);
+  return (t[0] + t[2]) + (t[1] + t[3]);
+}
+
+double avx2_sum_squares(const float* x, int64_t n) {
+  __m256d a = _mm256_setzero_pd(), b = _mm256_setzero_pd();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(x + i);
+    const __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v)), hi = _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
+    a = _mm256_fmadd_pd(lo, lo, a);
+    b = _mm256_fmadd_pd(hi, hi, b);
+  }
+  double acc = hsum4(_mm256_add_pd(a, b));
+  for (; i < n; ++i) acc += double(x[i]) * double(x[i]);
+  return acc;
+}
+
+void avx2_scale_mul(const float* x, float s, const float* w, float* y, int64_t n) {
+  const __m256 vs = _mm256_set1_ps(s);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), vs), _mm256_loadu_ps(w + i)));
+  for (; i < n; ++i) y[i] = x[i] * s * w[i];
+}
+
+double avx2_dot3(const float* a, const float* b, const float* c, int64_t n) {
+  __m256d lo_acc = _mm256_setzero_pd(), hi_acc = _mm256_setzero_pd();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 ab = _mm256_mul_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i));
+    const __m256 cv = _mm256_loadu_ps(c + i);
+    lo_acc = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(ab)), _mm256_cvtps_pd(_mm256_castps256_ps128(cv)),
+                             lo_acc);
+    hi_acc = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(ab, 1)), _mm256_cvtps_pd(_mm256_extractf128_ps(cv, 1)),
+                             hi_acc);
+  }
+  double acc = hsum4(_mm256_add_pd(lo_acc, hi_acc));
+  for (; i < n; ++i) acc += double(a[i] * b[i]) * double(c[i]);
+  return acc;
+}
+
+void avx2_rms_norm_backward(const float* dy, const float* w, const float* x, float s, float t, float* dx, int64_t n) {
+  const __m256 vs = _mm256_set1_ps(s), vt = _mm256_set1_ps(t);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 g = _mm256_fmsub_ps(_mm256_loadu_ps(dy + i), _mm256_loadu_ps(w + i), _mm256_mul_ps(_mm256_loadu_ps(x + i), vt));
+    _mm256_storeu_ps(dx + i, _mm256_fmadd_ps(vs, g, _mm256_loadu_ps(dx + i)));
+  }
+  for (; i < n; ++i) dx[i] += s * (dy[i] * w[i] - x[i] * t);
+}
+
+void avx2_add_scaled_product(const float* a, const float* b, float s, float* y, int64_t n) {
+  const __m256 vs = _mm256_set1_ps(s);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(y + i, _mm256_fmadd_ps(_mm256_mul_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i)), vs,
+                                            _mm256_loadu_ps(y + i)));
+  for (; i < n; ++i) y[i] += a[i] * b[i] * s;
+}
+
+const VecKernels kAvx2 = {"avx2",           avx2_max,           avx2_exp_shift_sum,     avx2_scale,
+                          avx2_silu_mul,    avx2_silu_mul_backward, avx2_sum_squares,   avx2_scale_mul,
+                          avx2_dot3,        avx2_rms_norm_backward, avx2_add_scaled_product};
 
 }  // namespace
 

@@ -95,8 +95,64 @@ void avx512_silu_mul_backward(const float* g, const float* u, const float* dy, f
   }
 }
 
-const VecKernels kAvx512 = {"avx512",        avx512_max,      avx512_exp_shift_sum, avx512_scale,
-                            avx512_silu_mul, avx512_silu_mul_backward};
+inline __m512d lo_pd(__m512 v) { return _mm512_cvtps_pd(_mm512_castps512_ps256(v)); }
+inline __m512d hi_pd(__m512 v) {
+  return _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+}
+
+double avx512_sum_squares(const float* x, int64_t n) {
+  __m512d a = _mm512_setzero_pd(), b = _mm512_setzero_pd();
+  for (int64_t i = 0; i < n; i += 16) {
+    const __m512 v = _mm512_maskz_loadu_ps(tail_mask(n - i), x + i);
+    a = _mm512_fmadd_pd(lo_pd(v), lo_pd(v), a);
+    b = _mm512_fmadd_pd(hi_pd(v), hi_pd(v), b);
+  }
+  return _mm512_reduce_add_pd(_mm512_add_pd(a, b));
+}
+
+void avx512_scale_mul(const float* x, float s, const float* w, float* y, int64_t n) {
+  const __m512 vs = _mm512_set1_ps(s);
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = tail_mask(n - i);
+    _mm512_mask_storeu_ps(y + i, m,
+                          _mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), vs), _mm512_maskz_loadu_ps(m, w + i)));
+  }
+}
+
+double avx512_dot3(const float* a, const float* b, const float* c, int64_t n) {
+  __m512d lo = _mm512_setzero_pd(), hi = _mm512_setzero_pd();
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = tail_mask(n - i);
+    const __m512 ab = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i));
+    const __m512 cv = _mm512_maskz_loadu_ps(m, c + i);
+    lo = _mm512_fmadd_pd(lo_pd(ab), lo_pd(cv), lo);
+    hi = _mm512_fmadd_pd(hi_pd(ab), hi_pd(cv), hi);
+  }
+  return _mm512_reduce_add_pd(_mm512_add_pd(lo, hi));
+}
+
+void avx512_rms_norm_backward(const float* dy, const float* w, const float* x, float s, float t, float* dx, int64_t n) {
+  const __m512 vs = _mm512_set1_ps(s), vt = _mm512_set1_ps(t);
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = tail_mask(n - i);
+    const __m512 g = _mm512_fmsub_ps(_mm512_maskz_loadu_ps(m, dy + i), _mm512_maskz_loadu_ps(m, w + i),
+                                     _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), vt));
+    _mm512_mask_storeu_ps(dx + i, m, _mm512_fmadd_ps(vs, g, _mm512_maskz_loadu_ps(m, dx + i)));
+  }
+}
+
+void avx512_add_scaled_product(const float* a, const float* b, float s, float* y, int64_t n) {
+  const __m512 vs = _mm512_set1_ps(s);
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = tail_mask(n - i);
+    const __m512 ab = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i));
+    _mm512_mask_storeu_ps(y + i, m, _mm512_fmadd_ps(ab, vs, _mm512_maskz_loadu_ps(m, y + i)));
+  }
+}
+
+const VecKernels kAvx512 = {"avx512",          avx512_max,           avx512_exp_shift_sum,     avx512_scale,
+                            avx512_silu_mul,   avx512_silu_mul_backward, avx512_sum_squares,   avx512_scale_mul,
+                            avx512_dot3,       avx512_rms_norm_backward, avx512_add_scaled_product};
 
 }  // namespace
 

@@ -178,4 +178,30 @@ TEST(VecKernels, RmsNormRowsMatchReferenceAndDouble) {
   }
 }
 
+TEST(VecKernels, RopeRotateMatchesReferenceBitForBit) {
+  // Plain multiplies and adds in the reference's order (no FMA): every table gives the same bits.
+  const VecKernels& ref = vec_kernels_reference();
+  Rng rng(5);
+  for (const VecKernels* k : tables()) {
+    for (int64_t h : sizes()) {
+      const std::string what = std::string(k->name) + " h=" + std::to_string(h);
+      std::vector<float> x = random_values(rng, 2 * h, -2.0f, 2.0f), c = random_values(rng, h, -1.0f, 1.0f);
+      std::vector<float> sn = random_values(rng, h, -1.0f, 1.0f);
+      for (float sign : {1.0f, -1.0f})
+        for (bool accumulate : {false, true}) {
+          std::vector<float> y(size_t(2 * h) + 16, 1234.5f), yr(y);
+          for (int64_t i = 0; i < 2 * h; ++i) y[size_t(i)] = yr[size_t(i)] = 0.125f * float(i % 7);
+          k->rope_rotate(x.data(), c.data(), sn.data(), sign, h, accumulate, y.data());
+          ref.rope_rotate(x.data(), c.data(), sn.data(), sign, h, accumulate, yr.data());
+          expect_sentinels(y, 2 * h, what);
+          for (int64_t i = 0; i < 2 * h; ++i) ASSERT_EQ(y[size_t(i)], yr[size_t(i)]) << what << " i=" << i;
+          if (!accumulate && h > 0) {  // and it is a rotation: the norm of each pair is kept when c²+s²=1
+            const double a = x[0], b = x[size_t(h)], cs = c[0], si = sign * sn[0];
+            EXPECT_NEAR(y[0], a * cs - b * si, 1e-6) << what;
+          }
+        }
+    }
+  }
+}
+
 }  // namespace

@@ -5,6 +5,7 @@
 #include "core/error.h"
 #include "core/profile.h"
 #include "core/thread_pool.h"
+#include "ops/vec_math.h"
 
 namespace qpeft {
 
@@ -55,26 +56,13 @@ RopeTable::RopeTable(const RopeConfig& cfg, int64_t max_pos) : head_dim_(cfg.hea
 static void rotate(const float* x, float* y, int64_t B, int64_t T, int64_t H, int64_t D, const RopeTable& tab,
                    int64_t pos_offset, float sign, bool accumulate) {
   const int64_t half = D / 2;
+  const VecKernels& vk = vec_kernels();
   pool().parallel_for(B * T, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t pos = pos_offset + r % T;
       const float* c = tab.cos_row(pos);
       const float* s = tab.sin_row(pos);
-      for (int64_t h = 0; h < H; ++h) {
-        const float* xr = x + (r * H + h) * D;
-        float* yr = y + (r * H + h) * D;
-        for (int64_t i = 0; i < half; ++i) {
-          float a = xr[i], b = xr[i + half], si = sign * s[i];
-          float ya = a * c[i] - b * si, yb = b * c[i] + a * si;
-          if (accumulate) {
-            yr[i] += ya;
-            yr[i + half] += yb;
-          } else {
-            yr[i] = ya;
-            yr[i + half] = yb;
-          }
-        }
-      }
+      for (int64_t h = 0; h < H; ++h) vk.rope_rotate(x + (r * H + h) * D, c, s, sign, half, accumulate, y + (r * H + h) * D);
     }
   });
 }

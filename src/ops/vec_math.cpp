@@ -82,9 +82,19 @@ void ref_add_scaled_product(const float* a, const float* b, float s, float* y, i
   for (int64_t i = 0; i < n; ++i) y[i] += a[i] * b[i] * s;
 }
 
+void ref_rope_rotate(const float* x, const float* c, const float* s, float sign, int64_t h, bool accumulate,
+                     float* y) {
+  for (int64_t i = 0; i < h; ++i) {
+    const float a = x[i], b = x[i + h], si = sign * s[i];
+    const float ya = a * c[i] - b * si, yb = b * c[i] + a * si;
+    y[i] = accumulate ? y[i] + ya : ya;
+    y[i + h] = accumulate ? y[i + h] + yb : yb;
+  }
+}
+
 const VecKernels kReference = {"reference",       ref_max,           ref_exp_shift_sum,     ref_scale,
                                ref_silu_mul,      ref_silu_mul_backward, ref_sum_squares,   ref_scale_mul,
-                               ref_dot3,          ref_rms_norm_backward, ref_add_scaled_product};
+                               ref_dot3,          ref_rms_norm_backward, ref_add_scaled_product, ref_rope_rotate};
 
 }  // namespace
 

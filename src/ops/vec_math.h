@@ -1,4 +1,4 @@
-// Row kernels for softmax-like work (cross-entropy, attention), the SwiGLU activation and RMSNorm,
+// Row kernels for softmax-like work (cross-entropy, attention), SwiGLU, RMSNorm and RoPE,
 // selected once at start-up (core/cpu.h): AVX-512, else AVX2, else the portable reference.
 // Same signatures; the SIMD tables agree with the reference to float rounding (tests).
 #pragma once
@@ -29,6 +29,11 @@ struct VecKernels {
   void (*rms_norm_backward)(const float* dy, const float* w, const float* x, float s, float t, float* dx, int64_t n);
   // y[i] += (a[i] · b[i]) · s
   void (*add_scaled_product)(const float* a, const float* b, float s, float* y, int64_t n);
+  // RoPE on one head of 2h values (rotate-half layout), angle sines times `sign` (−1: the
+  // inverse rotation): y[i] = x[i] c[i] − x[i+h] s'[i], y[i+h] = x[i+h] c[i] + x[i] s'[i];
+  // added to y when accumulate.
+  void (*rope_rotate)(const float* x, const float* c, const float* s, float sign, int64_t h, bool accumulate,
+                      float* y);
 };
 
 const VecKernels& vec_kernels();            // the selected kernels

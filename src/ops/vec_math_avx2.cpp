@@ -169,9 +169,33 @@ void avx2_add_scaled_product(const float* a, const float* b, float s, float* y, 
   for (; i < n; ++i) y[i] += a[i] * b[i] * s;
 }
 
+void avx2_rope_rotate(const float* x, const float* c, const float* s, float sign, int64_t h, bool accumulate,
+                      float* y) {
+  const __m256 vsign = _mm256_set1_ps(sign);
+  int64_t i = 0;
+  for (; i + 8 <= h; i += 8) {
+    const __m256 a = _mm256_loadu_ps(x + i), b = _mm256_loadu_ps(x + h + i), vc = _mm256_loadu_ps(c + i);
+    const __m256 si = _mm256_mul_ps(vsign, _mm256_loadu_ps(s + i));
+    __m256 ya = _mm256_sub_ps(_mm256_mul_ps(a, vc), _mm256_mul_ps(b, si));
+    __m256 yb = _mm256_add_ps(_mm256_mul_ps(b, vc), _mm256_mul_ps(a, si));
+    if (accumulate) {
+      ya = _mm256_add_ps(_mm256_loadu_ps(y + i), ya);
+      yb = _mm256_add_ps(_mm256_loadu_ps(y + h + i), yb);
+    }
+    _mm256_storeu_ps(y + i, ya);
+    _mm256_storeu_ps(y + h + i, yb);
+  }
+  for (; i < h; ++i) {
+    const float a = x[i], b = x[i + h], si = sign * s[i];
+    const float ya = a * c[i] - b * si, yb = b * c[i] + a * si;
+    y[i] = accumulate ? y[i] + ya : ya;
+    y[i + h] = accumulate ? y[i + h] + yb : yb;
+  }
+}
+
 const VecKernels kAvx2 = {"avx2",           avx2_max,           avx2_exp_shift_sum,     avx2_scale,
                           avx2_silu_mul,    avx2_silu_mul_backward, avx2_sum_squares,   avx2_scale_mul,
-                          avx2_dot3,        avx2_rms_norm_backward, avx2_add_scaled_product};
+                          avx2_dot3,        avx2_rms_norm_backward, avx2_add_scaled_product, avx2_rope_rotate};
 
 }  // namespace
 

@@ -150,9 +150,27 @@ void avx512_add_scaled_product(const float* a, const float* b, float s, float* y
   }
 }
 
+void avx512_rope_rotate(const float* x, const float* c, const float* s, float sign, int64_t h, bool accumulate,
+                        float* y) {
+  const __m512 vsign = _mm512_set1_ps(sign);
+  for (int64_t i = 0; i < h; i += 16) {
+    const __mmask16 m = tail_mask(h - i);
+    const __m512 a = _mm512_maskz_loadu_ps(m, x + i), b = _mm512_maskz_loadu_ps(m, x + h + i);
+    const __m512 vc = _mm512_maskz_loadu_ps(m, c + i), si = _mm512_mul_ps(vsign, _mm512_maskz_loadu_ps(m, s + i));
+    __m512 ya = _mm512_sub_ps(_mm512_mul_ps(a, vc), _mm512_mul_ps(b, si));
+    __m512 yb = _mm512_add_ps(_mm512_mul_ps(b, vc), _mm512_mul_ps(a, si));
+    if (accumulate) {
+      ya = _mm512_add_ps(_mm512_maskz_loadu_ps(m, y + i), ya);
+      yb = _mm512_add_ps(_mm512_maskz_loadu_ps(m, y + h + i), yb);
+    }
+    _mm512_mask_storeu_ps(y + i, m, ya);
+    _mm512_mask_storeu_ps(y + h + i, m, yb);
+  }
+}
+
 const VecKernels kAvx512 = {"avx512",          avx512_max,           avx512_exp_shift_sum,     avx512_scale,
                             avx512_silu_mul,   avx512_silu_mul_backward, avx512_sum_squares,   avx512_scale_mul,
-                            avx512_dot3,       avx512_rms_norm_backward, avx512_add_scaled_product};
+                            avx512_dot3,       avx512_rms_norm_backward, avx512_add_scaled_product, avx512_rope_rotate};
 
 }  // namespace
 

@@ -191,8 +191,8 @@ TEST(VecKernels, RopeRotateMatchesReferenceBitForBit) {
         for (bool accumulate : {false, true}) {
           std::vector<float> y(size_t(2 * h) + 16, 1234.5f), yr(y);
           for (int64_t i = 0; i < 2 * h; ++i) y[size_t(i)] = yr[size_t(i)] = 0.125f * float(i % 7);
-          k->rope_rotate(x.data(), c.data(), sn.data(), sign, h, accumulate, y.data());
-          ref.rope_rotate(x.data(), c.data(), sn.data(), sign, h, accumulate, yr.data());
+          k->rope_rotate(x.data(), x.data() + h, c.data(), sn.data(), sign, h, accumulate, y.data(), y.data() + h);
+          ref.rope_rotate(x.data(), x.data() + h, c.data(), sn.data(), sign, h, accumulate, yr.data(), yr.data() + h);
           expect_sentinels(y, 2 * h, what);
           for (int64_t i = 0; i < 2 * h; ++i) ASSERT_EQ(y[size_t(i)], yr[size_t(i)]) << what << " i=" << i;
           if (!accumulate && h > 0) {  // and it is a rotation: the norm of each pair is kept when c²+s²=1

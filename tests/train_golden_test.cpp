@@ -29,14 +29,34 @@ void expect_close(const Tensor& got, const Tensor& want, double atol, double rto
   EXPECT_EQ(bad, 0) << what << " max abs err " << worst;
 }
 
+// One golden model's reference file and its batch.
+struct GoldenCase {
+  std::string dir;
+  std::shared_ptr<SafetensorsFile> gold;
+  std::vector<int32_t> ids, labels;
+  int64_t B = 0, T = 0;
+};
+
+GoldenCase open_golden(const char* name) {
+  GoldenCase c;
+  c.dir = std::string(QPEFT_TEST_DATA) + "/golden/" + name;
+  c.gold = SafetensorsFile::open(c.dir + "/golden.safetensors");
+  c.ids = ints(c.gold->get("input_ids"));
+  c.labels = ints(c.gold->get("labels"));
+  const Shape s = c.gold->get("input_ids").shape();
+  c.B = s[0];
+  c.T = s[1];
+  return c;
+}
+
 class Golden : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(Golden, LogitsGradientsAndTrainingMatchPyTorch) {
-  const std::string dir = std::string(QPEFT_TEST_DATA) + "/golden/" + GetParam();
-  auto gold = SafetensorsFile::open(dir + "/golden.safetensors");
-  const auto ids = ints(gold->get("input_ids")), labels = ints(gold->get("labels"));
-  const Shape s = gold->get("input_ids").shape();
-  const int64_t B = s[0], T = s[1];
+  const GoldenCase c = open_golden(GetParam());
+  const std::string& dir = c.dir;
+  const auto& gold = c.gold;
+  const auto &ids = c.ids, &labels = c.labels;
+  const int64_t B = c.B, T = c.T;
 
   auto model = load_model(dir);
   expect_close(model->logits(ids, B, T), gold->get("logits_base"), 1e-5, 1e-4, "logits_base");
@@ -87,11 +107,11 @@ TEST_P(Golden, LogitsGradientsAndTrainingMatchPyTorch) {
 // within 3e-3 of PyTorch's float64 values (measured: 2.2e-3 and 1.3e-3; f32 is within 1e-5). Where bf16 compute is unavailable, the fallback
 // computes exactly the f32 logits.
 TEST_P(Golden, Bf16ComputeStaysCloseToPyTorch) {
-  const std::string dir = std::string(QPEFT_TEST_DATA) + "/golden/" + GetParam();
-  auto gold = SafetensorsFile::open(dir + "/golden.safetensors");
-  const auto ids = ints(gold->get("input_ids")), labels = ints(gold->get("labels"));
-  const Shape s = gold->get("input_ids").shape();
-  const int64_t B = s[0], T = s[1];
+  const GoldenCase c = open_golden(GetParam());
+  const std::string& dir = c.dir;
+  const auto& gold = c.gold;
+  const auto &ids = c.ids, &labels = c.labels;
+  const int64_t B = c.B, T = c.T;
   auto model = load_model(dir);
   load_lora_adapter(*model, dir + "/adapter_init");
   const Tensor f32_logits = model->logits(ids, B, T);

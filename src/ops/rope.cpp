@@ -62,7 +62,11 @@ static void rotate(const float* x, float* y, int64_t B, int64_t T, int64_t H, in
       const int64_t pos = pos_offset + r % T;
       const float* c = tab.cos_row(pos);
       const float* s = tab.sin_row(pos);
-      for (int64_t h = 0; h < H; ++h) vk.rope_rotate(x + (r * H + h) * D, c, s, sign, half, accumulate, y + (r * H + h) * D);
+      for (int64_t h = 0; h < H; ++h) {
+        const float* xr = x + (r * H + h) * D;
+        float* yr = y + (r * H + h) * D;
+        vk.rope_rotate(xr, xr + half, c, s, sign, half, accumulate, yr, yr + half);
+      }
     }
   });
 }

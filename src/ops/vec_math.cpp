@@ -82,13 +82,13 @@ void ref_add_scaled_product(const float* a, const float* b, float s, float* y, i
   for (int64_t i = 0; i < n; ++i) y[i] += a[i] * b[i] * s;
 }
 
-void ref_rope_rotate(const float* x, const float* c, const float* s, float sign, int64_t h, bool accumulate,
-                     float* y) {
-  for (int64_t i = 0; i < h; ++i) {
-    const float a = x[i], b = x[i + h], si = sign * s[i];
+void ref_rope_rotate(const float* x1, const float* x2, const float* c, const float* s, float sign, int64_t n,
+                     bool accumulate, float* y1, float* y2) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float a = x1[i], b = x2[i], si = sign * s[i];
     const float ya = a * c[i] - b * si, yb = b * c[i] + a * si;
-    y[i] = accumulate ? y[i] + ya : ya;
-    y[i + h] = accumulate ? y[i + h] + yb : yb;
+    y1[i] = accumulate ? y1[i] + ya : ya;
+    y2[i] = accumulate ? y2[i] + yb : yb;
   }
 }
 

@@ -29,11 +29,11 @@ struct VecKernels {
   void (*rms_norm_backward)(const float* dy, const float* w, const float* x, float s, float t, float* dx, int64_t n);
   // y[i] += (a[i] · b[i]) · s
   void (*add_scaled_product)(const float* a, const float* b, float s, float* y, int64_t n);
-  // RoPE on one head of 2h values (rotate-half layout), angle sines times `sign` (−1: the
-  // inverse rotation): y[i] = x[i] c[i] − x[i+h] s'[i], y[i+h] = x[i+h] c[i] + x[i] s'[i];
-  // added to y when accumulate.
-  void (*rope_rotate)(const float* x, const float* c, const float* s, float sign, int64_t h, bool accumulate,
-                      float* y);
+  // RoPE on the two halves (x1, x2) of one head (rotate-half layout), angle sines times
+  // `sign` (−1: the inverse rotation): y1 = x1 c − x2 s', y2 = x2 c + x1 s'; added to (y1, y2)
+  // when accumulate.
+  void (*rope_rotate)(const float* x1, const float* x2, const float* c, const float* s, float sign, int64_t n,
+                      bool accumulate, float* y1, float* y2);
 };
 
 const VecKernels& vec_kernels();            // the selected kernels

@@ -69,7 +69,7 @@ void avx2_scale(float* x, int64_t n, float s) {
   const __m256 vs = _mm256_set1_ps(s);
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), vs));
-  for (; i < n; ++i) x[i] *= s;
+  vec_kernels_reference().scale(x + i, n - i, s);
 }
 
 inline __m256 sigmoid8(__m256 a) {
@@ -83,7 +83,7 @@ void avx2_silu_mul(const float* g, const float* u, float* y, int64_t n) {
     const __m256 a = _mm256_loadu_ps(g + i);
     _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_mul_ps(a, sigmoid8(a)), _mm256_loadu_ps(u + i)));
   }
-  for (; i < n; ++i) y[i] = g[i] * sigmoid_approx(g[i]) * u[i];
+  vec_kernels_reference().silu_mul(g + i, u + i, y + i, n - i);
 }
 
 void avx2_silu_mul_backward(const float* g, const float* u, const float* dy, float* dg, float* du, int64_t n) {
@@ -98,11 +98,7 @@ void avx2_silu_mul_backward(const float* g, const float* u, const float* dy, flo
     }
     if (du) _mm256_storeu_ps(du + i, _mm256_fmadd_ps(d, _mm256_mul_ps(a, sig), _mm256_loadu_ps(du + i)));
   }
-  for (; i < n; ++i) {
-    const float a = g[i], sig = sigmoid_approx(a);
-    if (dg) dg[i] += dy[i] * u[i] * (sig * (1.0f + a * (1.0f - sig)));
-    if (du) du[i] += dy[i] * (a * sig);
-  }
+  vec_kernels_reference().silu_mul_backward(g + i, u + i, dy + i, dg ? dg + i : nullptr, du ? du + i : nullptr, n - i);
 }
 
 // Sum of the 4 double lanes.
@@ -131,7 +127,7 @@ void avx2_scale_mul(const float* x, float s, const float* w, float* y, int64_t n
   int64_t i = 0;
   for (; i + 8 <= n; i += 8)
     _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), vs), _mm256_loadu_ps(w + i)));
-  for (; i < n; ++i) y[i] = x[i] * s * w[i];
+  vec_kernels_reference().scale_mul(x + i, s, w + i, y + i, n - i);
 }
 
 double avx2_dot3(const float* a, const float* b, const float* c, int64_t n) {
@@ -157,7 +153,7 @@ void avx2_rms_norm_backward(const float* dy, const float* w, const float* x, flo
     const __m256 g = _mm256_fmsub_ps(_mm256_loadu_ps(dy + i), _mm256_loadu_ps(w + i), _mm256_mul_ps(_mm256_loadu_ps(x + i), vt));
     _mm256_storeu_ps(dx + i, _mm256_fmadd_ps(vs, g, _mm256_loadu_ps(dx + i)));
   }
-  for (; i < n; ++i) dx[i] += s * (dy[i] * w[i] - x[i] * t);
+  vec_kernels_reference().rms_norm_backward(dy + i, w + i, x + i, s, t, dx + i, n - i);
 }
 
 void avx2_add_scaled_product(const float* a, const float* b, float s, float* y, int64_t n) {
@@ -166,31 +162,26 @@ void avx2_add_scaled_product(const float* a, const float* b, float s, float* y, 
   for (; i + 8 <= n; i += 8)
     _mm256_storeu_ps(y + i, _mm256_fmadd_ps(_mm256_mul_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i)), vs,
                                             _mm256_loadu_ps(y + i)));
-  for (; i < n; ++i) y[i] += a[i] * b[i] * s;
+  vec_kernels_reference().add_scaled_product(a + i, b + i, s, y + i, n - i);
 }
 
-void avx2_rope_rotate(const float* x, const float* c, const float* s, float sign, int64_t h, bool accumulate,
-                      float* y) {
+void avx2_rope_rotate(const float* x1, const float* x2, const float* c, const float* s, float sign, int64_t n,
+                      bool accumulate, float* y1, float* y2) {
   const __m256 vsign = _mm256_set1_ps(sign);
   int64_t i = 0;
-  for (; i + 8 <= h; i += 8) {
-    const __m256 a = _mm256_loadu_ps(x + i), b = _mm256_loadu_ps(x + h + i), vc = _mm256_loadu_ps(c + i);
+  for (; i + 8 <= n; i += 8) {
+    const __m256 a = _mm256_loadu_ps(x1 + i), b = _mm256_loadu_ps(x2 + i), vc = _mm256_loadu_ps(c + i);
     const __m256 si = _mm256_mul_ps(vsign, _mm256_loadu_ps(s + i));
     __m256 ya = _mm256_sub_ps(_mm256_mul_ps(a, vc), _mm256_mul_ps(b, si));
     __m256 yb = _mm256_add_ps(_mm256_mul_ps(b, vc), _mm256_mul_ps(a, si));
     if (accumulate) {
-      ya = _mm256_add_ps(_mm256_loadu_ps(y + i), ya);
-      yb = _mm256_add_ps(_mm256_loadu_ps(y + h + i), yb);
+      ya = _mm256_add_ps(_mm256_loadu_ps(y1 + i), ya);
+      yb = _mm256_add_ps(_mm256_loadu_ps(y2 + i), yb);
     }
-    _mm256_storeu_ps(y + i, ya);
-    _mm256_storeu_ps(y + h + i, yb);
+    _mm256_storeu_ps(y1 + i, ya);
+    _mm256_storeu_ps(y2 + i, yb);
   }
-  for (; i < h; ++i) {
-    const float a = x[i], b = x[i + h], si = sign * s[i];
-    const float ya = a * c[i] - b * si, yb = b * c[i] + a * si;
-    y[i] = accumulate ? y[i] + ya : ya;
-    y[i + h] = accumulate ? y[i + h] + yb : yb;
-  }
+  vec_kernels_reference().rope_rotate(x1 + i, x2 + i, c + i, s + i, sign, n - i, accumulate, y1 + i, y2 + i);
 }
 
 const VecKernels kAvx2 = {"avx2",           avx2_max,           avx2_exp_shift_sum,     avx2_scale,

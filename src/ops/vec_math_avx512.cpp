@@ -150,21 +150,21 @@ void avx512_add_scaled_product(const float* a, const float* b, float s, float* y
   }
 }
 
-void avx512_rope_rotate(const float* x, const float* c, const float* s, float sign, int64_t h, bool accumulate,
-                        float* y) {
+void avx512_rope_rotate(const float* x1, const float* x2, const float* c, const float* s, float sign, int64_t n,
+                        bool accumulate, float* y1, float* y2) {
   const __m512 vsign = _mm512_set1_ps(sign);
-  for (int64_t i = 0; i < h; i += 16) {
-    const __mmask16 m = tail_mask(h - i);
-    const __m512 a = _mm512_maskz_loadu_ps(m, x + i), b = _mm512_maskz_loadu_ps(m, x + h + i);
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = tail_mask(n - i);
+    const __m512 a = _mm512_maskz_loadu_ps(m, x1 + i), b = _mm512_maskz_loadu_ps(m, x2 + i);
     const __m512 vc = _mm512_maskz_loadu_ps(m, c + i), si = _mm512_mul_ps(vsign, _mm512_maskz_loadu_ps(m, s + i));
     __m512 ya = _mm512_sub_ps(_mm512_mul_ps(a, vc), _mm512_mul_ps(b, si));
     __m512 yb = _mm512_add_ps(_mm512_mul_ps(b, vc), _mm512_mul_ps(a, si));
     if (accumulate) {
-      ya = _mm512_add_ps(_mm512_maskz_loadu_ps(m, y + i), ya);
-      yb = _mm512_add_ps(_mm512_maskz_loadu_ps(m, y + h + i), yb);
+      ya = _mm512_add_ps(_mm512_maskz_loadu_ps(m, y1 + i), ya);
+      yb = _mm512_add_ps(_mm512_maskz_loadu_ps(m, y2 + i), yb);
     }
-    _mm512_mask_storeu_ps(y + i, m, ya);
-    _mm512_mask_storeu_ps(y + h + i, m, yb);
+    _mm512_mask_storeu_ps(y1 + i, m, ya);
+    _mm512_mask_storeu_ps(y2 + i, m, yb);
   }
 }
 

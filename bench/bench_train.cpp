@@ -1,5 +1,6 @@
 // Training throughput of LoRA on preset `small` (r=16, all-linear, batch 4 x 256, 2 threads
-// by default), as a fraction of this machine's dense f32 GEMM peak measured in the same run;
+// by default), as a fraction of OpenBLAS's own threaded f32 sgemm measured in the same run
+// (bench_sys.h; our own GEMM driver's figure is printed beside it, named as such);
 // with --qlora also QLoRA (NF4 + double-quantized base) on the same shape, and the ratio; with
 // --ia3 also (IA)³ (PEFT's Llama targets k_proj, v_proj, down_proj) and its ratio to LoRA.
 //   build/bench/bench_train [--preset small] [--threads 2] [--steps 5] [--batch 4] [--seq 256] [--rank 16] [--qlora] [--ia3]
@@ -150,15 +151,14 @@ int main(int argc, char** argv) {
   std::printf("  LoRA tokens/s            %.1f\n", tokens / lora.step_s);
   std::printf("  model FLOP/s (fwd+dX)    %.2f GFLOP/s  (%.1f MFLOP/token)\n", achieved, flops_per_token / 1e6);
   std::printf("  OpenBLAS threaded sgemm  %.2f GFLOP/s  (2048^3, its own %d threads, best of 3)\n", openblas, threads);
-  std::printf("  fraction of OpenBLAS     %.3f\n", achieved / openblas);
+  std::printf("  fraction of OpenBLAS     %.3f  (target >= 0.70)\n", achieved / openblas);
   std::printf("  our GEMM driver          %.2f GFLOP/s  (1536^3, best of 10 before and after, same threads)\n", peak);
-  std::printf("  fraction of our driver   %.3f  (target >= 0.40; a ratio against our own code, see OpenBLAS above)\n",
-              achieved / peak);
+  std::printf("  fraction of our driver   %.3f  (a ratio against our own code, for reference only)\n", achieved / peak);
   std::printf("  peak RSS after LoRA      %zu MiB\n", lora.rss_after_mib);
   if (prof) bench::print_profile(f32_profile, steps, lora.step_s, openblas);
   if (qlora) {
     std::printf("  QLoRA (NF4+DQ) step      %.3f s, %.1f tokens/s\n", ql.step_s, tokens / ql.step_s);
-    std::printf("  QLoRA / LoRA tokens/s    %.3f  (target >= 0.80)\n", lora.step_s / ql.step_s);
+    std::printf("  QLoRA / LoRA tokens/s    %.3f  (target >= 0.95)\n", lora.step_s / ql.step_s);
   }
   if (ia3) {
     std::printf("  (IA)3 step               %.3f s, %.1f tokens/s\n", ia.step_s, tokens / ia.step_s);

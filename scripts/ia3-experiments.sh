@@ -4,10 +4,16 @@
 # full lm+ul+ln loss) for (IA)³, the same recipe for LoRA r 16, and full fine-tuning; then the
 # T-Few ablation in miniature: (IA)³ without UL, without LN, with LM alone and with LN alone.
 # Held-out accuracy on the 600 test sentences, trainable parameters, adapter size.
-# Usage: scripts/ia3-experiments.sh [SEED]
+#   scripts/ia3-experiments.sh [SEED]
+# The learning-rate sweep for (IA)³, chosen on a validation split (400 of the 2,400 training
+# sentences, fixed shuffle; the rest trains), then the chosen rate on the test sentences:
+#   scripts/ia3-experiments.sh sweep [SEED] [LR ...]   (default rates 3e-3 3e-2 1e-1 3e-1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+mode=full
+if [ "${1:-}" = sweep ]; then mode=sweep; shift; fi
 seed=${1:-42}
+[ $# -gt 0 ] && shift
 Q=build/qpeft
 M=models/austen-tiny
 R=runs/ia3
@@ -35,6 +41,27 @@ run() {  # name, then train flags
   trainable=$(grep -o '[0-9]* trainable parameters' "$out.log" | head -1 | cut -d' ' -f1 || true)
   echo "$name seed $seed: accuracy $acc | trainable $trainable | file $size bytes"
 }
+if [ "$mode" = sweep ]; then
+  S=runs/ia3sweep
+  mkdir -p $S
+  # shuf with a constant random source: the same split on every run.
+  shuf --random-source=<(yes) runs/sentiment/train_choice.jsonl > $S/shuffled.jsonl
+  head -n 2000 $S/shuffled.jsonl > $S/fit.jsonl
+  tail -n 400 $S/shuffled.jsonl > $S/val.jsonl
+  echo "base (no adapter): validation accuracy $($Q eval --model $M --data $S/val.jsonl --metric choice --json | field accuracy)"
+  best= best_acc=-1
+  for lr in ${@:-3e-3 3e-2 1e-1 3e-1}; do
+    out=$S/lr${lr}_s$seed
+    $Q train --method ia3 --model $M --data $S/fit.jsonl --out "$out" --seed "$seed" --lr "$lr" --log-every 100000 \
+      2> "$out.log" || { cat "$out.log"; exit 1; }
+    acc=$($Q eval --model $M --adapter "$out" --data $S/val.jsonl --metric choice --json | field accuracy)
+    echo "ia3 lr $lr seed $seed: validation accuracy $acc"
+    if awk "BEGIN{exit !($acc > $best_acc)}"; then best=$lr best_acc=$acc; fi
+  done
+  echo "chosen on validation: lr $best; test accuracy" \
+    "$($Q eval --model $M --adapter $S/lr${best}_s$seed --data runs/sentiment/test.jsonl --metric choice --json | field accuracy)"
+  exit 0
+fi
 base=$($Q eval --model $M --data runs/sentiment/test.jsonl --metric choice --json | field accuracy)
 echo "base (no adapter): accuracy $base"
 run ia3 --method ia3

@@ -48,7 +48,7 @@ const uint16_t* FrozenWeight::decode_rows_bf16(int64_t r0, int64_t r1, uint16_t*
 }
 
 const uint16_t* DenseWeight::decode_rows_bf16(int64_t r0, int64_t r1, uint16_t* scratch) const {
-  if (t_.dtype() == DType::BF16) return static_cast<const uint16_t*>(t_.raw()) + r0 * t_.dim(1);
+  if (is_bf16()) return static_cast<const uint16_t*>(t_.raw()) + r0 * t_.dim(1);
   return FrozenWeight::decode_rows_bf16(r0, r1, scratch);
 }
 
@@ -165,8 +165,8 @@ void linear_input_grad_bf16(const float* dy, int64_t M, const FrozenWeight& w, f
   for (int64_t p0 = 0; p0 < N; p0 += panel) {
     const int64_t rows = std::min(N, p0 + panel) - p0;
     const uint16_t* wp = nullptr;
-    if (const auto* dw = dynamic_cast<const DenseWeight*>(&w); dw && dw->tensor().dtype() == DType::BF16) {
-      wp = dw->decode_rows_bf16(p0, p0 + rows, nullptr);
+    if (w.is_bf16()) {
+      wp = w.decode_rows_bf16(p0, p0 + rows, nullptr);
     } else {
       pool().run([&](int ith, int nth) {
         int64_t r0, r1;

@@ -28,6 +28,7 @@ class FrozenWeight {
   // Rows decoded per tile; formats with blocks make this a multiple of their block.
   virtual int64_t row_tile() const { return 64; }
   virtual bool is_f32() const { return false; }
+  virtual bool is_bf16() const { return false; }  // decode_rows_bf16 returns the weight itself
   virtual std::string describe() const = 0;  // "model.layers.0.self_attn.q_proj.weight bf16[256, 256]"
 };
 
@@ -43,6 +44,7 @@ class DenseWeight final : public FrozenWeight {
   const float* decode_rows(int64_t r0, int64_t r1, float* scratch) const override;
   const uint16_t* decode_rows_bf16(int64_t r0, int64_t r1, uint16_t* scratch) const override;
   bool is_f32() const override { return t_.dtype() == DType::F32; }
+  bool is_bf16() const override { return t_.dtype() == DType::BF16; }
   std::string describe() const override;
   const Tensor& tensor() const { return t_; }
 

@@ -14,7 +14,7 @@
 
 #include "core/dtype.h"
 #include "grad_check.h"
-#include "ops/bf16_gemm.h"
+#include "ops/onednn_gemm.h"
 #include "ops/linear.h"
 #include "quant/quantized_weight.h"
 

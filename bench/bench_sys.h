@@ -14,6 +14,8 @@
 
 #include "core/profile.h"
 #include "core/thread_pool.h"
+#include "ops/onednn_gemm.h"
+#include "ops/vec_math.h"
 #include "quant/kernels.h"
 
 namespace qpeft::bench {
@@ -41,9 +43,14 @@ inline std::string cpu_model() {
   return "unknown CPU";
 }
 
-// CPU, threads, the quantization kernels chosen, and the OPENBLAS_* / QPEFT_* environment.
+// CPU, threads, the kernel paths chosen, and the OPENBLAS_* / OMP_* / QPEFT_* environment.
 inline void print_machine() {
-  std::printf("cpu: %s | threads %d | quant kernels %s\n", cpu_model().c_str(), num_threads(), quant_kernels().isa);
+  std::string no_bf16;
+  const bool bf16 = bf16_gemm_available(&no_bf16);
+  std::printf("cpu: %s | threads %d | quant kernels %s | row kernels %s | f32 products %s | bf16 compute %s\n",
+              cpu_model().c_str(), num_threads(), quant_kernels().isa, vec_kernels().name,
+              onednn_f32_gemm_available() ? "oneDNN avx512 (large) + OpenBLAS (small)" : "OpenBLAS",
+              bf16 ? "oneDNN avx512_bf16" : ("unavailable: " + no_bf16).c_str());
   for (char** e = environ; *e; ++e) {
     const std::string v = *e;
     if (v.rfind("OPENBLAS_", 0) == 0 || v.rfind("QPEFT_", 0) == 0 || v.rfind("OMP_", 0) == 0)

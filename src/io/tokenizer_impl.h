@@ -129,12 +129,18 @@ class BpeEncoder {
  private:
   void encode_uncached(std::string_view word, std::vector<int32_t>& out) const;
   const BpeModel& m_;
-  mutable std::mutex mu_;
   struct Hash {
     using is_transparent = void;
     size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
   };
-  mutable std::unordered_map<std::string, std::vector<int32_t>, Hash, std::equal_to<>> cache_;
+  // The word cache, in shards chosen by the word's hash, so that threads encoding at once
+  // (Tokenizer::encode_batch) seldom find a shard busy; a busy shard is skipped, not waited for.
+  struct CacheShard {
+    std::mutex mu;
+    std::unordered_map<std::string, std::vector<int32_t>, Hash, std::equal_to<>> map;
+  };
+  static constexpr size_t kCacheShards = 64;
+  mutable CacheShard cache_[kCacheShards];
 };
 
 // A SentencePiece tokenizer.model behind SentencePieceProcessor (tokenizer_spm.cpp); opaque

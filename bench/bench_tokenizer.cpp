@@ -31,7 +31,8 @@
 //     over the pool of N threads.
 // Every mode encodes every document with add_special_tokens=false, one warm-up pass, then
 // --reps timed passes; the median is reported, with wall-clock and CPU-time ratios (the
-// machine may be shared). MB = 10^6 bytes. Ids: qpeft single vs the JS port and Rust encode,
+// machine may be shared); qpeft / Rust on one thread is set against the faster of Rust's two
+// one-thread modes. MB = 10^6 bytes. Ids: qpeft single vs the JS port and Rust encode,
 // qpeft batch vs Rust encodeBatch and vs qpeft single; any difference exits with status 3.
 #include <algorithm>
 #include <cctype>
@@ -438,16 +439,19 @@ int main(int argc, char** argv) {
     load_lines.push_back(line);
   }
 
-  std::printf("\nsingle thread, wall clock: MB/s and M ids/s (the measure); ratio = qpeft / other\n");
+  std::printf("\nsingle thread, wall clock: MB/s and M ids/s (the measure); ratio = qpeft / other; Rust: encode() per document, and\n"
+              "batch1 = one encodeBatch() call on 1 thread; /Rust and the CPU-time ratio use the faster of the two\n");
   std::printf("%-7s %-8s %6s %8s | %10s %6s | %7s %6s | %9s %6s %9s | %7s %7s | %s\n", "model", "corpus", "MB", "ids", "qpeft MB/s", "Mids/s",
               "JS MB/s", "Mids/s", "Rust MB/s", "Mids/s", "batch1 MB/s", "/Rust", "/JS", "CPU-time ratio qpeft/Rust");
   for (const auto& r : rows) {
     const auto* j = find_row(js_results, r.model, r.corpus);
     const auto* r1 = find_row(rust1, r.model, r.corpus, "single");
     const auto* b1 = find_row(rust1, r.model, r.corpus, "batch");
-    double jm = mbs(j, "times_s"), rm = mbs(r1, "times_s"), bm = mbs(b1, "times_s"), rc = mbs(r1, "cpu_s");
+    // The ratio is set against the faster of Rust's two one-thread modes (per-call overhead or not).
+    double jm = mbs(j, "times_s"), bm = mbs(b1, "times_s"), rm = std::max(mbs(r1, "times_s"), bm);
+    double rc = std::max(mbs(r1, "cpu_s"), mbs(b1, "cpu_s"));
     std::printf("%-7s %-8s %6.2f %8zu | %10.2f %6.2f | %7s %6s | %9s %6s %11s | %7s %7s | %s\n", r.model.c_str(), r.corpus.c_str(), r.mb, r.tokens, r.q1,
-                double(r.tokens) / (r.mb / r.q1) / 1e6, cell(jm).c_str(), cell(ids_s(j, "times_s") / 1e6, "{:.3f}").c_str(), cell(rm).c_str(),
+                double(r.tokens) / (r.mb / r.q1) / 1e6, cell(jm).c_str(), cell(ids_s(j, "times_s") / 1e6, "{:.3f}").c_str(), cell(mbs(r1, "times_s")).c_str(),
                 cell(ids_s(r1, "times_s") / 1e6).c_str(), cell(bm).c_str(), rm > 0 ? fmt::format("{:.2f}x", r.q1 / rm).c_str() : "-",
                 jm > 0 ? fmt::format("{:.0f}x", r.q1 / jm).c_str() : "-",
                 rc > 0 ? fmt::format("{:.2f}x ({:.2f} vs {:.2f} MB per CPU-s)", r.q1_cpu / rc, r.q1_cpu, rc).c_str()

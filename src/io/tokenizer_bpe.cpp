@@ -136,11 +136,11 @@ void BpeEncoder::encode_uncached(std::string_view w, std::vector<int32_t>& out) 
 
 void BpeEncoder::encode(std::string_view w, std::vector<int32_t>& out) const {
   if (w.size() > kMaxCachedWord) return encode_uncached(w, out);
-  const size_t h = Hash{}(w);
-  CacheShard& shard = cache_[(h ^ (h >> 32)) % kCacheShards];
+  const Hashed key{w, Hash{}(w)};
+  CacheShard& shard = cache_[(key.h >> 40) % kCacheShards];
   std::unique_lock<std::mutex> lock(shard.mu, std::try_to_lock);
   if (!lock.owns_lock()) return encode_uncached(w, out);  // another thread holds this shard
-  auto it = shard.map.find(w);
+  auto it = shard.map.find(key);
   if (it != shard.map.end()) {
     out.insert(out.end(), it->second.begin(), it->second.end());
     return;

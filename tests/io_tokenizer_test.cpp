@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "core/file.h"
+#include "core/thread_pool.h"
 #include "io/tokenizer.h"
 #include "io/tokenizer_unicode.h"
 #include "tokenizer_fixtures.h"
@@ -90,6 +91,21 @@ TEST(TokenizerByteLevel, MegabyteInputsAreFast) {
     EXPECT_LT(sec, 5.0) << "1 MiB of '" << s[0] << "' took " << sec << " s";
     EXPECT_EQ(t.decode(ids), s);
   }
+}
+
+TEST(TokenizerBatch, EncodeBatchEqualsEncodeOfEachTextAtAnyThreadCount) {
+  Tokenizer t = Tokenizer::from_json(test_fixtures::tiny_bytelevel_json().dump());
+  std::vector<std::string> texts = {"", "ab ab", std::string(5000, 'a'), "ok \xFF\xFE end", "x y z", " a  b ", "1234"};
+  for (int i = 0; i < 40; ++i) texts.push_back(std::string(size_t(i * 37 % 101), char('a' + i % 7)) + " " + std::to_string(i));
+  std::vector<std::string_view> views(texts.begin(), texts.end());
+  std::vector<std::vector<int32_t>> want;
+  for (const auto& s : texts) want.push_back(t.encode(s, true));
+  for (int threads : {1, 2, 3}) {
+    qpeft::set_num_threads(threads);
+    EXPECT_EQ(t.encode_batch(views, true), want) << threads << " threads";
+  }
+  qpeft::set_num_threads(2);  // what test_main sets
+  EXPECT_TRUE(t.encode_batch({}).empty());
 }
 
 TEST(Unicode, NfcComposesAndReorders) {

@@ -3,7 +3,12 @@
 // applies them (tokenizer/added_vocabulary.rs, tokenizer/mod.rs).
 #include "io/tokenizer.h"
 
+#include <atomic>
+#include <exception>
+#include <mutex>
+
 #include "core/error.h"
+#include "core/thread_pool.h"
 #include "io/tokenizer_impl.h"
 #include "io/tokenizer_unicode.h"
 
@@ -232,6 +237,24 @@ Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
 Tokenizer::~Tokenizer() = default;
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special) const { return impl_->encode(text, add_special); }
+std::vector<std::vector<int32_t>> Tokenizer::encode_batch(const std::vector<std::string_view>& texts, bool add_special) const {
+  std::vector<std::vector<int32_t>> out(texts.size());
+  std::atomic<size_t> next{0};
+  std::mutex mu;
+  std::exception_ptr error;
+  pool().run([&](int, int) {
+    for (size_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < texts.size();) {
+      try {
+        out[i] = impl_->encode(texts[i], add_special);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(mu);
+        if (!error) error = std::current_exception();
+      }
+    }
+  });
+  if (error) std::rethrow_exception(error);
+  return out;
+}
 std::string Tokenizer::decode(const std::vector<int32_t>& ids, bool skip_special) const { return impl_->decode(ids, skip_special); }
 int32_t Tokenizer::bos_id() const { return impl_->bos; }
 int32_t Tokenizer::eos_id() const { return impl_->eos; }

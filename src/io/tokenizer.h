@@ -10,7 +10,7 @@
 // Errors (unreadable or malformed files, unsupported components) are qpeft::Error naming the
 // file and the JSON key. encode() accepts any bytes: invalid UTF-8 is tokenized byte by byte
 // (byte-level models) or through byte fallback; it never throws on input text.
-// encode/decode are safe to call from several threads at once.
+// encode/decode are safe to call from several threads at once; encode_batch uses the pool.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -39,6 +39,10 @@ class Tokenizer {
 
   // add_special: apply the post-processor (BOS/EOS) as HF's add_special_tokens=True does.
   std::vector<int32_t> encode(std::string_view text, bool add_special = false) const;
+  // encode() of each text, spread over the process-wide thread pool (core/thread_pool.h):
+  // each thread takes the next text not yet taken. Result i is encode(texts[i]) whatever
+  // the thread count.
+  std::vector<std::vector<int32_t>> encode_batch(const std::vector<std::string_view>& texts, bool add_special = false) const;
   // Ids outside the vocabulary are an error; the result is valid UTF-8 (U+FFFD for broken
   // byte sequences, like HF). No clean_up_tokenization_spaces post-pass.
   std::string decode(const std::vector<int32_t>& ids, bool skip_special = false) const;

@@ -136,17 +136,21 @@ void BpeEncoder::encode_uncached(std::string_view w, std::vector<int32_t>& out) 
 
 void BpeEncoder::encode(std::string_view w, std::vector<int32_t>& out) const {
   if (w.size() > kMaxCachedWord) return encode_uncached(w, out);
-  std::unique_lock<std::mutex> lock(mu_, std::try_to_lock);
-  if (!lock.owns_lock()) return encode_uncached(w, out);  // another thread holds the cache
-  auto it = cache_.find(w);
-  if (it != cache_.end()) {
+  const Hashed key{w, Hash{}(w)};
+  CacheShard& shard = cache_[(key.h >> 40) % kCacheShards];
+  std::unique_lock<std::mutex> lock(shard.mu, std::try_to_lock);
+  if (!lock.owns_lock()) return encode_uncached(w, out);  // another thread holds this shard
+  auto it = shard.map.find(key);
+  if (it != shard.map.end()) {
     out.insert(out.end(), it->second.begin(), it->second.end());
     return;
   }
+  lock.unlock();  // the merges run outside the lock
   size_t start = out.size();
   encode_uncached(w, out);
-  if (cache_.size() >= kMaxCacheEntries) cache_.clear();
-  cache_.emplace(std::string(w), std::vector<int32_t>(out.begin() + start, out.end()));
+  if (!lock.try_lock()) return;
+  if (shard.map.size() >= kMaxCacheEntries / kCacheShards) shard.map.clear();
+  shard.map.emplace(std::string(w), std::vector<int32_t>(out.begin() + start, out.end()));
 }
 
 }  // namespace qpeft::tok_detail

@@ -129,12 +129,30 @@ class BpeEncoder {
  private:
   void encode_uncached(std::string_view word, std::vector<int32_t>& out) const;
   const BpeModel& m_;
-  mutable std::mutex mu_;
+  // A word with its hash, computed once for both the shard and the map lookup.
+  struct Hashed {
+    std::string_view s;
+    size_t h;
+  };
   struct Hash {
     using is_transparent = void;
     size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+    size_t operator()(const Hashed& w) const { return w.h; }
   };
-  mutable std::unordered_map<std::string, std::vector<int32_t>, Hash, std::equal_to<>> cache_;
+  struct Eq {
+    using is_transparent = void;
+    bool operator()(std::string_view a, std::string_view b) const { return a == b; }
+    bool operator()(const Hashed& a, std::string_view b) const { return a.s == b; }
+    bool operator()(std::string_view a, const Hashed& b) const { return a == b.s; }
+  };
+  // The word cache, in shards chosen by the word's hash, so that threads encoding at once
+  // (Tokenizer::encode_batch) seldom find a shard busy; a busy shard is skipped, not waited for.
+  struct CacheShard {
+    std::mutex mu;
+    std::unordered_map<std::string, std::vector<int32_t>, Hash, Eq> map;
+  };
+  static constexpr size_t kCacheShards = 64;
+  mutable CacheShard cache_[kCacheShards];
 };
 
 // A SentencePiece tokenizer.model behind SentencePieceProcessor (tokenizer_spm.cpp); opaque

@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cli/args.h"
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/thread_pool.h"
@@ -52,7 +53,7 @@ void setup_eval(CLI::App& app) {
   cmd->add_option("--batch", a->batch, "Sequences per batch (--metric choice: examples, all their choices together)")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--seq-len", a->seq_len, "Maximum tokens per sequence")->check(CLI::Range(2, 1 << 20));
-  cmd->add_option("--threads", a->threads, "Threads (0 = all cores)");
+  cmd->add_option("--threads", a->threads, "Threads (0 = all cores)")->check(qpeft::cli::kThreadsRange);
   cmd->add_option("--metric", a->metric, "loss (loss and perplexity) or choice (accuracy by rank classification on "
                   "{\"prompt\", \"choices\", \"answer\"} lines)")
       ->check(CLI::IsMember({"loss", "choice"}));
@@ -163,7 +164,7 @@ void setup_merge(CLI::App& app) {
       ->check(CLI::IsMember({"bf16", "f16", "f32"}));
   cmd->add_flag("--requantize", a->requantize,
                 "Quantize the merged weights again in the base's format (prints the rounding error)");
-  cmd->add_option("--threads", a->threads, "Threads (0 = all cores)");
+  cmd->add_option("--threads", a->threads, "Threads (0 = all cores)")->check(qpeft::cli::kThreadsRange);
   cmd->add_option("--base-quant", a->base_quant,
                   "none (default, as PEFT: merge into the stored weights), auto (into the base quantized as the "
                   "adapter was trained, dequantized: the merged model computes what eval measured), or nf4, fp4, "

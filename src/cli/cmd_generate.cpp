@@ -9,11 +9,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cli/args.h"
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/file.h"
 #include "core/thread_pool.h"
 #include "io/chat_template.h"
+#include "io/json_reader.h"
 #include "io/tokenizer.h"
 #include "models/checkpoint.h"
 #include "models/generate.h"
@@ -58,9 +60,8 @@ std::vector<PromptLine> read_prompts(const std::string& path, const std::vector<
   for (int64_t no = 1; std::getline(in, line); ++no) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     const std::string where = fmt::format("{}:{}", path, no);
-    nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
-    QP_CHECK(!j.is_discarded() && j.is_object(), "{}: expected one JSON object {{\"prompt\": ..., \"adapter\": ...}}",
-             where);
+    const nlohmann::json j = qpeft::parse_json(line, where);
+    QP_CHECK(j.is_object(), "{}: expected one JSON object {{\"prompt\": ..., \"adapter\": ...}}", where);
     QP_CHECK(j.contains("prompt") && j["prompt"].is_string(), "{}: missing \"prompt\" (a string)", where);
     const bool has = j.contains("adapter");
     QP_CHECK(!has || j["adapter"].is_string(), "{}: \"adapter\" must be a string (an adapter name, or {})", where,
@@ -84,6 +85,11 @@ void run_generate(const GenerateArgs& a) {
            "{}: no tokenizer.json or tokenizer.model; generate needs the model's tokenizer (copy it from the "
            "original model directory)",
            a.model);
+  const int64_t context = qpeft::ModelConfig::load(a.model).max_position_embeddings;
+  QP_CHECK(a.max_new_tokens < context,
+           "--max-new-tokens {} does not fit the model's context of {} tokens (max_position_embeddings in {}); ask for "
+           "fewer",
+           a.max_new_tokens, context, a.model);
   qpeft::Tokenizer tok = qpeft::Tokenizer::load(a.model);
   std::vector<std::string> names;
   auto model = qpeft::cli::load_model_with_adapters_for_command(a.model, a.adapters, a.base_quant, &names);
@@ -178,14 +184,14 @@ void setup_generate(CLI::App& app) {
                   "JSON lines {\"prompt\": ..., \"adapter\": NAME}, generated together in one batch; prints one "
                   "{\"prompt\", \"adapter\", \"completion\"} line each");
   cmd->add_option("--max-new-tokens", a->max_new_tokens, "Most tokens to generate")->check(CLI::Range(int64_t(0), int64_t(1) << 20));
-  cmd->add_option("--temperature", a->temperature, "Sampling temperature (0 = greedy)")->check(CLI::Range(0.0, 100.0));
+  cmd->add_option("--temperature", a->temperature, "Sampling temperature (0 = greedy)")->check(qpeft::cli::finite_in(0.0, 100.0));
   cmd->add_option("--top-k", a->top_k, "Sample among the k most likely tokens (0 = all)")->check(CLI::NonNegativeNumber);
   cmd->add_option("--top-p", a->top_p, "Nucleus sampling: the smallest set with this probability (1 = all)")
-      ->check(CLI::Range(1e-9, 1.0));
+      ->check(qpeft::cli::finite_in(1e-9, 1.0));
   cmd->add_option("--seed", a->seed, "Sampling seed (with --prompts, every prompt samples as it would alone)");
   cmd->add_flag("--chat", a->chat, "Wrap the prompt as a user message in the tokenizer's chat template");
   cmd->add_flag("--ignore-eos", a->ignore_eos, "Keep going past EOS until --max-new-tokens");
-  cmd->add_option("--threads", a->threads, "Threads (0 = all cores)");
+  cmd->add_option("--threads", a->threads, "Threads (0 = all cores)")->check(qpeft::cli::kThreadsRange);
   cmd->callback([a, prompt, prompt_adapter] {
     a->has_prompt = prompt->count() > 0;
     a->has_prompt_adapter = prompt_adapter->count() > 0;

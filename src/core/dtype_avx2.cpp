@@ -1,4 +1,5 @@
 // AVX2 conversions of 16-bit floats to f32 (compiled with -mavx2 -mf16c; picked at start-up).
+#include <cpuid.h>
 #include <immintrin.h>
 
 #include <cstddef>
@@ -27,10 +28,16 @@ void f16_to_f32_avx2(const uint16_t* s, float* d, size_t n) {
   for (; i < n; ++i) d[i] = f16_to_f32(s[i]);
 }
 
+// F16C from CPUID leaf 1 (ECX bit 29): clang's __builtin_cpu_supports does not know "f16c".
+bool cpu_has_f16c() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+}
+
 }  // namespace
 
 bool half_to_f32_avx2(const void* src, DType dt, float* dst, size_t n) {
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+  static const bool ok = __builtin_cpu_supports("avx2") && cpu_has_f16c();
   if (!ok) return false;
   if (dt == DType::BF16) bf16_to_f32_avx2(static_cast<const uint16_t*>(src), dst, n);
   else if (dt == DType::F16) f16_to_f32_avx2(static_cast<const uint16_t*>(src), dst, n);

@@ -45,7 +45,8 @@ struct Value {
   void set(const std::string& key, Value v);
 };
 
-Value from_json_text(const std::string& json_text);
+// Parsed with the nesting limit (io/json_reader.h); errors name `where`.
+Value from_json_text(const std::string& json_text, const std::string& where);
 
 struct Expr;
 using ExprP = std::unique_ptr<Expr>;
@@ -58,6 +59,7 @@ struct Expr {
   std::vector<ExprP> args;     // operands / elements / call args (kDict: k0, v0, k1, v1...)
   std::vector<std::pair<std::string, ExprP>> kwargs;
   bool negate = false;         // "is not"
+  int depth = 1;               // of this subtree, within limits::kMaxTemplateDepth
 };
 
 struct Node;

@@ -53,15 +53,22 @@ class CliHostile : public ::testing::Test {
   static void TearDownTestSuite() { delete tmp_; }
   static std::string model() { return *tmp_ / "tiny"; }
   static std::string data() { return *tmp_ / "data.jsonl"; }
-  static std::string train_args(const std::string& out) {
-    return "train --model " + model() + " --data " + data() + " --out " + out +
-           " --rank 4 --steps 6 --batch 2 --seq-len 24 --lr 1e-2 --threads 2";
+  // `extra` adds flags, and --steps and --rank unless it gives them.
+  static std::string train_args(const std::string& out, const std::string& extra = "") {
+    std::string a = "train --model " + model() + " --data " + data() + " --out " + out +
+                    " --batch 2 --seq-len 24 --lr 1e-2 --threads 2 " + extra;
+    if (extra.find("--steps") == std::string::npos) a += " --steps 6";
+    if (extra.find("--rank") == std::string::npos) a += " --rank 4";
+    return a;
   }
-  // A copy of the model directory with config.json replaced.
+  // The shipped model (it has a tokenizer, which generate needs).
+  static std::string shipped() { return std::string(QPEFT_TEST_DATA) + "/../../models/austen-tiny"; }
+  // A copy of the shipped model's directory with config.json replaced.
   static std::string model_with_config(const std::string& name, const std::string& config_text) {
     const std::string dir = *tmp_ / name;
     fs::create_directories(dir);
-    fs::copy_file(model() + "/model.safetensors", dir + "/model.safetensors", fs::copy_options::overwrite_existing);
+    for (const char* f : {"model.safetensors", "tokenizer.json", "tokenizer_config.json"})
+      fs::copy_file(shipped() + "/" + f, dir + "/" + f, fs::copy_options::overwrite_existing);
     write_file(dir + "/config.json", config_text);
     return dir;
   }
@@ -72,7 +79,7 @@ TempDir* CliHostile::tmp_ = nullptr;
 }  // namespace
 
 TEST_F(CliHostile, HostileConfigJsonIsOneLine) {
-  nlohmann::json cfg = nlohmann::json::parse(read_file(model() + "/config.json"));
+  nlohmann::json cfg = nlohmann::json::parse(read_file(shipped() + "/config.json"));
   std::string deep(100000, '[');
   deep += std::string(100000, ']');
   std::string text = cfg.dump();
@@ -97,7 +104,7 @@ TEST_F(CliHostile, HostileConfigJsonIsOneLine) {
 
 TEST_F(CliHostile, GenerateIsBoundedByTheContext) {
   const auto t0 = std::chrono::steady_clock::now();
-  expect_one_line_error(run_cli("generate --model " + model() + " --prompt hi --max-new-tokens 1048576"),
+  expect_one_line_error(run_cli("generate --model " + shipped() + " --prompt hi --max-new-tokens 1048576"),
                         "--max-new-tokens 1048576 does not fit the model's context of 2048 tokens");
   EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 10.0);
 }
@@ -108,19 +115,19 @@ TEST_F(CliHostile, NonsenseFlagsAreRejectedUpFront) {
                           "--max-grad-norm nan", "--alpha nan", "--lr nan", "--lr inf", "--dropout nan",
                           "--weight-decay -1", "--log-every 0"}) {
     const std::string flag = std::string(bad).substr(0, std::string(bad).find(' '));
-    expect_flag_rejected(run_cli(train_args(out) + " " + bad), flag);
+    expect_flag_rejected(run_cli(train_args(out, bad)), flag);
   }
-  expect_flag_rejected(run_cli("generate --model " + model() + " --prompt hi --temperature nan"), "--temperature");
+  expect_flag_rejected(run_cli("generate --model " + shipped() + " --prompt hi --temperature nan"), "--temperature");
   // Ranks above the layer: an error before 6.5 GB are allocated.
   const auto t0 = std::chrono::steady_clock::now();
-  expect_one_line_error(run_cli(train_args(out) + " --rank 100000"), "LoRA rank 100000 (--rank / --rank-pattern) is above");
+  expect_one_line_error(run_cli(train_args(out, "--rank 100000")), "LoRA rank 100000 (--rank / --rank-pattern) is above");
   EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 20.0);
   EXPECT_FALSE(fs::exists(out + "/adapter_model.safetensors"));
 }
 
 TEST_F(CliHostile, HostileAdapterAndTrainerStateFiles) {
   const std::string run = *tmp_ / "state";
-  RunResult tr = run_cli(train_args(run) + " --steps 2 --quiet");
+  RunResult tr = run_cli(train_args(run, "--steps 2 --quiet"));
   ASSERT_EQ(tr.status, 0) << tr.output;
   // adapter_config.json with an integer peft_type, or a rank of the wrong type.
   nlohmann::json ac = nlohmann::json::parse(read_file(run + "/adapter_config.json"));
@@ -148,14 +155,14 @@ TEST_F(CliHostile, HostileAdapterAndTrainerStateFiles) {
   nlohmann::json st = nlohmann::json::parse(read_file(state));
   st.erase("step");
   write_file(state, st.dump());
-  expect_one_line_error(run_cli(train_args(run) + " --steps 4 --resume"), "trainer_state.json: key 'step' is missing");
+  expect_one_line_error(run_cli(train_args(run, "--steps 4 --resume")), "trainer_state.json: key 'step' is missing");
   st["step"] = "two";
   write_file(state, st.dump());
-  expect_one_line_error(run_cli(train_args(run) + " --steps 4 --resume"), "key 'step' must be an integer");
+  expect_one_line_error(run_cli(train_args(run, "--steps 4 --resume")), "key 'step' must be an integer");
   st.erase("seed");
   st["step"] = 2;
   write_file(state, st.dump());
-  expect_one_line_error(run_cli(train_args(run) + " --steps 4 --resume"), "key 'seed' is missing");
+  expect_one_line_error(run_cli(train_args(run, "--steps 4 --resume")), "key 'seed' is missing");
 }
 
 TEST_F(CliHostile, TokenizeInputIsChecked) {
@@ -192,7 +199,7 @@ TEST_F(CliHostile, StaleTemporariesOfDeadRunsAreRemoved) {
   // A live process's temporary (ours) stays.
   const std::string live = out + "/notes.tmp-" + std::to_string(::getpid());
   write_file(live, "mine");
-  RunResult r = run_cli(train_args(out) + " --steps 1");
+  RunResult r = run_cli(train_args(out, "--steps 1"));
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("removed " + out + "/checkpoint-2.tmp-999999, left behind by an interrupted run"),
             std::string::npos) << r.output;
@@ -203,7 +210,7 @@ TEST_F(CliHostile, StaleTemporariesOfDeadRunsAreRemoved) {
 
 TEST_F(CliHostile, AdapterIsWrittenBeforeTheFinalCheckpoint) {
   const std::string out = *tmp_ / "order";
-  ASSERT_EQ(run_cli(train_args(out) + " --steps 2 --quiet").status, 0);
+  ASSERT_EQ(run_cli(train_args(out, "--steps 2 --quiet")).status, 0);
   EXPECT_LE(fs::last_write_time(out + "/adapter_model.safetensors"),
             fs::last_write_time(out + "/checkpoint-2/trainer_state.json"));
 }
@@ -211,7 +218,7 @@ TEST_F(CliHostile, AdapterIsWrittenBeforeTheFinalCheckpoint) {
 TEST_F(CliHostile, KillNineThenResumeGivesTheSameBytesAndNoDebris) {
   const std::string ref = *tmp_ / "ref", run = *tmp_ / "killed";
   const std::string args = " --save-every 1 --keep-checkpoints 2 --quiet";
-  ASSERT_EQ(run_cli(train_args(ref) + args).status, 0);
+  ASSERT_EQ(run_cli(train_args(ref, args)).status, 0);
   const std::string want = read_file(ref + "/adapter_model.safetensors");
   ASSERT_FALSE(want.empty());
 
@@ -220,7 +227,7 @@ TEST_F(CliHostile, KillNineThenResumeGivesTheSameBytesAndNoDebris) {
   const pid_t pid = fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) {
-    const std::string cmd = "exec " + std::string(QPEFT_CLI_PATH) + " " + train_args(run) + args + " >/dev/null 2>&1";
+    const std::string cmd = "exec " + std::string(QPEFT_CLI_PATH) + " " + train_args(run, args) + " >/dev/null 2>&1";
     execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
     _exit(127);
   }
@@ -244,7 +251,7 @@ TEST_F(CliHostile, KillNineThenResumeGivesTheSameBytesAndNoDebris) {
   ASSERT_TRUE(WIFSIGNALED(st) || WIFEXITED(st));
   std::printf("killed %s\n", killed_in_write ? "inside a checkpoint write" : "between steps");
 
-  RunResult rs = run_cli(train_args(run) + " --save-every 1 --keep-checkpoints 2 --resume");
+  RunResult rs = run_cli(train_args(run, "--save-every 1 --keep-checkpoints 2 --resume"));
   ASSERT_EQ(rs.status, 0) << rs.output;
   EXPECT_EQ(read_file(run + "/adapter_model.safetensors"), want);
   EXPECT_EQ(temporaries_in(run), std::vector<std::string>{});

@@ -16,8 +16,12 @@ constexpr int kMaxJsonDepth = 128;
 constexpr int kMaxTemplateDepth = 64;
 // Chat templates: work done by one render (nodes executed plus loop iterations plus items
 // copied), and the size of the text it renders; nested loops or string doubling stop here.
-constexpr int64_t kMaxTemplateSteps = int64_t(1) << 26;
+constexpr int64_t kMaxTemplateSteps = int64_t(1) << 24;
 constexpr int64_t kMaxTemplateOutputBytes = int64_t(1) << 28;  // 256 MiB
+// Chat data lines: messages rendered in all to find the assistant turns of one conversation
+// (every turn renders the conversation up to it, so the work grows with its square: about
+// 1,400 alternating messages; seconds of work).
+constexpr int64_t kMaxChatRenderedMessages = 1'000'000;
 // range() in a template: items in one call.
 constexpr int64_t kMaxTemplateRange = 10'000'000;
 

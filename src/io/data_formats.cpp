@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "core/file.h"
+#include "core/limits.h"
 #include "io/chat_template.h"
 #include "io/json_reader.h"
 #include "io/tokenizer.h"
@@ -102,6 +103,15 @@ struct Builder {
         err(fmt::format("messages[{}] must be {{\"role\": string, \"content\": string}}", i));
       m.push_back({x["role"].get<std::string>(), x["content"].get<std::string>()});
     }
+    // Each assistant turn is found by rendering the conversation up to it twice: the work grows
+    // with the square of the length, so very long conversations are refused up front.
+    int64_t rendered = int64_t(m.size());
+    for (size_t i = 0; i < m.size(); ++i)
+      if (m[i].role == "assistant") rendered += int64_t(2 * i + 1);
+    if (rendered > limits::kMaxChatRenderedMessages)
+      err(fmt::format("a conversation of {} messages is too long to split into turns (it would render {} messages, "
+                      "beyond limits::kMaxChatRenderedMessages = {}); split it into several lines",
+                      m.size(), rendered, limits::kMaxChatRenderedMessages));
     if (!chat) chat.emplace(ChatTemplate::from_tokenizer(tok()));
     auto render = [&](size_t n, bool gen) {
       std::vector<ChatMessage> head(m.begin(), m.begin() + long(n));
@@ -137,8 +147,8 @@ struct Builder {
       std::vector<int32_t> v;
       v.reserve(a.size());
       for (size_t i = 0; i < a.size(); ++i) {
-        bool ok = a[i].is_number_integer();
-        int64_t x = ok ? a[i].get<int64_t>() : 0;
+        int64_t x = 0;
+        const bool ok = json_integer_in(a[i], INT64_MIN, INT64_MAX, &x);
         if (!ok || !((x >= 0 && x < vocab_size) || (allow_ignore && x == kIgnoreLabel)))
           err(fmt::format("{}[{}] = {} is not a token id of this tokenizer (0 .. {}{})", key, i, describe_json(a[i]), vocab_size - 1, allow_ignore ? ", or -100" : ""));
         v.push_back(int32_t(x));

@@ -29,8 +29,9 @@ static Value from_json(const nlohmann::ordered_json& j) {
   switch (j.type()) {
     case nlohmann::ordered_json::value_t::null: return Value::none();
     case nlohmann::ordered_json::value_t::boolean: return Value::boolean(j.get<bool>());
-    case nlohmann::ordered_json::value_t::number_integer:
-    case nlohmann::ordered_json::value_t::number_unsigned: return Value::integer(j.get<int64_t>());
+    case nlohmann::ordered_json::value_t::number_integer: return Value::integer(j.get<int64_t>());
+    case nlohmann::ordered_json::value_t::number_unsigned:  // above INT64_MAX: a float, as nothing wraps
+      return j.get<uint64_t>() > uint64_t(INT64_MAX) ? Value::number(j.get<double>()) : Value::integer(j.get<int64_t>());
     case nlohmann::ordered_json::value_t::number_float: return Value::number(j.get<double>());
     case nlohmann::ordered_json::value_t::string: return Value::string(j.get<std::string>());
     case nlohmann::ordered_json::value_t::array: {
@@ -208,7 +209,7 @@ struct Ctx {
 void err(const Ctx& c, int line, const std::string& what) { fail("[chat template] {}:{}: {}", c.t.origin, line, what); }
 
 // Render work: every node, loop iteration and expression costs a step, copies cost their
-// items, strings their length / 64; nested loops and string doubling end here, not in a hang.
+// items, strings their length / 16; nested loops and string doubling end here, not in a hang.
 void charge(Ctx& c, int line, int64_t steps) {
   c.steps += steps;
   if (c.steps > limits::kMaxTemplateSteps)
@@ -612,7 +613,11 @@ Value binary(Ctx& c, const Expr& e) {
   if (op == "and") { Value a = eval(c, *e.args[0]); return truthy(a) ? eval(c, *e.args[1]) : a; }
   if (op == "or") { Value a = eval(c, *e.args[0]); return truthy(a) ? a : eval(c, *e.args[1]); }
   Value a = eval(c, *e.args[0]), b = eval(c, *e.args[1]);
-  if (op == "~") return Value::string(str(a) + str(b));
+  if (op == "~") {
+    std::string x = str(a), y = str(b);
+    check_size(c, e.line, x.size() + y.size());  // before building it
+    return Value::string(std::move(x) + y);
+  }
   if (op == "==") return Value::boolean(equal(a, b));
   if (op == "!=") return Value::boolean(!equal(a, b));
   if (op == "in" || op == "not in") {
@@ -634,7 +639,10 @@ Value binary(Ctx& c, const Expr& e) {
     return Value::boolean(op == "<" ? cmp < 0 : op == ">" ? cmp > 0 : op == "<=" ? cmp <= 0 : cmp >= 0);
   }
   if (op == "+") {
-    if (a.kind == Value::kString && b.kind == Value::kString) return Value::string(a.s + b.s);
+    if (a.kind == Value::kString && b.kind == Value::kString) {
+      check_size(c, e.line, a.s.size() + b.s.size());
+      return Value::string(a.s + b.s);
+    }
     if (a.kind == Value::kArray && b.kind == Value::kArray) {
       charge(c, e.line, int64_t(a.arr->size() + b.arr->size()));
       Array r = *a.arr;
@@ -642,8 +650,9 @@ Value binary(Ctx& c, const Expr& e) {
       return Value::array(r);
     }
     if (ints) {
-      int64_t r;
-      return Value::integer(checked(c, e.line, __builtin_add_overflow(as_int(c, e.line, a, "+"), as_int(c, e.line, b, "+"), &r), r, "+"));
+      int64_t r = 0;
+      const bool overflow = __builtin_add_overflow(as_int(c, e.line, a, "+"), as_int(c, e.line, b, "+"), &r);
+      return Value::integer(checked(c, e.line, overflow, r, "+"));
     }
     if (num) return Value::number(d(a) + d(b));
     err(c, e.line, fmt::format("cannot add {} and {} (use ~ to join as strings)", kind_name(a), kind_name(b)));
@@ -661,9 +670,15 @@ Value binary(Ctx& c, const Expr& e) {
   }
   if (ints) {
     const int64_t x = as_int(c, e.line, a, op.c_str()), y = as_int(c, e.line, b, op.c_str());
-    int64_t r;
-    if (op == "-") return Value::integer(checked(c, e.line, __builtin_sub_overflow(x, y, &r), r, "-"));
-    if (op == "*") return Value::integer(checked(c, e.line, __builtin_mul_overflow(x, y, &r), r, "*"));
+    int64_t r = 0;
+    if (op == "-") {
+      const bool overflow = __builtin_sub_overflow(x, y, &r);
+      return Value::integer(checked(c, e.line, overflow, r, "-"));
+    }
+    if (op == "*") {
+      const bool overflow = __builtin_mul_overflow(x, y, &r);
+      return Value::integer(checked(c, e.line, overflow, r, "*"));
+    }
     if (y == 0) err(c, e.line, "division by zero");
     if (op == "/") return Value::number(double(x) / double(y));
     if (x == INT64_MIN && y == -1) checked(c, e.line, true, 0, op.c_str());
@@ -689,7 +704,7 @@ Value eval(Ctx& c, const Expr& e) {
   Value v = eval_expr(c, e);
   if (v.kind == Value::kString) {
     check_size(c, e.line, v.s.size());
-    charge(c, e.line, int64_t(v.s.size() / 64));
+    charge(c, e.line, int64_t(v.s.size() / 16));
   }
   return v;
 }

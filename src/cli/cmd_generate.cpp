@@ -27,7 +27,7 @@ namespace {
 struct GenerateArgs {
   std::string model, prompt, prompts, prompt_adapter, base_quant = "auto";
   std::vector<std::string> adapters;
-  bool has_prompt = false, has_prompt_adapter = false;
+  bool has_prompt = false, has_prompt_adapter = false, has_max_new_tokens = false;
   int64_t max_new_tokens = 128, top_k = 0;
   double temperature = 0.0, top_p = 1.0;
   uint64_t seed = 0;
@@ -85,8 +85,9 @@ void run_generate(const GenerateArgs& a) {
            "{}: no tokenizer.json or tokenizer.model; generate needs the model's tokenizer (copy it from the "
            "original model directory)",
            a.model);
+  // Asked for explicitly, --max-new-tokens must fit the context; the default stops at it.
   const int64_t context = qpeft::ModelConfig::load(a.model).max_position_embeddings;
-  QP_CHECK(a.max_new_tokens < context,
+  QP_CHECK(!a.has_max_new_tokens || a.max_new_tokens < context,
            "--max-new-tokens {} does not fit the model's context of {} tokens (max_position_embeddings in {}); ask for "
            "fewer",
            a.max_new_tokens, context, a.model);
@@ -192,8 +193,9 @@ void setup_generate(CLI::App& app) {
   cmd->add_flag("--chat", a->chat, "Wrap the prompt as a user message in the tokenizer's chat template");
   cmd->add_flag("--ignore-eos", a->ignore_eos, "Keep going past EOS until --max-new-tokens");
   cmd->add_option("--threads", a->threads, "Threads (0 = all cores)")->check(qpeft::cli::kThreadsRange);
-  cmd->callback([a, prompt, prompt_adapter] {
+  cmd->callback([a, prompt, prompt_adapter, cmd] {
     a->has_prompt = prompt->count() > 0;
+    a->has_max_new_tokens = cmd->count("--max-new-tokens") > 0;
     a->has_prompt_adapter = prompt_adapter->count() > 0;
     run_generate(*a);
   });

@@ -150,7 +150,8 @@ struct Builder {
         int64_t x = 0;
         const bool ok = json_integer_in(a[i], INT64_MIN, INT64_MAX, &x);
         if (!ok || !((x >= 0 && x < vocab_size) || (allow_ignore && x == kIgnoreLabel)))
-          err(fmt::format("{}[{}] = {} is not a token id of this tokenizer (0 .. {}{})", key, i, describe_json(a[i]), vocab_size - 1, allow_ignore ? ", or -100" : ""));
+          err(fmt::format("{}[{}] = {} is not a token id of this tokenizer (0 .. {}{})", key, i,
+                         a[i].is_number() ? a[i].dump() : describe_json(a[i]), vocab_size - 1, allow_ignore ? ", or -100" : ""));
         v.push_back(int32_t(x));
       }
       return v;

@@ -16,6 +16,6 @@ ctest --test-dir build --output-on-failure -j"$jobs"
 if [ "${QPEFT_SKIP_FUZZ:-0}" != "1" ]; then
   CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=Release -DQPEFT_FUZZ=ON \
     -DQPEFT_BUILD_TESTS=OFF -DQPEFT_BUILD_BENCH=OFF
-  cmake --build build-fuzz -j"$jobs"
+  cmake --build build-fuzz -j"$jobs" --target fuzz_targets
   ctest --test-dir build-fuzz --output-on-failure -j"$jobs" -L fuzz
 fi

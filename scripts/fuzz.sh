@@ -17,6 +17,8 @@ jobs=${QPEFT_JOBS:-$(nproc 2>/dev/null || echo 2)}
 CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=Release -DQPEFT_FUZZ=ON \
   -DQPEFT_BUILD_TESTS=OFF -DQPEFT_BUILD_BENCH=OFF >/dev/null
 cmake --build build-fuzz -j"$jobs" --target $(printf 'fuzz_%s ' "${targets[@]}")
+# Targets that read files write their input once per run: to memory where there is /dev/shm.
+[ -d /dev/shm ] && [ -z "${TMPDIR:-}" ] && export TMPDIR=/dev/shm
 found=0
 printf '%-16s %12s %10s %8s %9s  %s\n' target executions exec/s cov features findings
 for t in "${targets[@]}"; do

@@ -201,6 +201,19 @@ TEST(HostileTemplate, WorkAndOutputAreBounded) {
                "nests deeper than 128");
 }
 
+TEST(HostileTemplate, DeepListsBuiltInLoopsAreFreedAndPrintedSafely) {
+  // Appending into the innermost list, 300k times: a chain deeper than the stack could free
+  // or print recursively.
+  const std::string chain =
+      "{% set ns = namespace(cur=[]) %}{% set root = ns.cur %}{% for i in range(300000) %}{% set next = [] %}"
+      "{{ ns.cur.append(next) }}{% set ns.cur = next %}{% endfor %}";
+  auto render = [](const std::string& src) { return ChatTemplate::parse(src, "t").render({}, false, "", ""); };
+  EXPECT_NO_THROW(render(chain + "done"));
+  expect_error([&] { render(chain + "{{ root }}"); }, "a value nests deeper than 192 levels");
+  expect_error([&] { render(chain + "{{ root|tojson }}"); }, "nests deeper");
+  expect_error([&] { render(chain + "{{ root == root }}"); }, "nests deeper");
+}
+
 TEST(HostileTemplate, IntegerArithmeticIsExactAndChecked) {
   auto render = [](const std::string& src) { return ChatTemplate::parse(src, "t").render({}, false, "", ""); };
   // Through int64, not double: 2^53 + 1 survives.

@@ -32,6 +32,15 @@ struct Value {
   bool is_namespace = false;
   std::shared_ptr<Value> self;    // bound method receiver (kFunc)
 
+  Value() = default;
+  Value(const Value&) = default;
+  Value(Value&&) = default;
+  Value& operator=(const Value&) = default;
+  Value& operator=(Value&&) = default;
+  // Frees nested lists and dicts without recursing: a template can build them deeper than the
+  // stack (appending into inner lists in a loop).
+  ~Value();
+
   static Value none() { Value v; v.kind = kNone; return v; }
   static Value boolean(bool x) { Value v; v.kind = kBool; v.b = x; return v; }
   static Value integer(int64_t x) { Value v; v.kind = kInt; v.i = x; return v; }

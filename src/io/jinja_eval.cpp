@@ -12,6 +12,27 @@
 
 namespace qpeft::jinja {
 
+Value::~Value() {
+  const bool last_list = arr && arr.use_count() == 1, last_dict = obj && obj.use_count() == 1;
+  if (!last_list && !last_dict && !self) return;
+  // Children of containers this value is the last owner of wait here; the outermost
+  // destructor frees them one by one, each handing its own children back to the list.
+  thread_local std::vector<Value> pending;
+  thread_local bool draining = false;
+  if (last_list)
+    for (Value& x : *arr) pending.push_back(std::move(x));
+  if (last_dict)
+    for (auto& [k, x] : *obj) pending.push_back(std::move(x));
+  if (self && self.use_count() == 1) pending.push_back(std::move(*self));
+  if (draining) return;
+  draining = true;
+  while (!pending.empty()) {
+    Value v = std::move(pending.back());
+    pending.pop_back();
+  }
+  draining = false;
+}
+
 const Value* Value::get(const std::string& key) const {
   if (!obj) return nullptr;
   for (auto& [k, v] : *obj)

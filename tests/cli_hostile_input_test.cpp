@@ -32,6 +32,7 @@ void expect_flag_rejected(const RunResult& r, const std::string& flag) {
   EXPECT_NE(r.status, 2) << r.output;  // not "internal error"
   EXPECT_NE(r.output.find(flag), std::string::npos) << "missing '" << flag << "' in: " << r.output;
   EXPECT_EQ(r.output.find("internal error"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("17976931348623157"), std::string::npos) << r.output;  // DBL_MAX in full
 }
 
 // Every path under dir whose name holds ".tmp-" (a temporary of an atomic write).

@@ -25,6 +25,19 @@ inline CLI::Validator finite_in(double lo, double hi) {
       fmt::format("FINITE in [{:g}, {:g}]", lo, hi));
 }
 
+// A whole number of at least `lo` (steps, ranks, batches, counts). CLI::PositiveNumber and
+// CLI::NonNegativeNumber print DBL_MAX in full when they refuse a value.
+inline CLI::Validator count_at_least(int64_t lo) {
+  return CLI::Validator(
+      [lo](std::string& s) -> std::string {
+        int64_t v = 0;
+        if (!CLI::detail::lexical_cast(s, v)) return "'" + s + "' is not a whole number";
+        if (v < lo) return fmt::format("{} must be at least {}", s, lo);
+        return {};
+      },
+      fmt::format("INT >= {}", lo));
+}
+
 // --threads: 0 (all cores) up to this many.
 inline const CLI::Range kThreadsRange(0, 1024);
 

@@ -51,7 +51,7 @@ void setup_eval(CLI::App& app) {
       ->check(CLI::IsMember({"auto", "text", "completion", "alpaca", "chat", "tokenized"}));
   cmd->add_flag("--train-on-prompt", a->train_on_prompt, "Count prompt tokens in the loss too");
   cmd->add_option("--batch", a->batch, "Sequences per batch (--metric choice: examples, all their choices together)")
-      ->check(CLI::PositiveNumber);
+      ->check(qpeft::cli::count_at_least(1));
   cmd->add_option("--seq-len", a->seq_len, "Maximum tokens per sequence")->check(CLI::Range(2, 1 << 20));
   cmd->add_option("--threads", a->threads, "Threads (0 = all cores)")->check(qpeft::cli::kThreadsRange);
   cmd->add_option("--metric", a->metric, "loss (loss and perplexity) or choice (accuracy by rank classification on "

@@ -186,7 +186,7 @@ void setup_generate(CLI::App& app) {
                   "{\"prompt\", \"adapter\", \"completion\"} line each");
   cmd->add_option("--max-new-tokens", a->max_new_tokens, "Most tokens to generate")->check(CLI::Range(int64_t(0), int64_t(1) << 20));
   cmd->add_option("--temperature", a->temperature, "Sampling temperature (0 = greedy)")->check(qpeft::cli::finite_in(0.0, 100.0));
-  cmd->add_option("--top-k", a->top_k, "Sample among the k most likely tokens (0 = all)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--top-k", a->top_k, "Sample among the k most likely tokens (0 = all)")->check(qpeft::cli::count_at_least(0));
   cmd->add_option("--top-p", a->top_p, "Nucleus sampling: the smallest set with this probability (1 = all)")
       ->check(qpeft::cli::finite_in(1e-9, 1.0));
   cmd->add_option("--seed", a->seed, "Sampling seed (with --prompts, every prompt samples as it would alone)");

@@ -12,6 +12,7 @@ PKGS=(
   libsentencepiece-dev  # tokenizer.model checkpoints
   sentencepiece         # spm_train/spm_encode: build the test model and the reference ids
   libgtest-dev libgmock-dev libbenchmark-dev
+  clang libclang-rt-14-dev  # the libFuzzer targets (tests/fuzz) and clang's ASan/UBSan runtimes
   nodejs npm
   unicode-data  # only to regenerate src/io/tokenizer_unicode_tables.cpp (scripts/gen_unicode_tables.py)
 )

@@ -64,7 +64,7 @@ TEST_F(TokenizeCli, ErrorsAreOneLineWithExitCode1) {
   EXPECT_NE(r.output.find("missing.json: no such file"), std::string::npos) << r.output;
   r = run_cli("tokenize --tokenizer " + dir_ + " --text '[1, \"x\"]' --decode");
   EXPECT_EQ(r.status, 1);
-  EXPECT_NE(r.output.find("element 1 (\"x\") is not a token id"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("element 1 (the string \"x\") is not a token id"), std::string::npos) << r.output;
   r = run_cli("tokenize --tokenizer " + dir_ + " --text '5 99999999' --decode");
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.output.find("token id 99999999 (position 1) is outside the vocabulary"), std::string::npos) << r.output;

@@ -40,7 +40,7 @@ TEST(ModelConfig, RejectsWhatItCannotRun) {
   expect_error("{\"model_type\": \"llama\", \"num_key_value_heads\": 3, " + base + "}", "num_key_value_heads");
   expect_error("{\"model_type\": \"llama\", \"hidden_act\": \"gelu\", " + base + "}", "gelu");
   expect_error("{\"model_type\": \"llama\", \"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4}, " + base + "}", "yarn");
-  expect_error("not json", "invalid JSON");
+  expect_error("not json", "not valid JSON");
   ModelConfig m = ModelConfig::parse("{\"model_type\": \"mistral\", \"sliding_window\": 4096, " + base + "}", "m");
   EXPECT_EQ(m.sliding_window, 4096);
   ModelConfig q = ModelConfig::parse("{\"model_type\": \"qwen2\", " + base + "}", "q");

@@ -1,14 +1,45 @@
 // Small flag parsers shared by the subcommands.
 #pragma once
+#include <CLI/CLI.hpp>
 #include <algorithm>
-#include <utility>
+#include <cmath>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/error.h"
 
 namespace qpeft::cli {
+
+// A finite number in [lo, hi]. CLI::Range lets nan through (every comparison with it is
+// false) and prints its bounds in full (DBL_MAX as 309 digits); this prints them as %g.
+inline CLI::Validator finite_in(double lo, double hi) {
+  return CLI::Validator(
+      [lo, hi](std::string& s) -> std::string {
+        double v = 0;
+        if (!CLI::detail::lexical_cast(s, v)) return "'" + s + "' is not a number";
+        if (!std::isfinite(v) || v < lo || v > hi) return fmt::format("{} is not a finite number in [{:g}, {:g}]", s, lo, hi);
+        return {};
+      },
+      fmt::format("FINITE in [{:g}, {:g}]", lo, hi));
+}
+
+// A whole number of at least `lo` (steps, ranks, batches, counts). CLI::PositiveNumber and
+// CLI::NonNegativeNumber print DBL_MAX in full when they refuse a value.
+inline CLI::Validator count_at_least(int64_t lo) {
+  return CLI::Validator(
+      [lo](std::string& s) -> std::string {
+        int64_t v = 0;
+        if (!CLI::detail::lexical_cast(s, v)) return "'" + s + "' is not a whole number";
+        if (v < lo) return fmt::format("{} must be at least {}", s, lo);
+        return {};
+      },
+      fmt::format("INT >= {}", lo));
+}
+
+// --threads: 0 (all cores) up to this many.
+inline const CLI::Range kThreadsRange(0, 1024);
 
 // "a,b,,c" -> {"a", "b", "c"}
 inline std::vector<std::string> split_csv(const std::string& s) {

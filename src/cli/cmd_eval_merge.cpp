@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cli/args.h"
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/thread_pool.h"
@@ -51,9 +52,9 @@ void setup_eval(CLI::App& app) {
       ->check(CLI::IsMember({"auto", "text", "completion", "alpaca", "chat", "tokenized"}));
   cmd->add_flag("--train-on-prompt", a->train_on_prompt, "Count prompt tokens in the loss too");
   cmd->add_option("--batch", a->batch, "Sequences per batch (--metric choice: examples, all their choices together)")
-      ->check(CLI::PositiveNumber);
+      ->check(qpeft::cli::count_at_least(1));
   cmd->add_option("--seq-len", a->seq_len, "Maximum tokens per sequence")->check(CLI::Range(2, 1 << 20));
-  cmd->add_option("--threads", a->threads, "Threads (0 = all cores)");
+  cmd->add_option("--threads", a->threads, "Threads (0 = all cores)")->check(qpeft::cli::kThreadsRange);
   qpeft::cli::add_compute_dtype_option(cmd, &a->compute_dtype);
   cmd->add_option("--metric", a->metric, "loss (loss and perplexity) or choice (accuracy by rank classification on "
                   "{\"prompt\", \"choices\", \"answer\"} lines)")
@@ -166,7 +167,7 @@ void setup_merge(CLI::App& app) {
       ->check(CLI::IsMember({"bf16", "f16", "f32"}));
   cmd->add_flag("--requantize", a->requantize,
                 "Quantize the merged weights again in the base's format (prints the rounding error)");
-  cmd->add_option("--threads", a->threads, "Threads (0 = all cores)");
+  cmd->add_option("--threads", a->threads, "Threads (0 = all cores)")->check(qpeft::cli::kThreadsRange);
   cmd->add_option("--base-quant", a->base_quant,
                   "none (default, as PEFT: merge into the stored weights), auto (into the base quantized as the "
                   "adapter was trained, dequantized: the merged model computes what eval measured), or nf4, fp4, "

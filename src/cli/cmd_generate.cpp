@@ -9,11 +9,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cli/args.h"
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/file.h"
 #include "core/thread_pool.h"
 #include "io/chat_template.h"
+#include "io/json_reader.h"
 #include "io/tokenizer.h"
 #include "models/checkpoint.h"
 #include "models/generate.h"
@@ -25,7 +27,7 @@ namespace {
 struct GenerateArgs {
   std::string model, prompt, prompts, prompt_adapter, base_quant = "auto";
   std::vector<std::string> adapters;
-  bool has_prompt = false, has_prompt_adapter = false;
+  bool has_prompt = false, has_prompt_adapter = false, has_max_new_tokens = false;
   int64_t max_new_tokens = 128, top_k = 0;
   double temperature = 0.0, top_p = 1.0;
   uint64_t seed = 0;
@@ -59,9 +61,8 @@ std::vector<PromptLine> read_prompts(const std::string& path, const std::vector<
   for (int64_t no = 1; std::getline(in, line); ++no) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     const std::string where = fmt::format("{}:{}", path, no);
-    nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
-    QP_CHECK(!j.is_discarded() && j.is_object(), "{}: expected one JSON object {{\"prompt\": ..., \"adapter\": ...}}",
-             where);
+    const nlohmann::json j = qpeft::parse_json(line, where);
+    QP_CHECK(j.is_object(), "{}: expected one JSON object {{\"prompt\": ..., \"adapter\": ...}}", where);
     QP_CHECK(j.contains("prompt") && j["prompt"].is_string(), "{}: missing \"prompt\" (a string)", where);
     const bool has = j.contains("adapter");
     QP_CHECK(!has || j["adapter"].is_string(), "{}: \"adapter\" must be a string (an adapter name, or {})", where,
@@ -86,6 +87,12 @@ void run_generate(const GenerateArgs& a) {
            "{}: no tokenizer.json or tokenizer.model; generate needs the model's tokenizer (copy it from the "
            "original model directory)",
            a.model);
+  // Asked for explicitly, --max-new-tokens must fit the context; the default stops at it.
+  const int64_t context = qpeft::ModelConfig::load(a.model).max_position_embeddings;
+  QP_CHECK(!a.has_max_new_tokens || a.max_new_tokens < context,
+           "--max-new-tokens {} does not fit the model's context of {} tokens (max_position_embeddings in {}); ask for "
+           "fewer",
+           a.max_new_tokens, context, a.model);
   qpeft::Tokenizer tok = qpeft::Tokenizer::load(a.model);
   std::vector<std::string> names;
   auto model = qpeft::cli::load_model_with_adapters_for_command(a.model, a.adapters, a.base_quant, &names);
@@ -180,17 +187,18 @@ void setup_generate(CLI::App& app) {
                   "JSON lines {\"prompt\": ..., \"adapter\": NAME}, generated together in one batch; prints one "
                   "{\"prompt\", \"adapter\", \"completion\"} line each");
   cmd->add_option("--max-new-tokens", a->max_new_tokens, "Most tokens to generate")->check(CLI::Range(int64_t(0), int64_t(1) << 20));
-  cmd->add_option("--temperature", a->temperature, "Sampling temperature (0 = greedy)")->check(CLI::Range(0.0, 100.0));
-  cmd->add_option("--top-k", a->top_k, "Sample among the k most likely tokens (0 = all)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--temperature", a->temperature, "Sampling temperature (0 = greedy)")->check(qpeft::cli::finite_in(0.0, 100.0));
+  cmd->add_option("--top-k", a->top_k, "Sample among the k most likely tokens (0 = all)")->check(qpeft::cli::count_at_least(0));
   cmd->add_option("--top-p", a->top_p, "Nucleus sampling: the smallest set with this probability (1 = all)")
-      ->check(CLI::Range(1e-9, 1.0));
+      ->check(qpeft::cli::finite_in(1e-9, 1.0));
   cmd->add_option("--seed", a->seed, "Sampling seed (with --prompts, every prompt samples as it would alone)");
   cmd->add_flag("--chat", a->chat, "Wrap the prompt as a user message in the tokenizer's chat template");
   cmd->add_flag("--ignore-eos", a->ignore_eos, "Keep going past EOS until --max-new-tokens");
-  cmd->add_option("--threads", a->threads, "Threads (0 = all cores)");
+  cmd->add_option("--threads", a->threads, "Threads (0 = all cores)")->check(qpeft::cli::kThreadsRange);
   qpeft::cli::add_compute_dtype_option(cmd, &a->compute_dtype);
-  cmd->callback([a, prompt, prompt_adapter] {
+  cmd->callback([a, prompt, prompt_adapter, cmd] {
     a->has_prompt = prompt->count() > 0;
+    a->has_max_new_tokens = cmd->count("--max-new-tokens") > 0;
     a->has_prompt_adapter = prompt_adapter->count() > 0;
     run_generate(*a);
   });

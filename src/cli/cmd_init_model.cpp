@@ -2,6 +2,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "cli/args.h"
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/file.h"
@@ -34,7 +35,7 @@ void setup(CLI::App& app) {
   cmd->add_option("--seed", args->seed, "Random seed");
   cmd->add_option("--out", args->out, "Output directory")->required();
   cmd->add_option("--init-std", args->init_std, "Standard deviation of the random weights (initializer_range)")
-      ->check(CLI::Range(1e-6, 10.0));
+      ->check(qpeft::cli::finite_in(1e-6, 10.0));
   cmd->add_option("--quant", args->quant,
                   "Quantize linear weights while writing: nf4, fp4 (bitsandbytes) or nf2, nf3, uniform2..4 (qpeft)")
       ->check(CLI::IsMember({"nf4", "fp4", "nf2", "nf3", "uniform2", "uniform3", "uniform4"}));
@@ -43,7 +44,7 @@ void setup(CLI::App& app) {
   cmd->add_option("--tokenizer", args->tokenizer,
                   "A tokenizer.json (with tokenizer_config.json beside it) or a model directory: copied into --out; "
                   "vocab_size, bos and eos ids follow it");
-  cmd->add_option("--threads", args->threads, "Threads (0 = all cores)");
+  cmd->add_option("--threads", args->threads, "Threads (0 = all cores)")->check(qpeft::cli::kThreadsRange);
   cmd->callback([args] {
     qpeft::set_num_threads(args->threads);
     qpeft::ModelConfig cfg = qpeft::ModelConfig::preset(args->preset);

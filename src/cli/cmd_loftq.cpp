@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 
+#include "cli/args.h"
 #include "cli/commands.h"
 #include "cli/loftq_args.h"
 #include "core/error.h"
@@ -31,7 +32,7 @@ void setup(CLI::App& app) {
   cmd->add_option("--model", a->model, "Dense model directory (bf16/f16/f32 safetensors)")->required();
   cmd->add_option("--out", a->out, "Output directory: the quantized model, with the adapter in loftq_init/")->required();
   qpeft::cli::add_loftq_options(cmd, &a->flags, /*for_train=*/false);
-  cmd->add_option("--threads", a->threads, "Threads (0 = all cores)");
+  cmd->add_option("--threads", a->threads, "Threads (0 = all cores)")->check(qpeft::cli::kThreadsRange);
   cmd->callback([a, cmd] {
     qpeft::set_num_threads(a->threads);
     qpeft::LoftqOptions lo = qpeft::cli::loftq_options(a->flags, cmd);

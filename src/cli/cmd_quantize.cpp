@@ -3,6 +3,7 @@
 // while written, straight from the memory-mapped input; embeddings, lm_head and norms are copied.
 #include <cstdio>
 
+#include "cli/args.h"
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/thread_pool.h"
@@ -26,7 +27,7 @@ void setup(CLI::App& app) {
       ->check(CLI::IsMember({"nf4", "fp4", "nf2", "nf3", "uniform2", "uniform3", "uniform4"}));
   cmd->add_option("--block-size", a->block_size, "Values per scale: a power of two in 32..4096");
   cmd->add_flag("--double-quant", a->double_quant, "Quantize the block scales too (QLoRA double quantization)");
-  cmd->add_option("--threads", a->threads, "Threads (0 = all cores)");
+  cmd->add_option("--threads", a->threads, "Threads (0 = all cores)")->check(qpeft::cli::kThreadsRange);
   cmd->callback([a] {
     qpeft::set_num_threads(a->threads);
     qpeft::check_block_size(a->block_size, "--block-size");
@@ -73,7 +74,7 @@ void setup_dequantize(CLI::App& app) {
   cmd->add_option("--model", a->model, "Quantized model directory")->required();
   cmd->add_option("--out", a->out, "Output model directory")->required();
   cmd->add_option("--dtype", a->dtype, "Output dtype of every tensor")->check(CLI::IsMember({"bf16", "f16", "f32"}));
-  cmd->add_option("--threads", a->threads, "Threads (0 = all cores)");
+  cmd->add_option("--threads", a->threads, "Threads (0 = all cores)")->check(qpeft::cli::kThreadsRange);
   cmd->callback([a] {
     qpeft::set_num_threads(a->threads);
     auto model = qpeft::load_model(a->model);

@@ -9,6 +9,7 @@
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/file.h"
+#include "io/json_reader.h"
 #include "io/tokenizer.h"
 
 namespace qpeft::cli {
@@ -24,17 +25,14 @@ std::vector<int32_t> parse_ids(const std::string& s, const std::string& where) {
   std::vector<int32_t> ids;
   size_t i = s.find_first_not_of(" \t\r\n");
   if (i != std::string::npos && s[i] == '[') {
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(s);
-    } catch (const nlohmann::json::parse_error& e) {
-      fail("--decode: {} is not a valid JSON array of ids ({})", where, e.what());
-    }
+    const nlohmann::json j = qpeft::parse_json(s, "--decode: " + where);
     QP_CHECK(j.is_array(), "--decode: {} must be a JSON array of token ids", where);
     for (size_t k = 0; k < j.size(); ++k) {
-      QP_CHECK(j[k].is_number_integer() && j[k].get<int64_t>() >= 0 && j[k].get<int64_t>() <= INT32_MAX,
-               "--decode: {}: element {} ({}) is not a token id (a non-negative integer)", where, k, j[k].dump());
-      ids.push_back(j[k].get<int32_t>());
+      int64_t id = 0;
+      QP_CHECK(qpeft::json_integer_in(j[k], 0, INT32_MAX, &id),
+               "--decode: {}: element {} ({}) is not a token id (a non-negative integer)", where, k,
+               qpeft::describe_json(j[k]));
+      ids.push_back(int32_t(id));
     }
     return ids;
   }

@@ -64,9 +64,9 @@ void setup(CLI::App& app) {
       ->check(CLI::IsMember({"nf4", "fp4", "nf2", "nf3", "uniform2", "uniform3", "uniform4"}));
   cmd->add_option("--quant-block", o.quant_block, "qlora, loftq: quantization block size (32..4096)");
   cmd->add_option("--double-quant", o.double_quant, "qlora, loftq: double-quantize the block scales (true/false)");
-  cmd->add_option("--rank", o.lora.r, "LoRA rank r")->check(CLI::PositiveNumber);
-  cmd->add_option("--alpha", o.lora.alpha, "LoRA alpha (scaling = alpha / r)");
-  cmd->add_option("--dropout", o.lora.dropout, "LoRA dropout on the adapter input")->check(CLI::Range(0.0, 0.99));
+  cmd->add_option("--rank", o.lora.r, "LoRA rank r")->check(qpeft::cli::count_at_least(1));
+  cmd->add_option("--alpha", o.lora.alpha, "LoRA alpha (scaling = alpha / r)")->check(qpeft::cli::finite_in(-1e6, 1e6));
+  cmd->add_option("--dropout", o.lora.dropout, "LoRA dropout on the adapter input")->check(qpeft::cli::finite_in(0.0, 0.99));
   cmd->add_flag("--rslora", o.lora.use_rslora, "Rank-stabilised scaling alpha / sqrt(r)");
   cmd->add_option("--lora-init", o.lora.init, "Initialisation of A")->check(CLI::IsMember({"kaiming", "gaussian"}));
   cmd->add_option("--targets", a->targets, "Linear layers to adapt: all-linear or a list like q_proj,v_proj");
@@ -75,30 +75,34 @@ void setup(CLI::App& app) {
                   "if targeted)");
   cmd->add_option("--rank-pattern", a->rank_pattern, "Per-module ranks, e.g. 'q_proj=16,layers.0.mlp.down_proj=4'");
   cmd->add_option("--alpha-pattern", a->alpha_pattern, "Per-module alphas, same form as --rank-pattern");
-  cmd->add_option("--steps", o.steps, "Optimizer steps")->check(CLI::PositiveNumber);
-  cmd->add_option("--batch", o.batch, "Sequences per micro-batch")->check(CLI::PositiveNumber);
-  cmd->add_option("--grad-accum", o.grad_accum, "Micro-batches per optimizer step")->check(CLI::PositiveNumber);
+  cmd->add_option("--steps", o.steps, "Optimizer steps")->check(qpeft::cli::count_at_least(1));
+  cmd->add_option("--batch", o.batch, "Sequences per micro-batch")->check(qpeft::cli::count_at_least(1));
+  cmd->add_option("--grad-accum", o.grad_accum, "Micro-batches per optimizer step")->check(qpeft::cli::count_at_least(1));
   cmd->add_option("--seq-len", o.seq_len, "Maximum tokens per sequence (longer examples are truncated)")
       ->check(CLI::Range(2, 1 << 20));
-  cmd->add_option("--lr", o.lr, "Peak learning rate");
+  cmd->add_option("--lr", o.lr, "Peak learning rate")->check(qpeft::cli::finite_in(0.0, 10.0));
   cmd->add_option("--schedule", o.schedule, "Learning-rate schedule after warmup")
       ->check(CLI::IsMember({"constant", "linear", "cosine"}));
-  cmd->add_option("--warmup-ratio", o.warmup_ratio, "Warmup as a fraction of --steps")->check(CLI::Range(0.0, 1.0));
-  cmd->add_option("--warmup-steps", o.warmup_steps, "Warmup steps (overrides --warmup-ratio)");
+  cmd->add_option("--warmup-ratio", o.warmup_ratio, "Warmup as a fraction of --steps")->check(qpeft::cli::finite_in(0.0, 1.0));
+  cmd->add_option("--warmup-steps", o.warmup_steps, "Warmup steps (overrides --warmup-ratio)")->check(qpeft::cli::count_at_least(0));
   cmd->add_option("--optim", o.optimizer,
                   "Optimizer: adamw (torch), adamw8bit (bitsandbytes 8-bit state), paged_adamw, paged_adamw8bit "
                   "(large states in a file-backed mapping in $QPEFT_PAGED_DIR or the temp dir), adafactor "
                   "(transformers' Adafactor as T-Few uses it: factored second moments, no momentum, --lr as given)")
       ->check(CLI::IsMember(qpeft::optimizer_names()));
-  cmd->add_option("--weight-decay", o.weight_decay, "Decoupled weight decay (AdamW; Adafactor: its weight_decay)");
-  cmd->add_option("--max-grad-norm", o.max_grad_norm, "Clip gradients to this global norm (0 = off)");
+  cmd->add_option("--weight-decay", o.weight_decay, "Decoupled weight decay (AdamW; Adafactor: its weight_decay)")
+      ->check(qpeft::cli::finite_in(0.0, 1e6));
+  cmd->add_option("--max-grad-norm", o.max_grad_norm, "Clip gradients to this global norm (0 = off)")
+      ->check(qpeft::cli::finite_in(0.0, 1e12));
   cmd->add_option("--seed", o.seed, "Seed for adapter init, shuffling and dropout");
-  cmd->add_option("--threads", a->threads, "Threads (0 = all cores)");
+  cmd->add_option("--threads", a->threads, "Threads (0 = all cores)")->check(qpeft::cli::kThreadsRange);
   qpeft::cli::add_compute_dtype_option(cmd, &a->compute_dtype);
-  cmd->add_option("--save-every", o.save_every, "Write out/checkpoint-N every N steps (0 = at the end only)");
-  cmd->add_option("--keep-checkpoints", o.keep_checkpoints, "How many checkpoint-N directories to keep");
-  cmd->add_option("--eval-every", o.eval_every, "Evaluate --eval-data every N steps (0 = at the end only)");
-  cmd->add_option("--log-every", o.log_every, "Print a progress line every N steps");
+  cmd->add_option("--save-every", o.save_every, "Write out/checkpoint-N every N steps (0 = at the end only)")
+      ->check(qpeft::cli::count_at_least(0));
+  cmd->add_option("--keep-checkpoints", o.keep_checkpoints, "How many checkpoint-N directories to keep")->check(qpeft::cli::count_at_least(1));
+  cmd->add_option("--eval-every", o.eval_every, "Evaluate --eval-data every N steps (0 = at the end only)")
+      ->check(qpeft::cli::count_at_least(0));
+  cmd->add_option("--log-every", o.log_every, "Print a progress line every N steps")->check(qpeft::cli::count_at_least(1));
   cmd->add_option("--metrics", o.metrics_path, "JSON lines file: one object per optimizer step");
   cmd->add_flag("--resume", o.resume, "Continue from the newest checkpoint in --out (bit-identical)");
   cmd->add_flag("--grad-checkpoint", o.grad_checkpoint, "Recompute block activations in backward to save memory");

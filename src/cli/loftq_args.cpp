@@ -21,8 +21,8 @@ void add_loftq_options(CLI::App* cmd, LoftqFlags* f, bool for_train) {
         ->check(CLI::IsMember(kFormats));
     cmd->add_option("--block-size", f->block_size, "Values per block scale: a power of two in 32..4096 dividing each row");
     cmd->add_flag("--double-quant", f->double_quant, "Quantize the block scales too (QLoRA double quantization)");
-    cmd->add_option("--rank", f->rank, "LoRA rank r")->check(CLI::PositiveNumber);
-    cmd->add_option("--alpha", f->alpha, "LoRA alpha (default: = rank, scaling 1)");
+    cmd->add_option("--rank", f->rank, "LoRA rank r")->check(count_at_least(1));
+    cmd->add_option("--alpha", f->alpha, "LoRA alpha (default: = rank, scaling 1)")->check(finite_in(-1e6, 1e6));
     cmd->add_flag("--rslora", f->rslora, "Rank-stabilised scaling alpha / sqrt(r)");
     cmd->add_option("--targets", f->targets, "Linear layers to quantize and adapt: all-linear or a list like q_proj,v_proj");
     cmd->add_option("--rank-pattern", f->rank_pattern, "Per-module ranks, e.g. 'q_proj=16,layers.0.mlp.down_proj=4'");

@@ -1,5 +1,6 @@
 // qpeft command line: parse, dispatch to the registered subcommand, one-line errors.
 #include <cstdio>
+#include <new>
 #include <map>
 #include <string>
 
@@ -34,6 +35,10 @@ int main(int argc, char** argv) {
     return app.exit(e);
   } catch (const qpeft::Error& e) {
     std::fprintf(stderr, "qpeft: error: %s\n", e.what());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "qpeft: error: out of memory: the model, --batch or --seq-len (or the input) need more "
+                         "memory than this machine can give\n");
     return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "qpeft: internal error: %s\n", e.what());

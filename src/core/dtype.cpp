@@ -82,7 +82,7 @@ void convert_to_f32(const void* src, DType dt, float* dst, size_t n) {
   if ((dt == DType::BF16 || dt == DType::F16) && half_to_f32_avx2(src, dt, dst, n)) return;
   switch (dt) {
     case DType::F32:
-      std::memcpy(dst, src, n * 4);
+      if (n) std::memcpy(dst, src, n * 4);
       return;
     case DType::BF16: {
       auto s = static_cast<const uint16_t*>(src);
@@ -102,7 +102,7 @@ void convert_to_f32(const void* src, DType dt, float* dst, size_t n) {
 void convert_from_f32(const float* src, DType dt, void* dst, size_t n) {
   switch (dt) {
     case DType::F32:
-      std::memcpy(dst, src, n * 4);
+      if (n) std::memcpy(dst, src, n * 4);
       return;
     case DType::BF16: {
       auto d = static_cast<uint16_t*>(dst);

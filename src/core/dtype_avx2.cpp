@@ -28,6 +28,7 @@ void f16_to_f32_avx2(const uint16_t* s, float* d, size_t n) {
   for (; i < n; ++i) d[i] = f16_to_f32(s[i]);
 }
 
+
 }  // namespace
 
 bool half_to_f32_avx2(const void* src, DType dt, float* dst, size_t n) {

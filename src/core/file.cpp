@@ -1,6 +1,7 @@
 #include "core/file.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -149,6 +150,56 @@ void AtomicDir::commit() {
   }
   committed_ = true;
   if (had_old) remove_all(old);
+}
+
+namespace {
+
+// The PID of a temporary's name "<name>.tmp-<PID>", or -1.
+long temporary_pid(const std::string& name) {
+  const size_t at = name.rfind(".tmp-");
+  if (at == std::string::npos || at + 5 >= name.size()) return -1;
+  long pid = 0;
+  for (size_t i = at + 5; i < name.size(); ++i) {
+    if (name[i] < '0' || name[i] > '9' || pid > 1L << 30) return -1;
+    pid = pid * 10 + (name[i] - '0');
+  }
+  return pid;
+}
+
+bool process_alive(long pid) { return ::kill(pid_t(pid), 0) == 0 || errno == EPERM; }
+
+}  // namespace
+
+std::vector<std::string> remove_stale_temporaries(const std::string& dir) {
+  std::vector<std::string> removed;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return removed;
+  std::vector<fs::path> scan = {dir};
+  for (auto& e : fs::directory_iterator(dir, ec))
+    if (e.is_directory(ec) && temporary_pid(e.path().filename().string()) < 0) scan.push_back(e.path());
+  for (const auto& d : scan) {
+    std::vector<fs::path> stale;
+    for (auto& e : fs::directory_iterator(d, ec)) {
+      const long pid = temporary_pid(e.path().filename().string());
+      if (pid > 0 && pid != long(::getpid()) && !process_alive(pid)) stale.push_back(e.path());
+    }
+    for (const auto& p : stale) {
+      fs::remove_all(p, ec);
+      if (!ec) removed.push_back(p.string());
+    }
+  }
+  return removed;
+}
+
+void check_writable_dir(const std::string& dir, const char* what) {
+  const std::string probe = dir + "/.qpeft-write-probe" + tmp_suffix();
+  std::FILE* f = std::fopen(probe.c_str(), "wb");
+  const bool ok = f && std::fputs("probe\n", f) >= 0 && std::fflush(f) == 0 && ::fsync(::fileno(f)) == 0;
+  const int why = errno;
+  if (f) std::fclose(f);
+  std::remove(probe.c_str());
+  QP_CHECK(ok, "{}: cannot write to {} ({}); choose a writable directory with free space", dir, what,
+           std::strerror(why));
 }
 
 }  // namespace qpeft

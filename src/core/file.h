@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace qpeft {
 
@@ -71,5 +72,13 @@ class AtomicDir {
 };
 
 void remove_all(const std::string& path);
+
+// Removes what interrupted writers left in `dir` and in its subdirectories: the "*.tmp-PID"
+// files and directories of AtomicFile / AtomicDir whose process PID is no longer alive (a
+// live writer's, this process's and unreadable names are kept). Returns the paths removed.
+std::vector<std::string> remove_stale_temporaries(const std::string& dir);
+
+// A clear error now, rather than after hours of work, when files cannot be created in `dir`.
+void check_writable_dir(const std::string& dir, const char* what);
 
 }  // namespace qpeft

@@ -92,7 +92,7 @@ Tensor Tensor::from_storage(std::shared_ptr<Storage> st, size_t byte_offset, con
 Tensor Tensor::from_vector(const Shape& shape, const std::vector<float>& v) {
   Tensor t = empty(shape);
   QP_CHECK(int64_t(v.size()) == t.numel(), "[tensor] {} values for shape {}", v.size(), shape_str(shape));
-  std::memcpy(t.f32(), v.data(), v.size() * 4);
+  if (!v.empty()) std::memcpy(t.f32(), v.data(), v.size() * 4);  // an empty tensor has no storage
   return t;
 }
 
@@ -124,7 +124,7 @@ Tensor Tensor::rows(int64_t begin, int64_t end) const {
 
 Tensor Tensor::clone() const {
   Tensor t = empty(shape_, dtype_);
-  std::memcpy(t.raw(), raw(), nbytes());
+  if (nbytes()) std::memcpy(t.raw(), raw(), nbytes());  // an empty tensor has no storage
   return t;
 }
 

@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "core/thread_pool.h"
+#include "io/json_reader.h"
 
 namespace qpeft {
 
@@ -110,14 +111,9 @@ json parse_state(const Reader& rd, const std::string& key) {
            e.dtype_name, shape_str(e.shape));
   Tensor t = rd.store.get(key);
   std::string text(static_cast<const char*>(t.raw()), t.nbytes());
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::exception& ex) {
-    fail("[bnb] {}: tensor '{}' is not valid JSON ({}): {}", rd.file(key), key, ex.what(), text.substr(0, 200));
-  }
+  const json j = parse_json(text, fmt::format("[bnb] {}: tensor '{}'", rd.file(key), key));
   QP_CHECK(j.is_object(), "[bnb] {}: tensor '{}' must hold a JSON object, found {}", rd.file(key), key,
-           text.substr(0, 200));
+           describe_json(j));
   return j;
 }
 

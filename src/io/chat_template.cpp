@@ -45,12 +45,7 @@ std::string ChatTemplate::render(const std::vector<ChatMessage>& messages, bool 
 }
 
 std::string ChatTemplate::render_json(const std::string& context_json) const {
-  jinja::Value ctx;
-  try {
-    ctx = jinja::from_json_text(context_json);
-  } catch (const nlohmann::json::exception& e) {
-    fail("[chat template] {}: the context is not valid JSON ({})", impl_->t.origin, e.what());
-  }
+  const jinja::Value ctx = jinja::from_json_text(context_json, "[chat template] " + impl_->t.origin + ": the context");
   return jinja::render(impl_->t, ctx);
 }
 

@@ -6,7 +6,9 @@
 
 #include "core/error.h"
 #include "core/file.h"
+#include "core/limits.h"
 #include "io/chat_template.h"
+#include "io/json_reader.h"
 #include "io/tokenizer.h"
 
 namespace qpeft {
@@ -57,10 +59,17 @@ struct Builder {
     return *tok_ptr;
   }
 
+  // j[key], which must be present (const operator[] on a missing key is undefined).
+  const json& member(const json& j, const char* key, DataFormat f) const {
+    auto it = j.find(key);
+    if (it == j.end()) err(fmt::format("missing \"{}\" (format {})", key, data_format_name(f)));
+    return *it;
+  }
+
   const std::string& str(const json& j, const char* key, DataFormat f) const {
-    if (!j.contains(key)) err(fmt::format("missing \"{}\" (format {})", key, data_format_name(f)));
-    if (!j[key].is_string()) err(fmt::format("\"{}\" must be a string, found {}", key, j[key].type_name()));
-    return j[key].get_ref<const std::string&>();
+    const json& v = member(j, key, f);
+    if (!v.is_string()) err(fmt::format("\"{}\" must be a string, found {}", key, describe_json(v)));
+    return v.get_ref<const std::string&>();
   }
 
   void append(Example& e, const std::vector<int32_t>& ids, bool loss) const {
@@ -85,7 +94,7 @@ struct Builder {
   }
 
   Example chat_example(const json& j) {
-    const json& msgs = j["messages"];
+    const json& msgs = member(j, "messages", DataFormat::kChat);
     if (!msgs.is_array() || msgs.empty()) err("\"messages\" must be a non-empty array of {\"role\", \"content\"}");
     std::vector<ChatMessage> m;
     for (size_t i = 0; i < msgs.size(); ++i) {
@@ -94,6 +103,15 @@ struct Builder {
         err(fmt::format("messages[{}] must be {{\"role\": string, \"content\": string}}", i));
       m.push_back({x["role"].get<std::string>(), x["content"].get<std::string>()});
     }
+    // Each assistant turn is found by rendering the conversation up to it twice: the work grows
+    // with the square of the length, so very long conversations are refused up front.
+    int64_t rendered = int64_t(m.size());
+    for (size_t i = 0; i < m.size(); ++i)
+      if (m[i].role == "assistant") rendered += int64_t(2 * i + 1);
+    if (rendered > limits::kMaxChatRenderedMessages)
+      err(fmt::format("a conversation of {} messages is too long to split into turns (it would render {} messages, "
+                      "beyond limits::kMaxChatRenderedMessages = {}); split it into several lines",
+                      m.size(), rendered, limits::kMaxChatRenderedMessages));
     if (!chat) chat.emplace(ChatTemplate::from_tokenizer(tok()));
     auto render = [&](size_t n, bool gen) {
       std::vector<ChatMessage> head(m.begin(), m.begin() + long(n));
@@ -124,15 +142,16 @@ struct Builder {
 
   Example tokenized(const json& j) {
     auto ids_of = [&](const char* key, bool allow_ignore) {
-      const json& a = j[key];
+      const json& a = member(j, key, DataFormat::kTokenized);
       if (!a.is_array()) err(fmt::format("\"{}\" must be an array of token ids", key));
       std::vector<int32_t> v;
       v.reserve(a.size());
       for (size_t i = 0; i < a.size(); ++i) {
-        bool ok = a[i].is_number_integer();
-        int64_t x = ok ? a[i].get<int64_t>() : 0;
+        int64_t x = 0;
+        const bool ok = json_integer_in(a[i], INT64_MIN, INT64_MAX, &x);
         if (!ok || !((x >= 0 && x < vocab_size) || (allow_ignore && x == kIgnoreLabel)))
-          err(fmt::format("{}[{}] = {} is not a token id of this tokenizer (0 .. {}{})", key, i, a[i].dump(), vocab_size - 1, allow_ignore ? ", or -100" : ""));
+          err(fmt::format("{}[{}] = {} is not a token id of this tokenizer (0 .. {}{})", key, i,
+                         a[i].is_number() ? a[i].dump() : describe_json(a[i]), vocab_size - 1, allow_ignore ? ", or -100" : ""));
         v.push_back(int32_t(x));
       }
       return v;
@@ -153,15 +172,16 @@ struct Builder {
   ChoiceExample choice(const json& j) {
     ChoiceExample c;
     c.prompt_ids = bos_plus(str(j, "prompt", DataFormat::kChoice));
-    const json& ch = j["choices"];
+    const json& ch = member(j, "choices", DataFormat::kChoice);
     if (!ch.is_array() || ch.size() < 2) err("\"choices\" must be an array of at least two strings");
     for (size_t i = 0; i < ch.size(); ++i) {
       if (!ch[i].is_string()) err(fmt::format("choices[{}] must be a string", i));
       c.choice_ids.push_back(tok().encode(ch[i].get<std::string>(), false));
     }
-    if (!j.contains("answer") || !j["answer"].is_number_integer() || j["answer"].get<int64_t>() < 0 || j["answer"].get<int64_t>() >= int64_t(ch.size()))
+    int64_t answer = 0;
+    if (!json_integer_in(j.contains("answer") ? j["answer"] : json(), 0, int64_t(ch.size()) - 1, &answer))
       err(fmt::format("\"answer\" must be the index (0 .. {}) of the right choice", ch.size() - 1));
-    c.answer = j["answer"].get<int>();
+    c.answer = int(answer);
     return c;
   }
 };
@@ -214,13 +234,8 @@ Dataset parse_jsonl(std::string_view text, const std::string& origin, const Toke
     ++line_no;
     if (line.find_first_not_of(" \t\r") == std::string_view::npos) continue;
     b.where = fmt::format("{}:{}", origin, line_no);
-    json j;
-    try {
-      j = json::parse(line.begin(), line.end());
-    } catch (const json::parse_error& e) {
-      b.err(fmt::format("not valid JSON ({}); each line must be one JSON object", e.what()));
-    }
-    if (!j.is_object()) b.err(fmt::format("expected a JSON object, found {}", j.type_name()));
+    const json j = parse_json(line, b.where);
+    if (!j.is_object()) b.err(fmt::format("expected a JSON object, found {}", describe_json(j)));
     if (ds.format == DataFormat::kAuto) {
       ds.format = detect(j);
       detected_at = line_no;
@@ -233,7 +248,7 @@ Dataset parse_jsonl(std::string_view text, const std::string& origin, const Toke
       const bool has = j.contains("adapter");
       if (has && !j["adapter"].is_string())
         b.err(fmt::format("\"adapter\" must be a string (an adapter name, or {}), found {}", kBaseAdapterName,
-                          j["adapter"].type_name()));
+                          describe_json(j["adapter"])));
       adapter = resolve_adapter_name(has ? &j["adapter"].get_ref<const std::string&>() : nullptr, opt.adapter_names,
                                      b.where);
     }

@@ -32,6 +32,15 @@ struct Value {
   bool is_namespace = false;
   std::shared_ptr<Value> self;    // bound method receiver (kFunc)
 
+  Value() = default;
+  Value(const Value&) = default;
+  Value(Value&&) = default;
+  Value& operator=(const Value&) = default;
+  Value& operator=(Value&&) = default;
+  // Frees nested lists and dicts without recursing: a template can build them deeper than the
+  // stack (appending into inner lists in a loop).
+  ~Value();
+
   static Value none() { Value v; v.kind = kNone; return v; }
   static Value boolean(bool x) { Value v; v.kind = kBool; v.b = x; return v; }
   static Value integer(int64_t x) { Value v; v.kind = kInt; v.i = x; return v; }
@@ -45,7 +54,8 @@ struct Value {
   void set(const std::string& key, Value v);
 };
 
-Value from_json_text(const std::string& json_text);
+// Parsed with the nesting limit (io/json_reader.h); errors name `where`.
+Value from_json_text(const std::string& json_text, const std::string& where);
 
 struct Expr;
 using ExprP = std::unique_ptr<Expr>;
@@ -58,6 +68,7 @@ struct Expr {
   std::vector<ExprP> args;     // operands / elements / call args (kDict: k0, v0, k1, v1...)
   std::vector<std::pair<std::string, ExprP>> kwargs;
   bool negate = false;         // "is not"
+  int depth = 1;               // of this subtree, within limits::kMaxTemplateDepth
 };
 
 struct Node;

@@ -5,10 +5,33 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/limits.h"
 #include "io/jinja.h"
+#include "io/json_reader.h"
 #include "io/tokenizer_unicode.h"
 
 namespace qpeft::jinja {
+
+Value::~Value() {
+  const bool last_list = arr && arr.use_count() == 1, last_dict = obj && obj.use_count() == 1;
+  if (!last_list && !last_dict && !self) return;
+  // Children of containers this value is the last owner of wait here; the outermost
+  // destructor frees them one by one, each handing its own children back to the list.
+  thread_local std::vector<Value> pending;
+  thread_local bool draining = false;
+  if (last_list)
+    for (Value& x : *arr) pending.push_back(std::move(x));
+  if (last_dict)
+    for (auto& [k, x] : *obj) pending.push_back(std::move(x));
+  if (self && self.use_count() == 1) pending.push_back(std::move(*self));
+  if (draining) return;
+  draining = true;
+  while (!pending.empty()) {
+    Value v = std::move(pending.back());
+    pending.pop_back();
+  }
+  draining = false;
+}
 
 const Value* Value::get(const std::string& key) const {
   if (!obj) return nullptr;
@@ -27,8 +50,9 @@ static Value from_json(const nlohmann::ordered_json& j) {
   switch (j.type()) {
     case nlohmann::ordered_json::value_t::null: return Value::none();
     case nlohmann::ordered_json::value_t::boolean: return Value::boolean(j.get<bool>());
-    case nlohmann::ordered_json::value_t::number_integer:
-    case nlohmann::ordered_json::value_t::number_unsigned: return Value::integer(j.get<int64_t>());
+    case nlohmann::ordered_json::value_t::number_integer: return Value::integer(j.get<int64_t>());
+    case nlohmann::ordered_json::value_t::number_unsigned:  // above INT64_MAX: a float, as nothing wraps
+      return j.get<uint64_t>() > uint64_t(INT64_MAX) ? Value::number(j.get<double>()) : Value::integer(j.get<int64_t>());
     case nlohmann::ordered_json::value_t::number_float: return Value::number(j.get<double>());
     case nlohmann::ordered_json::value_t::string: return Value::string(j.get<std::string>());
     case nlohmann::ordered_json::value_t::array: {
@@ -45,7 +69,7 @@ static Value from_json(const nlohmann::ordered_json& j) {
   }
 }
 
-Value from_json_text(const std::string& text) { return from_json(nlohmann::ordered_json::parse(text)); }
+Value from_json_text(const std::string& text, const std::string& where) { return from_json(parse_ordered_json(text, where)); }
 
 namespace {
 
@@ -73,7 +97,15 @@ std::string py_float(double f) {
   return fmt::format("{}", f);
 }
 
-std::string repr(const Value& v);
+// Printing and comparing recurse on nested lists and dicts; check_nesting keeps what a template
+// builds shallow, and this stops whatever is left.
+constexpr int kMaxValueDepth = limits::kMaxJsonDepth + limits::kMaxTemplateDepth;
+void value_depth_guard(int depth) {
+  if (depth > kMaxValueDepth)
+    fail("[chat template] a value nests deeper than {} levels (or contains itself)", kMaxValueDepth);
+}
+
+std::string repr(const Value& v, int depth = 0);
 std::string str(const Value& v) {
   switch (v.kind) {
     case Value::kUndefined: return "";
@@ -86,7 +118,8 @@ std::string str(const Value& v) {
     default: return repr(v);
   }
 }
-std::string repr(const Value& v) {
+std::string repr(const Value& v, int depth) {
+  value_depth_guard(depth);
   if (v.kind == Value::kString) {
     std::string q = v.s.find('\'') != std::string::npos && v.s.find('"') == std::string::npos ? "\"" : "'";
     std::string out = q;
@@ -102,18 +135,19 @@ std::string repr(const Value& v) {
   }
   if (v.kind == Value::kArray) {
     std::string out = "[";
-    for (size_t i = 0; i < v.arr->size(); ++i) out += (i ? ", " : "") + repr((*v.arr)[i]);
+    for (size_t i = 0; i < v.arr->size(); ++i) out += (i ? ", " : "") + repr((*v.arr)[i], depth + 1);
     return out + "]";
   }
   if (v.kind == Value::kObject) {
     std::string out = "{";
-    for (size_t i = 0; i < v.obj->size(); ++i) out += (i ? ", " : "") + repr(Value::string((*v.obj)[i].first)) + ": " + repr((*v.obj)[i].second);
+    for (size_t i = 0; i < v.obj->size(); ++i) out += (i ? ", " : "") + repr(Value::string((*v.obj)[i].first)) + ": " + repr((*v.obj)[i].second, depth + 1);
     return out + "}";
   }
   return str(v);
 }
 
 void tojson(const Value& v, std::string& out, int indent, int depth) {
+  value_depth_guard(depth);
   auto nl = [&](int d) {
     if (indent < 0) return;
     out += '\n';
@@ -150,7 +184,8 @@ void tojson(const Value& v, std::string& out, int indent, int depth) {
   }
 }
 
-bool equal(const Value& a, const Value& b) {
+bool equal(const Value& a, const Value& b, int depth = 0) {
+  value_depth_guard(depth);
   bool an = a.kind == Value::kInt || a.kind == Value::kFloat || a.kind == Value::kBool;
   bool bn = b.kind == Value::kInt || b.kind == Value::kFloat || b.kind == Value::kBool;
   auto num = [](const Value& v) { return v.kind == Value::kFloat ? v.f : v.kind == Value::kInt ? double(v.i) : double(v.b); };
@@ -161,7 +196,7 @@ bool equal(const Value& a, const Value& b) {
     case Value::kArray:
       if (a.arr->size() != b.arr->size()) return false;
       for (size_t i = 0; i < a.arr->size(); ++i)
-        if (!equal((*a.arr)[i], (*b.arr)[i])) return false;
+        if (!equal((*a.arr)[i], (*b.arr)[i], depth + 1)) return false;
       return true;
     case Value::kObject: return a.obj == b.obj;
     default: return true;
@@ -177,6 +212,7 @@ struct Ctx {
   std::vector<Scope> scopes;
   std::string out;
   enum Flow { kNormal, kBreak, kContinue } flow = kNormal;
+  int64_t steps = 0;  // work done so far, within limits::kMaxTemplateSteps
 
   Value* lookup(const std::string& n) {
     for (auto s = scopes.rbegin(); s != scopes.rend(); ++s)
@@ -193,6 +229,42 @@ struct Ctx {
 
 void err(const Ctx& c, int line, const std::string& what) { fail("[chat template] {}:{}: {}", c.t.origin, line, what); }
 
+// Render work: every node, loop iteration and expression costs a step, copies cost their
+// items, strings their length / 16; nested loops and string doubling end here, not in a hang.
+void charge(Ctx& c, int line, int64_t steps) {
+  c.steps += steps;
+  if (c.steps > limits::kMaxTemplateSteps)
+    err(c, line, fmt::format("rendering takes more than {} steps (limits::kMaxTemplateSteps); the template loops too much "
+                             "for its input", limits::kMaxTemplateSteps));
+}
+void check_size(const Ctx& c, int line, size_t bytes) {
+  if (bytes > size_t(limits::kMaxTemplateOutputBytes))
+    err(c, line, fmt::format("a string of the template grows past {} MiB (limits::kMaxTemplateOutputBytes)",
+                             limits::kMaxTemplateOutputBytes >> 20));
+}
+
+// Lists and dicts are shared by reference, as in Python, so a template could nest them without
+// end or put one inside itself (freeing, printing and comparing recurse on them): whatever is
+// stored into a list or dict is walked for `container` and for depth.
+void check_nesting(Ctx& c, int line, const Value& v, const void* container, int depth = 1) {
+  if (v.kind != Value::kArray && v.kind != Value::kObject) return;
+  if (depth > limits::kMaxJsonDepth)
+    err(c, line, fmt::format("a list or dict nests deeper than {} levels (limits::kMaxJsonDepth)", limits::kMaxJsonDepth));
+  const void* self = v.kind == Value::kArray ? static_cast<const void*>(v.arr.get()) : v.obj.get();
+  if (container && self == container) err(c, line, "a list or dict cannot contain itself");
+  charge(c, line, 1);
+  if (v.kind == Value::kArray)
+    for (const Value& x : *v.arr) check_nesting(c, line, x, container, depth + 1);
+  else
+    for (const auto& [k, x] : *v.obj) check_nesting(c, line, x, container, depth + 1);
+}
+
+// Integer arithmetic as Python's, but within int64: overflow is an error, not undefined.
+int64_t checked(const Ctx& c, int line, bool overflowed, int64_t r, const char* op) {
+  if (overflowed) err(c, line, fmt::format("integer overflow in '{}' (values beyond 64 bits are not supported)", op));
+  return r;
+}
+
 const char* kind_name(const Value& v) {
   static const char* n[] = {"undefined", "none", "bool", "int", "float", "string", "list", "dict", "function"};
   return n[v.kind];
@@ -207,7 +279,9 @@ int64_t as_int(Ctx& c, int line, const Value& v, const char* what) {
 Value eval(Ctx& c, const Expr& e);
 
 std::vector<Value> items_of(Ctx& c, int line, const Value& v) {
-  if (v.kind == Value::kArray) return *v.arr;
+  if (v.kind == Value::kArray) return charge(c, line, int64_t(v.arr->size())), *v.arr;
+  if (v.kind == Value::kObject) charge(c, line, int64_t(v.obj->size()));
+  if (v.kind == Value::kString) charge(c, line, int64_t(v.s.size()));
   if (v.kind == Value::kObject) {
     std::vector<Value> keys;
     for (auto& [k, x] : *v.obj) keys.push_back(Value::string(k));
@@ -334,7 +408,10 @@ Value call_method(Ctx& c, int line, const Value& self, const std::string& m, con
       std::string r;
       size_t i = 0;
       if (a[0].s.empty()) return self;
-      for (size_t j; (j = s.find(a[0].s, i)) != std::string::npos; i = j + a[0].s.size()) r += s.substr(i, j - i) + a[1].s;
+      for (size_t j; (j = s.find(a[0].s, i)) != std::string::npos; i = j + a[0].s.size()) {
+        r += s.substr(i, j - i) + a[1].s;
+        check_size(c, line, r.size());
+      }
       return Value::string(r + s.substr(i));
     }
     if (m == "count" || m == "find") {
@@ -347,7 +424,10 @@ Value call_method(Ctx& c, int line, const Value& self, const std::string& m, con
     if (m == "join") {
       std::string r;
       auto items = items_of(c, line, a.empty() ? Value() : a[0]);
-      for (size_t i = 0; i < items.size(); ++i) r += (i ? s : "") + str(items[i]);
+      for (size_t i = 0; i < items.size(); ++i) {
+        r += (i ? s : "") + str(items[i]);
+        check_size(c, line, r.size());
+      }
       return Value::string(r);
     }
   }
@@ -369,6 +449,7 @@ Value call_method(Ctx& c, int line, const Value& self, const std::string& m, con
     }
   }
   if (self.kind == Value::kArray && m == "append") {
+    if (!a.empty()) check_nesting(c, line, a[0], self.arr.get(), 2);
     self.arr->push_back(a.empty() ? Value() : a[0]);
     return Value::none();
   }
@@ -394,10 +475,18 @@ Value call(Ctx& c, const Expr& e) {
       if (a.size() == 1) hi = as_int(c, e.line, a[0], "range()");
       else if (a.size() >= 2) lo = as_int(c, e.line, a[0], "range()"), hi = as_int(c, e.line, a[1], "range()");
       if (a.size() == 3) step = as_int(c, e.line, a[2], "range()");
-      if (step == 0 || std::llabs(hi - lo) / std::llabs(step) > 10000000) err(c, e.line, "range() is empty-stepped or too long");
+      if (step == 0) err(c, e.line, "range() step must not be zero");
+      // Python's len(range(lo, hi, step)), in 128 bits so that hi - lo cannot overflow.
+      const __int128 span = step > 0 ? __int128(hi) - lo : __int128(lo) - hi;
+      const __int128 mag = step > 0 ? __int128(step) : -__int128(step);
+      const __int128 count = span <= 0 ? 0 : (span + mag - 1) / mag;
+      if (count > limits::kMaxTemplateRange)
+        err(c, e.line, fmt::format("range() of more than {} items (limits::kMaxTemplateRange)", limits::kMaxTemplateRange));
+      charge(c, e.line, int64_t(count));
       Array r;
-      for (int64_t i = lo; step > 0 ? i < hi : i > hi; i += step) r.push_back(Value::integer(i));
-      return Value::array(r);
+      r.reserve(size_t(count));
+      for (int64_t k = 0; k < int64_t(count); ++k) r.push_back(Value::integer(int64_t(lo + __int128(k) * step)));
+      return Value::array(std::move(r));
     }
     err(c, e.line, fmt::format("'{}' is undefined (not a supported function; supported: raise_exception, namespace, range)", n));
   }
@@ -476,7 +565,10 @@ Value filter(Ctx& c, const Expr& e) {
     std::string sep = a.empty() ? "" : str(a[0]);
     auto items = items_of(c, e.line, v);
     std::string r;
-    for (size_t i = 0; i < items.size(); ++i) r += (i ? sep : "") + str(items[i]);
+    for (size_t i = 0; i < items.size(); ++i) {
+      r += (i ? sep : "") + str(items[i]);
+      check_size(c, e.line, r.size());
+    }
     return Value::string(r);
   }
   if (f == "replace") return call_method(c, e.line, Value::string(str(v)), "replace", a);
@@ -542,7 +634,11 @@ Value binary(Ctx& c, const Expr& e) {
   if (op == "and") { Value a = eval(c, *e.args[0]); return truthy(a) ? eval(c, *e.args[1]) : a; }
   if (op == "or") { Value a = eval(c, *e.args[0]); return truthy(a) ? a : eval(c, *e.args[1]); }
   Value a = eval(c, *e.args[0]), b = eval(c, *e.args[1]);
-  if (op == "~") return Value::string(str(a) + str(b));
+  if (op == "~") {
+    std::string x = str(a), y = str(b);
+    check_size(c, e.line, x.size() + y.size());  // before building it
+    return Value::string(std::move(x) + y);
+  }
   if (op == "==") return Value::boolean(equal(a, b));
   if (op == "!=") return Value::boolean(!equal(a, b));
   if (op == "in" || op == "not in") {
@@ -564,36 +660,77 @@ Value binary(Ctx& c, const Expr& e) {
     return Value::boolean(op == "<" ? cmp < 0 : op == ">" ? cmp > 0 : op == "<=" ? cmp <= 0 : cmp >= 0);
   }
   if (op == "+") {
-    if (a.kind == Value::kString && b.kind == Value::kString) return Value::string(a.s + b.s);
+    if (a.kind == Value::kString && b.kind == Value::kString) {
+      check_size(c, e.line, a.s.size() + b.s.size());
+      return Value::string(a.s + b.s);
+    }
     if (a.kind == Value::kArray && b.kind == Value::kArray) {
+      charge(c, e.line, int64_t(a.arr->size() + b.arr->size()));
       Array r = *a.arr;
       r.insert(r.end(), b.arr->begin(), b.arr->end());
       return Value::array(r);
     }
-    if (num) return ints ? Value::integer(int64_t(d(a)) + int64_t(d(b))) : Value::number(d(a) + d(b));
+    if (ints) {
+      int64_t r = 0;
+      const bool overflow = __builtin_add_overflow(as_int(c, e.line, a, "+"), as_int(c, e.line, b, "+"), &r);
+      return Value::integer(checked(c, e.line, overflow, r, "+"));
+    }
+    if (num) return Value::number(d(a) + d(b));
     err(c, e.line, fmt::format("cannot add {} and {} (use ~ to join as strings)", kind_name(a), kind_name(b)));
   }
   if (!num) {
     if (op == "*" && a.kind == Value::kString && b.kind == Value::kInt) {
+      const int64_t times = std::max<int64_t>(b.i, 0);
+      if (!a.s.empty()) check_size(c, e.line, times > limits::kMaxTemplateOutputBytes ? SIZE_MAX : a.s.size() * size_t(times));
       std::string r;
-      for (int64_t k = 0; k < b.i && r.size() < (1u << 24); ++k) r += a.s;
-      return Value::string(r);
+      r.reserve(a.s.size() * size_t(times));
+      for (int64_t k = 0; k < times; ++k) r += a.s;
+      return Value::string(std::move(r));
     }
     err(c, e.line, fmt::format("operator {} on {} and {}", op, kind_name(a), kind_name(b)));
   }
-  if (op == "-") return ints ? Value::integer(int64_t(d(a)) - int64_t(d(b))) : Value::number(d(a) - d(b));
-  if (op == "*") return ints ? Value::integer(int64_t(d(a)) * int64_t(d(b))) : Value::number(d(a) * d(b));
+  if (ints) {
+    const int64_t x = as_int(c, e.line, a, op.c_str()), y = as_int(c, e.line, b, op.c_str());
+    int64_t r = 0;
+    if (op == "-") {
+      const bool overflow = __builtin_sub_overflow(x, y, &r);
+      return Value::integer(checked(c, e.line, overflow, r, "-"));
+    }
+    if (op == "*") {
+      const bool overflow = __builtin_mul_overflow(x, y, &r);
+      return Value::integer(checked(c, e.line, overflow, r, "*"));
+    }
+    if (y == 0) err(c, e.line, "division by zero");
+    if (op == "/") return Value::number(double(x) / double(y));
+    if (x == INT64_MIN && y == -1) checked(c, e.line, true, 0, op.c_str());
+    if (op == "//" || op == "%") {  // Python floors: the remainder takes the divisor's sign
+      int64_t q = x / y, m = x % y;
+      if (m != 0 && ((m < 0) != (y < 0))) --q, m += y;
+      return Value::integer(op == "//" ? q : m);
+    }
+  }
+  if (op == "-") return Value::number(d(a) - d(b));
+  if (op == "*") return Value::number(d(a) * d(b));
   if (d(b) == 0) err(c, e.line, "division by zero");
   if (op == "/") return Value::number(d(a) / d(b));
-  if (op == "//") return ints ? Value::integer(int64_t(std::floor(d(a) / d(b)))) : Value::number(std::floor(d(a) / d(b)));
-  if (op == "%") {
-    if (ints) { int64_t x = int64_t(d(a)), y = int64_t(d(b)), m = x % y; return Value::integer(m != 0 && ((m < 0) != (y < 0)) ? m + y : m); }
-    return Value::number(std::fmod(d(a), d(b)));
-  }
+  if (op == "//") return Value::number(std::floor(d(a) / d(b)));
+  if (op == "%") return Value::number(std::fmod(d(a), d(b)));
   err(c, e.line, "unknown operator " + op);
 }
 
+Value eval_expr(Ctx& c, const Expr& e);
+
 Value eval(Ctx& c, const Expr& e) {
+  charge(c, e.line, 1);
+  Value v = eval_expr(c, e);
+  if (v.kind == Value::kString) {
+    check_size(c, e.line, v.s.size());
+    charge(c, e.line, int64_t(v.s.size() / 16));
+  }
+  return v;
+}
+
+Value eval_expr(Ctx& c, const Expr& e) {
   switch (e.kind) {
     case Expr::kLiteral: return e.literal;
     case Expr::kName: {
@@ -602,12 +739,20 @@ Value eval(Ctx& c, const Expr& e) {
     }
     case Expr::kList: case Expr::kTuple: {
       Array a;
-      for (auto& x : e.args) a.push_back(eval(c, *x));
-      return Value::array(a);
+      for (auto& x : e.args) {
+        a.push_back(eval(c, *x));
+        check_nesting(c, e.line, a.back(), nullptr, 2);
+      }
+      return Value::array(std::move(a));
     }
     case Expr::kDict: {
       Value o = Value::object();
-      for (size_t k = 0; k + 1 < e.args.size(); k += 2) o.set(str(eval(c, *e.args[k])), eval(c, *e.args[k + 1]));
+      for (size_t k = 0; k + 1 < e.args.size(); k += 2) {
+        std::string key = str(eval(c, *e.args[k]));
+        Value v = eval(c, *e.args[k + 1]);
+        check_nesting(c, e.line, v, nullptr, 2);
+        o.set(key, std::move(v));
+      }
       return o;
     }
     case Expr::kAttr: {
@@ -620,10 +765,15 @@ Value eval(Ctx& c, const Expr& e) {
       Value v = eval(c, *e.args[0]), k = eval(c, *e.args[1]);
       if (v.kind == Value::kArray || v.kind == Value::kString) {
         if (k.kind != Value::kInt) err(c, e.line, fmt::format("a list index must be an integer, found {}", kind_name(k)));
-        auto items = v.kind == Value::kArray ? *v.arr : items_of(c, e.line, v);
-        int64_t n = int64_t(items.size()), i = k.i < 0 ? k.i + n : k.i;
-        if (i < 0 || i >= n) return Value();  // jinja: undefined
-        return items[size_t(i)];
+        if (v.kind == Value::kArray) {  // no copy of the list: messages[i] in a loop stays linear
+          const int64_t n = int64_t(v.arr->size());
+          if (k.i < -n || k.i >= n) return Value();  // jinja: undefined
+          return (*v.arr)[size_t(k.i < 0 ? k.i + n : k.i)];
+        }
+        auto items = items_of(c, e.line, v);
+        const int64_t n = int64_t(items.size());
+        if (k.i < -n || k.i >= n) return Value();
+        return items[size_t(k.i < 0 ? k.i + n : k.i)];
       }
       if (v.kind == Value::kObject) return attr(v, str(k));
       return Value();
@@ -656,7 +806,10 @@ Value eval(Ctx& c, const Expr& e) {
     case Expr::kUnary: {
       Value v = eval(c, *e.args[0]);
       if (e.name == "not") return Value::boolean(!truthy(v));
-      if (v.kind == Value::kInt) return Value::integer(-v.i);
+      if (v.kind == Value::kInt) {
+        if (v.i == INT64_MIN) checked(c, e.line, true, 0, "-");
+        return Value::integer(-v.i);
+      }
       if (v.kind == Value::kFloat) return Value::number(-v.f);
       err(c, e.line, fmt::format("unary minus on a {}", kind_name(v)));
     }
@@ -698,6 +851,7 @@ void exec_for(Ctx& c, const Node& n) {
   }
   size_t len = items.size();
   for (size_t k = 0; k < len; ++k) {
+    charge(c, n.line, 10);  // the loop object's ten entries
     c.scopes.emplace_back();
     Value loop = Value::object();
     loop.set("index", Value::integer(int64_t(k + 1)));
@@ -722,6 +876,7 @@ void exec(Ctx& c, const std::vector<NodeP>& nodes) {
   for (const auto& np : nodes) {
     if (c.flow != Ctx::kNormal) return;
     const Node& n = *np;
+    charge(c, n.line, 1);
     switch (n.kind) {
       case Node::kText: c.out += n.text; break;
       case Node::kOutput: c.out += str(eval(c, *n.expr)); break;
@@ -741,6 +896,7 @@ void exec(Ctx& c, const std::vector<NodeP>& nodes) {
           Value* ns = c.lookup(n.targets[0]);
           if (!ns || ns->kind != Value::kObject || !ns->is_namespace)
             err(c, n.line, fmt::format("'{{% set {}.{} %}}': {} is not a namespace()", n.targets[0], n.targets[1], n.targets[0]));
+          check_nesting(c, n.line, v, ns->obj.get(), 2);
           ns->set(n.targets[1], std::move(v));
         }
         break;
@@ -748,7 +904,9 @@ void exec(Ctx& c, const std::vector<NodeP>& nodes) {
       case Node::kBreak: c.flow = Ctx::kBreak; return;
       case Node::kContinue: c.flow = Ctx::kContinue; return;
     }
-    if (c.out.size() > (size_t(1) << 30)) err(c, n.line, "the rendered text exceeds 1 GiB");
+    if (c.out.size() > size_t(limits::kMaxTemplateOutputBytes))
+      err(c, n.line, fmt::format("the rendered text exceeds {} MiB (limits::kMaxTemplateOutputBytes)",
+                                 limits::kMaxTemplateOutputBytes >> 20));
   }
 }
 

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "core/limits.h"
 #include "io/jinja.h"
 
 namespace qpeft::jinja {
@@ -198,8 +199,32 @@ class ExprParser {
     return e;
   }
 
+  // The parser, the evaluator and the tree's destructor all recurse on nesting, so both the
+  // recursion here (Nest) and the depth of every tree built (deepen) stay within
+  // limits::kMaxTemplateDepth; a chain like 1+1+1+... deepens without recursing.
+  struct Nest {
+    explicit Nest(ExprParser& p) : p_(p) {
+      if (++p_.nest_ > limits::kMaxTemplateDepth) p_.too_deep();
+    }
+    ~Nest() { --p_.nest_; }
+    ExprParser& p_;
+  };
+  [[noreturn]] void too_deep() const {
+    err(fmt::format("the expression nests deeper than {} levels (limits::kMaxTemplateDepth)", limits::kMaxTemplateDepth));
+  }
+  ExprP deepen(ExprP e) {
+    int d = 0;
+    for (const auto& a : e->args)
+      if (a) d = std::max(d, a->depth);
+    for (const auto& [k, v] : e->kwargs) d = std::max(d, v->depth);
+    e->depth = d + 1;
+    if (e->depth > limits::kMaxTemplateDepth) too_deep();
+    return e;
+  }
+
   // Full expression with the inline conditional: a if cond else b
   ExprP expression() {
+    Nest nest(*this);
     ExprP e = or_expr();
     if (accept_name("if")) {
       auto t = make(Expr::kTernary);
@@ -207,7 +232,7 @@ class ExprParser {
       t->args.push_back(or_expr());
       t->args.push_back(accept_name("else") ? expression() : nullptr);
       if (!t->args[2]) { auto u = make(Expr::kLiteral); t->args[2] = std::move(u); }
-      return t;
+      return deepen(std::move(t));
     }
     return e;
   }
@@ -216,7 +241,7 @@ class ExprParser {
     e->name = op;
     e->args.push_back(std::move(a));
     e->args.push_back(std::move(b));
-    return e;
+    return deepen(std::move(e));
   }
   ExprP or_expr() {
     ExprP e = and_expr();
@@ -230,10 +255,11 @@ class ExprParser {
   }
   ExprP not_expr() {
     if (accept_name("not")) {
+      Nest nest(*this);
       auto e = make(Expr::kUnary);
       e->name = "not";
       e->args.push_back(not_expr());
-      return e;
+      return deepen(std::move(e));
     }
     return compare();
   }
@@ -260,7 +286,7 @@ class ExprParser {
         } else if (peek().kind == Tok::kString || peek().kind == Tok::kInt || (peek().kind == Tok::kName && !is_name("and") && !is_name("or") && !is_name("else") && !is_name("if"))) {
           t->args.push_back(primary_postfix());  // "is divisibleby 3", "is sameas x"
         }
-        e = std::move(t);
+        e = deepen(std::move(t));
         continue;
       }
       return e;
@@ -291,12 +317,16 @@ class ExprParser {
   }
   ExprP unary() {
     if (accept_op("-")) {
+      Nest nest(*this);
       auto e = make(Expr::kUnary);
       e->name = "-";
       e->args.push_back(unary());
-      return e;
+      return deepen(std::move(e));
     }
-    if (accept_op("+")) return unary();
+    if (accept_op("+")) {
+      Nest nest(*this);
+      return unary();
+    }
     return filtered(primary_postfix());
   }
   ExprP filtered(ExprP e) {
@@ -305,7 +335,7 @@ class ExprParser {
       f->name = expect_name();
       f->args.push_back(std::move(e));
       if (accept_op("(")) call_args(*f);
-      e = std::move(f);
+      e = deepen(std::move(f));
     }
     return e;
   }
@@ -329,7 +359,7 @@ class ExprParser {
         auto a = make(Expr::kAttr);
         a->name = expect_name();
         a->args.push_back(std::move(e));
-        e = std::move(a);
+        e = deepen(std::move(a));
       } else if (accept_op("[")) {
         ExprP lo, hi, step;
         bool slice = false;
@@ -347,12 +377,12 @@ class ExprParser {
           s->args.push_back(std::move(hi));
           s->args.push_back(std::move(step));
         }
-        e = std::move(s);
+        e = deepen(std::move(s));
       } else if (accept_op("(")) {
         auto c = make(Expr::kCall);
         c->args.push_back(std::move(e));
         call_args(*c);
-        e = std::move(c);
+        e = deepen(std::move(c));
       } else {
         return e;
       }
@@ -396,7 +426,7 @@ class ExprParser {
         tup->args.push_back(expression());
       }
       expect_op(")");
-      return tup;
+      return deepen(std::move(tup));
     }
     if (accept_op("[")) {
       auto l = make(Expr::kList);
@@ -407,7 +437,7 @@ class ExprParser {
         } while (accept_op(","));
         expect_op("]");
       }
-      return l;
+      return deepen(std::move(l));
     }
     if (accept_op("{")) {
       auto d = make(Expr::kDict);
@@ -420,7 +450,7 @@ class ExprParser {
         } while (accept_op(","));
         expect_op("}");
       }
-      return d;
+      return deepen(std::move(d));
     }
     err(t.kind == Tok::kEnd ? std::string("unexpected end of expression") : fmt::format("unexpected '{}' in an expression", t.s));
   }
@@ -428,6 +458,7 @@ class ExprParser {
   size_t p_ = 0;
 
  private:
+  int nest_ = 0;
   std::vector<Tok> t_;
   const std::string& origin_;
   int line_;
@@ -509,7 +540,18 @@ class Parser {
   void end_of_tag(ExprParser& p) {
     if (!p.at_end()) p.err(fmt::format("unexpected '{}' at the end of the tag", p.peek().s));
   }
+  // {% if %} / {% for %} nesting within limits::kMaxTemplateDepth (body() recurses on it).
+  struct BlockNest {
+    BlockNest(Parser& p, int line) : p_(p) {
+      if (++p_.block_depth_ > limits::kMaxTemplateDepth)
+        fail("[chat template] {}:{}: blocks nest deeper than {} levels (limits::kMaxTemplateDepth)", p_.origin_, line,
+             limits::kMaxTemplateDepth);
+    }
+    ~BlockNest() { --p_.block_depth_; }
+    Parser& p_;
+  };
   NodeP parse_if(ExprParser& p, int line) {
+    BlockNest nest(*this, line);
     auto n = node(Node::kIf, line);
     ExprP cond = p.expression();
     end_of_tag(p);
@@ -542,6 +584,7 @@ class Parser {
     }
   }
   NodeP parse_for(ExprParser& p, int line) {
+    BlockNest nest(*this, line);
     auto n = node(Node::kFor, line);
     n->targets.push_back(p.expect_name());
     while (p.accept_op(",")) n->targets.push_back(p.expect_name());
@@ -566,7 +609,7 @@ class Parser {
 
   std::vector<Segment> s_;
   size_t i_ = 0;
-  int loop_depth_ = 0;
+  int loop_depth_ = 0, block_depth_ = 0;
   const std::string& origin_;
 };
 

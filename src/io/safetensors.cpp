@@ -7,6 +7,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "io/json_reader.h"
 
 namespace qpeft {
 
@@ -15,7 +16,7 @@ using json = nlohmann::json;
 
 namespace {
 
-constexpr int kMaxJsonDepth = 32;  // a valid header nests 3 deep
+constexpr int kMaxJsonDepth = 32;  // a valid header nests 3 deep (tighter than limits::kMaxJsonDepth)
 constexpr size_t kMaxDims = 64;
 constexpr const char* kSingleName = "model.safetensors";
 constexpr const char* kIndexName = "model.safetensors.index.json";
@@ -321,7 +322,7 @@ Tensor SafetensorsFile::get(const Entry& e) const {
   const uint8_t* p = data_ + e.begin;
   if (reinterpret_cast<uintptr_t>(p) % dtype_size(e.dtype) != 0) {  // e.g. a header length not a multiple of 8
     Tensor t = Tensor::empty(e.shape, e.dtype);
-    std::memcpy(t.raw(), p, e.nbytes());
+    if (e.nbytes()) std::memcpy(t.raw(), p, e.nbytes());
     return t;
   }
   return Tensor::from_storage(storage_, size_t(e.begin), e.shape, e.dtype);
@@ -359,13 +360,7 @@ TensorStore TensorStore::open_dir(const std::string& dir) {
   QP_CHECK(!ec && isize <= SafetensorsFile::kMaxHeaderBytes,
            "[safetensors] {}: cannot read the shard index or it is larger than {} bytes; re-download it", index_path,
            SafetensorsFile::kMaxHeaderBytes);
-  json idx;
-  try {
-    idx = json::parse(read_text_file(index_path));
-  } catch (const json::exception& e) {
-    fail("[safetensors] {}: not valid JSON ({}); re-download the checkpoint's index file", index_path,
-         clip(e.what()));
-  }
+  const json idx = parse_json(read_text_file(index_path), "[safetensors] " + index_path);
   auto wm = idx.is_object() ? idx.find("weight_map") : idx.end();
   QP_CHECK(idx.is_object() && wm != idx.end() && wm->is_object() && !wm->empty(),
            "[safetensors] {}: no \"weight_map\" object of tensor name -> shard file; re-download the checkpoint's "

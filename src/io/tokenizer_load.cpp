@@ -4,6 +4,8 @@
 
 #include "core/error.h"
 #include "core/file.h"
+#include "core/limits.h"
+#include "io/json_reader.h"
 #include "io/tokenizer.h"
 #include "io/tokenizer_impl.h"
 #include "io/tokenizer_unicode.h"
@@ -40,7 +42,7 @@ struct Ctx {
 struct BigArrays {
   bool vocab_taken = false, merges_taken = false;
   std::vector<std::pair<std::string, int32_t>> vocab;
-  std::string bad_vocab_key;  // first entry whose value is not an id in [0, 2^30]
+  std::string bad_vocab_key;  // first entry whose value is not an id in [0, limits::kMaxVocabSize)
   bool bad_vocab = false;
   std::vector<std::pair<std::string, std::string>> merges;
   int64_t bad_merge = -1;  // index of the first entry that is not "a b" or ["a", "b"]
@@ -63,11 +65,11 @@ class TokenizerSax {
   bool null() { return value(nullptr); }
   bool boolean(bool v) { return value(v); }
   bool number_integer(number_integer_t v) {
-    if (cap_ == kVocab && cap_depth_ == 1) return vocab_entry(v >= 0 && v <= (1 << 30), v);
+    if (cap_ == kVocab && cap_depth_ == 1) return vocab_entry(v >= 0 && v < limits::kMaxVocabSize, v);
     return value(v);
   }
   bool number_unsigned(number_unsigned_t v) {
-    if (cap_ == kVocab && cap_depth_ == 1) return vocab_entry(v <= (1u << 30), int64_t(v));
+    if (cap_ == kVocab && cap_depth_ == 1) return vocab_entry(v < uint64_t(limits::kMaxVocabSize), int64_t(v));
     return value(v);
   }
   bool number_float(number_float_t v, const string_t&) { return value(v); }
@@ -88,6 +90,7 @@ class TokenizerSax {
     return value(v);
   }
   bool start_object(std::size_t) {
+    if (!deeper()) return false;
     if (begin_value(true)) return true;
     if (cap_) return ++cap_depth_, other_in_capture(), true;
     open(json::object());
@@ -109,11 +112,13 @@ class TokenizerSax {
     return true;
   }
   bool end_object() {
+    --depth_;
     if (cap_) return end_in_capture();
     stack_.pop_back();
     return true;
   }
   bool start_array(std::size_t) {
+    if (!deeper()) return false;
     if (begin_value(false)) return true;
     if (cap_) {
       ++cap_depth_;
@@ -125,6 +130,7 @@ class TokenizerSax {
     return true;
   }
   bool end_array() {
+    --depth_;
     if (cap_) {
       if (cap_ == kMerges && cap_depth_ == 2) {
         if (pair_.size() == 2) big_.merges.emplace_back(std::move(pair_[0]), std::move(pair_[1]));
@@ -137,11 +143,21 @@ class TokenizerSax {
   }
   bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& e) {
     error = e.what();
+    if (error.rfind("[json.exception.", 0) == 0 && error.find("] ") != std::string::npos)
+      error.erase(0, error.find("] ") + 2);
     return false;
   }
 
  private:
   enum Cap { kNone, kVocab, kMerges };
+
+  // Nesting within limits::kMaxJsonDepth: the loaders below recurse on Sequence entries.
+  bool deeper() {
+    if (++depth_ <= limits::kMaxJsonDepth) return true;
+    error = fmt::format("the JSON nests deeper than {} levels (limits::kMaxJsonDepth)", limits::kMaxJsonDepth);
+    return false;
+  }
+  int depth_ = 0;
 
   // A pending model.vocab/merges key meets its value: take it if it has the right kind.
   bool begin_value(bool is_object) {
@@ -344,7 +360,7 @@ void load_model(const Ctx& c, const json& j, const BigArrays& big, TokenizerImpl
     c.get(j, "vocab", "model");
     c.err("model.vocab", "expected an object {token: id}");
   }
-  if (big.bad_vocab) c.err("model.vocab[\"" + big.bad_vocab_key + "\"]", "expected a non-negative integer id");
+  if (big.bad_vocab) c.err("model.vocab[\"" + big.bad_vocab_key + "\"]", fmt::format("expected a token id in [0, {}) (limits::kMaxVocabSize)", limits::kMaxVocabSize));
   const auto& entries = big.vocab;
   StrIndex by_string;  // token string -> id (keys point into `entries`; the last duplicate wins)
   by_string.reserve(entries.size());
@@ -404,11 +420,22 @@ void load_model(const Ctx& c, const json& j, const BigArrays& big, TokenizerImpl
   t.unk = m.unk_id;
 }
 
+// A token id named in the file: an integer in [0, limits::kMaxVocabSize); the load checks it
+// against the final vocabulary.
+int32_t token_id(const Ctx& c, const json& v, const std::string& key) {
+  int64_t id = 0;
+  if (!json_integer_in(v, 0, limits::kMaxVocabSize - 1, &id))
+    c.err(key, fmt::format("expected a token id in [0, {}) (found {})", limits::kMaxVocabSize, describe_json(v)));
+  return int32_t(id);
+}
+
 int32_t special_ids(const Ctx& c, const json& specials, const std::string& name, const std::string& key, std::vector<int32_t>& out) {
-  if (!specials.contains(name)) c.err(key, "special token \"" + name + "\" is not listed in special_tokens");
-  const json& ids = c.get(specials[name], "ids", key + ".special_tokens[\"" + name + "\"]");
-  for (const auto& id : ids) out.push_back(id.get<int32_t>());
-  return ids.size() == 1 ? ids[0].get<int32_t>() : -1;
+  if (!specials.is_object() || !specials.contains(name)) c.err(key, "special token \"" + name + "\" is not listed in special_tokens");
+  const std::string ids_key = key + ".special_tokens[\"" + name + "\"].ids";
+  const json& ids = c.get(specials[name], "ids", ids_key);
+  if (!ids.is_array()) c.err(ids_key, "expected a list of token ids");
+  for (const auto& id : ids) out.push_back(token_id(c, id, ids_key));
+  return ids.size() == 1 ? out.back() : -1;
 }
 
 void load_post_processor(const Ctx& c, const json& j, const std::string& key, TokenizerImpl& t) {
@@ -439,8 +466,10 @@ void load_post_processor(const Ctx& c, const json& j, const std::string& key, To
   } else if (type == "BertProcessing" || type == "RobertaProcessing") {
     const json& cls = c.get(j, "cls", key);
     const json& sep = c.get(j, "sep", key);
-    t.prefix_ids = {cls.at(1).get<int32_t>()};
-    t.suffix_ids = {sep.at(1).get<int32_t>()};
+    if (!cls.is_array() || cls.size() != 2 || !sep.is_array() || sep.size() != 2)
+      c.err(key, "cls and sep must be [token, id] pairs");
+    t.prefix_ids = {token_id(c, cls[1], key + ".cls[1]")};
+    t.suffix_ids = {token_id(c, sep[1], key + ".sep[1]")};
   } else {
     c.err(key, fmt::format("post-processor type \"{}\" is not supported", type));
   }
@@ -460,12 +489,7 @@ std::string config_token(const json& cfg, const char* k) {
 TokenizerConfig parse_tokenizer_config(std::string_view text, const std::string& origin) {
   TokenizerConfig c;
   if (text.empty()) return c;
-  json cfg;
-  try {
-    cfg = json::parse(text.begin(), text.end());
-  } catch (const json::parse_error& e) {
-    fail("[tokenizer] tokenizer_config.json next to {}: not valid JSON ({})", origin, e.what());
-  }
+  const json cfg = parse_json(text, "[tokenizer] tokenizer_config.json next to " + origin);
   if (!cfg.is_object()) fail("[tokenizer] tokenizer_config.json next to {}: expected a JSON object", origin);
   c.present = true;
   c.bos_token = config_token(cfg, "bos_token");
@@ -512,9 +536,7 @@ std::unique_ptr<TokenizerImpl> load_tokenizer_json(std::string_view text, std::s
         const json& e = list[i];
         std::string key = fmt::format("added_tokens[{}]", i);
         AddedToken a;
-        if (!c.get(e, "id", key).is_number_integer() || e["id"].get<int64_t>() < 0 || e["id"].get<int64_t>() > (1 << 30))
-          c.err(key + ".id", "expected a non-negative integer");
-        a.id = e["id"].get<int32_t>();
+        a.id = token_id(c, c.get(e, "id", key), key + ".id");
         a.content = c.str(e, "content", key);
         a.special = c.flag(e, "special", false);
         a.single_word = c.flag(e, "single_word", false);
@@ -571,6 +593,11 @@ std::unique_ptr<TokenizerImpl> load_tokenizer_json(std::string_view text, std::s
     if (cfg.add_bos_token != 0 && t->bos >= 0) t->prefix_ids.push_back(t->bos);
     if (cfg.add_eos_token == 1 && t->eos >= 0) t->suffix_ids.push_back(t->eos);
   }
+  // Ids the post-processor adds must be tokens of the vocabulary (they reach the model).
+  for (const auto* ids : {&t->prefix_ids, &t->suffix_ids})
+    for (int32_t id : *ids)
+      if (size_t(id) >= t->id_to_token.size())
+        c.err("post_processor", fmt::format("token id {} is not in the vocabulary ({} tokens)", id, t->id_to_token.size()));
   t->bpe = std::make_unique<BpeEncoder>(t->model);
   return t;
 }

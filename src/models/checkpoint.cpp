@@ -34,7 +34,7 @@ Tensor dense_tensor(const FrozenWeight& w) {
   if (auto* q = dynamic_cast<const QuantizedWeight*>(&w)) return q->dequantize();
   Tensor t = Tensor::empty({w.rows(), w.cols()});
   const float* src = w.decode_rows(0, w.rows(), t.f32());
-  if (src != t.f32()) std::memcpy(t.f32(), src, t.nbytes());
+  if (src != t.f32() && t.nbytes()) std::memcpy(t.f32(), src, t.nbytes());
   return t;
 }
 
@@ -189,7 +189,7 @@ void save_model(LlamaModel& model, const std::string& dir, const SaveOptions& op
     w.add(s.name, dt, s.shape, [source, dt](void* dst) {
       Tensor t = source();
       if (t.dtype() == dt) {
-        std::memcpy(dst, t.raw(), t.nbytes());
+        if (t.nbytes()) std::memcpy(dst, t.raw(), t.nbytes());
       } else {
         Tensor f = t.dtype() == DType::F32 ? t : t.to(DType::F32);
         convert_from_f32(f.f32(), dt, dst, size_t(f.numel()));

@@ -4,6 +4,8 @@
 
 #include "core/error.h"
 #include "core/file.h"
+#include "core/limits.h"
+#include "io/json_reader.h"
 
 namespace qpeft {
 
@@ -11,50 +13,25 @@ using nlohmann::json;
 
 namespace {
 
-template <class T>
-T get_or(const json& j, const char* key, T def, const std::string& src) {
-  auto it = j.find(key);
-  if (it == j.end() || it->is_null()) return def;
-  try {
-    return it->get<T>();
-  } catch (const json::exception&) {
-    fail("{}: key '{}' has the wrong type ({})", src, key, it->dump());
-  }
-}
-
-int64_t require_int(const json& j, const char* key, const std::string& src) {
-  auto it = j.find(key);
-  QP_CHECK(it != j.end() && it->is_number_integer() && it->get<int64_t>() > 0,
-           "{}: key '{}' must be a positive integer (found {})", src, key, it == j.end() ? "nothing" : it->dump());
-  return it->get<int64_t>();
-}
-
-QuantizationConfig parse_quantization_config(const json& q, const std::string& src) {
-  const std::string where = src + ": quantization_config";
-  QP_CHECK(q.is_object(), "{} must be a JSON object (found {})", where, q.dump());
+QuantizationConfig parse_quantization_config(const json& raw, const std::string& src) {
+  const JsonFields q(raw, src + ": quantization_config");
   QuantizationConfig c;
-  c.json = q.dump();
-  c.quant_method = get_or<std::string>(q, "quant_method", "", where);
+  c.json = raw.dump();
+  c.quant_method = q.string_or("quant_method", "");
   QP_CHECK(c.quant_method == "bitsandbytes" || c.quant_method == "qpeft",
            "{}: quant_method '{}' is not supported; qpeft reads bitsandbytes 4-bit checkpoints (NF4/FP4) "
            "- dequantize the model with its own tools first",
-           where, c.quant_method);
-  c.load_in_4bit = get_or<bool>(q, "load_in_4bit", get_or<bool>(q, "_load_in_4bit", false, where), where);
-  c.load_in_8bit = get_or<bool>(q, "load_in_8bit", get_or<bool>(q, "_load_in_8bit", false, where), where);
+           q.where(), c.quant_method);
+  c.load_in_4bit = q.boolean_or("load_in_4bit", q.boolean_or("_load_in_4bit", false));
+  c.load_in_8bit = q.boolean_or("load_in_8bit", q.boolean_or("_load_in_8bit", false));
   QP_CHECK(!c.load_in_8bit,
            "{}: load_in_8bit checkpoints (LLM.int8) are not supported; qpeft reads bitsandbytes 4-bit "
            "(load_in_4bit) checkpoints",
-           where);
-  c.quant_type = get_or<std::string>(q, "bnb_4bit_quant_type", "fp4", where);  // transformers' default
-  c.double_quant = get_or<bool>(q, "bnb_4bit_use_double_quant", false, where);
-  c.compute_dtype = get_or<std::string>(q, "bnb_4bit_compute_dtype", "float32", where);
-  if (auto it = q.find("llm_int8_skip_modules"); it != q.end() && !it->is_null()) {
-    QP_CHECK(it->is_array(), "{}: llm_int8_skip_modules must be a list of module names or null", where);
-    for (const auto& m : *it) {
-      QP_CHECK(m.is_string(), "{}: llm_int8_skip_modules must hold strings (found {})", where, m.dump());
-      c.skip_modules.push_back(m.get<std::string>());
-    }
-  }
+           q.where());
+  c.quant_type = q.string_or("bnb_4bit_quant_type", "fp4");  // transformers' default
+  c.double_quant = q.boolean_or("bnb_4bit_use_double_quant", false);
+  c.compute_dtype = q.string_or("bnb_4bit_compute_dtype", "float32");
+  c.skip_modules = q.strings_or_empty("llm_int8_skip_modules", /*one_string_ok=*/false);
   return c;
 }
 
@@ -96,76 +73,91 @@ ModelConfig ModelConfig::load(const std::string& path) {
 }
 
 ModelConfig ModelConfig::parse(const std::string& text, const std::string& src) {
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::parse_error& e) {
-    fail("{}: invalid JSON: {}", src, e.what());
-  }
-  QP_CHECK(j.is_object(), "{}: expected a JSON object", src);
+  const json j = parse_json(text, src);
+  const JsonFields f(j, src);
   ModelConfig c;
   c.source = src;
-  c.model_type = get_or<std::string>(j, "model_type", "", src);
+  c.model_type = f.string_or("model_type", "");
   QP_CHECK(c.model_type == "llama" || c.model_type == "mistral" || c.model_type == "qwen2",
            "{}: model_type '{}' is not supported; qpeft supports llama, mistral and qwen2 decoder models", src,
            c.model_type);
-  if (j.contains("architectures") && j["architectures"].is_array() && !j["architectures"].empty())
-    c.architecture = j["architectures"][0].get<std::string>();
+  const std::vector<std::string> archs = f.strings_or_empty("architectures", /*one_string_ok=*/false);
+  if (!archs.empty())
+    c.architecture = archs[0];
   else
     c.architecture = c.model_type == "qwen2" ? "Qwen2ForCausalLM"
                      : c.model_type == "mistral" ? "MistralForCausalLM"
                                                  : "LlamaForCausalLM";
   QP_CHECK(c.architecture.find("ForCausalLM") != std::string::npos,
            "{}: architecture '{}' is not a causal language model", src, c.architecture);
-  c.hidden_size = require_int(j, "hidden_size", src);
-  c.intermediate_size = require_int(j, "intermediate_size", src);
-  c.num_layers = require_int(j, "num_hidden_layers", src);
-  c.num_heads = require_int(j, "num_attention_heads", src);
-  c.num_kv_heads = get_or<int64_t>(j, "num_key_value_heads", c.num_heads, src);
-  c.head_dim = get_or<int64_t>(j, "head_dim", c.hidden_size / c.num_heads, src);
-  c.vocab_size = require_int(j, "vocab_size", src);
-  c.max_position_embeddings = get_or<int64_t>(j, "max_position_embeddings", 2048, src);
-  c.rms_norm_eps = get_or<double>(j, "rms_norm_eps", 1e-6, src);
-  c.tie_word_embeddings = get_or<bool>(j, "tie_word_embeddings", false, src);
-  const bool attention_bias = get_or<bool>(j, "attention_bias", false, src);
+  // Dimensions within core/limits.h, so that no product below overflows and nothing huge is
+  // allocated before the weights are read.
+  c.hidden_size = f.integer("hidden_size", 1, limits::kMaxHiddenSize);
+  c.intermediate_size = f.integer("intermediate_size", 1, limits::kMaxIntermediateSize);
+  c.num_layers = f.integer("num_hidden_layers", 1, limits::kMaxLayers);
+  c.num_heads = f.integer("num_attention_heads", 1, limits::kMaxHeads);
+  c.num_kv_heads = f.integer_or("num_key_value_heads", c.num_heads, 1, c.num_heads);
+  c.head_dim = f.integer_or("head_dim", c.hidden_size / c.num_heads, 1, limits::kMaxHiddenSize);
+  c.vocab_size = f.integer("vocab_size", 1, limits::kMaxVocabSize);
+  c.max_position_embeddings = f.integer_or("max_position_embeddings", 2048, 1, limits::kMaxPositions);
+  c.rms_norm_eps = f.number_or("rms_norm_eps", 1e-6, 0, 1, /*positive=*/true);
+  c.tie_word_embeddings = f.boolean_or("tie_word_embeddings", false);
+  const bool attention_bias = f.boolean_or("attention_bias", false);
   c.qkv_bias = c.model_type == "qwen2" || attention_bias;
   c.o_bias = c.model_type != "qwen2" && attention_bias;
-  c.mlp_bias = get_or<bool>(j, "mlp_bias", false, src);
+  c.mlp_bias = f.boolean_or("mlp_bias", false);
   if (c.model_type == "mistral" || c.model_type == "qwen2") {
-    const bool use_sw = get_or<bool>(j, "use_sliding_window", c.model_type == "mistral", src);
-    c.sliding_window = use_sw ? get_or<int64_t>(j, "sliding_window", 0, src) : 0;
+    const bool use_sw = f.boolean_or("use_sliding_window", c.model_type == "mistral");
+    c.sliding_window = use_sw ? f.integer_or("sliding_window", 0, 0, limits::kMaxPositions) : 0;
   }
-  const std::string act = get_or<std::string>(j, "hidden_act", "silu", src);
+  const std::string act = f.string_or("hidden_act", "silu");
   QP_CHECK(act == "silu", "{}: hidden_act '{}' is not supported (only silu)", src, act);
-  QP_CHECK(c.num_kv_heads > 0 && c.num_heads % c.num_kv_heads == 0,
-           "{}: num_attention_heads {} is not a multiple of num_key_value_heads {}", src, c.num_heads, c.num_kv_heads);
-  QP_CHECK(c.head_dim > 0 && c.head_dim % 2 == 0, "{}: head_dim {} must be even", src, c.head_dim);
+  QP_CHECK(c.num_heads % c.num_kv_heads == 0, "{}: num_attention_heads {} is not a multiple of num_key_value_heads {}",
+           src, c.num_heads, c.num_kv_heads);
+  QP_CHECK(c.head_dim > 0 && c.head_dim % 2 == 0, "{}: head_dim {} must be even and positive", src, c.head_dim);
+  QP_CHECK(c.num_heads * c.head_dim <= limits::kMaxHiddenSize * 8,
+           "{}: num_attention_heads {} x head_dim {} is beyond the limit of {} (limits::kMaxHiddenSize x 8)", src,
+           c.num_heads, c.head_dim, limits::kMaxHiddenSize * 8);
 
   c.rope.head_dim = c.head_dim;
-  c.rope.theta = get_or<double>(j, "rope_theta", 10000.0, src);
-  if (j.contains("rope_scaling") && j["rope_scaling"].is_object()) {
-    const json& rs = j["rope_scaling"];
-    std::string type = get_or<std::string>(rs, "rope_type", get_or<std::string>(rs, "type", "default", src), src);
+  c.rope.theta = f.number_or("rope_theta", 10000.0, 0, 1e12, /*positive=*/true);
+  if (const json* rsj = f.find("rope_scaling"); rsj && rsj->is_object()) {
+    const JsonFields rs(*rsj, src + ": rope_scaling");
+    std::string type = rs.string_or("rope_type", rs.string_or("type", "default"));
     QP_CHECK(type == "llama3" || type == "linear" || type == "default",
              "{}: rope_scaling type '{}' is not supported (llama3, linear)", src, type);
     c.rope.scaling_type = type;
-    c.rope.factor = get_or<double>(rs, "factor", 1.0, src);
-    c.rope.low_freq_factor = get_or<double>(rs, "low_freq_factor", 1.0, src);
-    c.rope.high_freq_factor = get_or<double>(rs, "high_freq_factor", 4.0, src);
-    c.rope.original_max_position = get_or<int64_t>(rs, "original_max_position_embeddings", 8192, src);
+    c.rope.factor = rs.number_or("factor", 1.0, 0, 1e6, /*positive=*/true);
+    c.rope.low_freq_factor = rs.number_or("low_freq_factor", 1.0, 0, 1e6, /*positive=*/true);
+    c.rope.high_freq_factor = rs.number_or("high_freq_factor", 4.0, 0, 1e6, /*positive=*/true);
+    QP_CHECK(type != "llama3" || c.rope.high_freq_factor > c.rope.low_freq_factor,
+             "{}: rope_scaling high_freq_factor {:g} must be above low_freq_factor {:g}", src, c.rope.high_freq_factor,
+             c.rope.low_freq_factor);
+    c.rope.original_max_position =
+        rs.integer_or("original_max_position_embeddings", 8192, 1, limits::kMaxPositions);
   }
-  c.bos_token_id = get_or<int32_t>(j, "bos_token_id", -1, src);
-  if (j.contains("eos_token_id")) {
-    const json& e = j["eos_token_id"];
-    if (e.is_number_integer()) c.eos_token_ids.push_back(e.get<int32_t>());
-    if (e.is_array())
-      for (const auto& x : e)
-        if (x.is_number_integer()) c.eos_token_ids.push_back(x.get<int32_t>());
+  // Special token ids: within the vocabulary (or -1: none).
+  const int64_t last_id = c.vocab_size - 1;
+  c.bos_token_id = int32_t(f.integer_or("bos_token_id", -1, -1, last_id));
+  if (const json* e = f.find("eos_token_id")) {
+    int64_t id = 0;
+    if (e->is_array()) {
+      for (size_t i = 0; i < e->size(); ++i) {
+        if (!json_integer_in((*e)[i], 0, last_id, &id))
+          fail("{}: key 'eos_token_id'[{}] must be a token id in [0, {}] (found {})", src, i, last_id,
+               describe_json((*e)[i]));
+        c.eos_token_ids.push_back(int32_t(id));
+      }
+    } else {
+      c.eos_token_ids.push_back(int32_t(f.integer("eos_token_id", 0, last_id)));
+    }
   }
-  c.pad_token_id = get_or<int32_t>(j, "pad_token_id", -1, src);
-  c.torch_dtype = get_or<std::string>(j, "torch_dtype", "float32", src);
-  if (auto it = j.find("quantization_config"); it != j.end() && !it->is_null())
-    c.quantization = parse_quantization_config(*it, src);
+  c.pad_token_id = int32_t(f.integer_or("pad_token_id", -1, -1, last_id));
+  c.torch_dtype = f.string_or("torch_dtype", "float32");
+  if (const json* q = f.find("quantization_config")) c.quantization = parse_quantization_config(*q, src);
+  QP_CHECK(c.num_parameters() <= limits::kMaxParameters,
+           "{}: the model would have {:.3g} parameters, beyond the limit of {:.3g} (limits::kMaxParameters)", src,
+           double(c.num_parameters()), double(limits::kMaxParameters));
   return c;
 }
 

@@ -12,6 +12,7 @@
 
 #include "core/error.h"
 #include "core/file.h"
+#include "io/json_reader.h"
 #include "io/tokenizer.h"
 #include "models/kv_cache.h"
 
@@ -191,6 +192,15 @@ Tensor last_logits(LlamaModel& model, const std::vector<int32_t>& ids, int64_t B
   return position_logits(model, ids, B, T, std::vector<int64_t>(size_t(B), T - 1), cache);
 }
 
+int64_t new_tokens_within_context(const ModelConfig& cfg, int64_t prompt_tokens, int64_t max_new_tokens) {
+  const int64_t context = cfg.max_position_embeddings;
+  QP_CHECK(prompt_tokens < context,
+           "[generate] the prompt has {} tokens, which fills the model's context of {} (max_position_embeddings); "
+           "shorten it",
+           prompt_tokens, context);
+  return std::min(max_new_tokens, context - prompt_tokens);
+}
+
 GenerateResult generate(LlamaModel& model, const std::vector<int32_t>& prompt_ids, const GenerateOptions& opt,
                         const TokenCallback& on_token) {
   using Clock = std::chrono::steady_clock;
@@ -199,14 +209,15 @@ GenerateResult generate(LlamaModel& model, const std::vector<int32_t>& prompt_id
   check_prompt(prompt_ids, V);
   GenerateResult res;
   res.prompt_tokens = Tp;
-  if (opt.max_new_tokens == 0) return res;
+  const int64_t max_new = new_tokens_within_context(model.config(), Tp, opt.max_new_tokens);
+  if (max_new == 0) return res;
 
   Rng rng(opt.seed);
   std::unique_ptr<KVCache> cache;
-  if (opt.use_cache) cache = std::make_unique<KVCache>(model.config(), 1, Tp + opt.max_new_tokens);
+  if (opt.use_cache) cache = std::make_unique<KVCache>(model.config(), 1, Tp + max_new);
   std::vector<int32_t> seq = prompt_ids;
   auto t0 = Clock::now(), t_first = t0;
-  for (int64_t step = 0; step < opt.max_new_tokens; ++step) {
+  for (int64_t step = 0; step < max_new; ++step) {
     Tensor logits;
     if (!cache) {
       logits = last_logits(model, seq, 1, int64_t(seq.size()));
@@ -246,14 +257,15 @@ std::vector<GenerateResult> generate_batch(LlamaModel& model, const std::vector<
     res[size_t(i)].prompt_tokens = int64_t(prompts[size_t(i)].size());
     Tmax = std::max(Tmax, res[size_t(i)].prompt_tokens);
   }
-  if (opt.max_new_tokens == 0) return res;
+  const int64_t max_new = new_tokens_within_context(model.config(), Tmax, opt.max_new_tokens);
+  if (max_new == 0) return res;
 
   std::vector<Rng> rngs(static_cast<size_t>(n), Rng(opt.seed));
   std::vector<std::vector<int32_t>> seq = prompts;
   std::vector<int64_t> active(static_cast<size_t>(n));  // the prompt in each batch row
   std::iota(active.begin(), active.end(), int64_t(0));
   std::unique_ptr<KVCache> cache;
-  if (opt.use_cache) cache = std::make_unique<KVCache>(model.config(), n, Tmax + opt.max_new_tokens);
+  if (opt.use_cache) cache = std::make_unique<KVCache>(model.config(), n, Tmax + max_new);
   const int32_t pad = std::max<int32_t>(model.config().pad_token_id, 0);
   // Right-padded rows of the active sequences, and the position of each one's last token.
   auto padded = [&](std::vector<int32_t>* ids, std::vector<int64_t>* last) {
@@ -271,7 +283,7 @@ std::vector<GenerateResult> generate_batch(LlamaModel& model, const std::vector<
 
   const auto t0 = Clock::now();
   Clock::time_point t_first = t0;
-  for (int64_t step = 0; step < opt.max_new_tokens && !active.empty(); ++step) {
+  for (int64_t step = 0; step < max_new && !active.empty(); ++step) {
     const int64_t B = int64_t(active.size());
     std::vector<int32_t> row_adapters;
     if (!adapters.empty())
@@ -321,14 +333,21 @@ std::vector<int32_t> eos_token_ids(const ModelConfig& cfg, const std::string& mo
   std::vector<int32_t> ids = cfg.eos_token_ids;
   const std::string gen_cfg = model_dir + "/generation_config.json";
   if (file_exists(gen_cfg)) {
-    nlohmann::json j = nlohmann::json::parse(read_text_file(gen_cfg), nullptr, false);
-    QP_CHECK(!j.is_discarded() && j.is_object(), "{}: invalid JSON", gen_cfg);
+    const nlohmann::json j = parse_json(read_text_file(gen_cfg), gen_cfg);
+    QP_CHECK(j.is_object(), "{}: expected a JSON object", gen_cfg);
     if (j.contains("eos_token_id")) {
       const auto& e = j["eos_token_id"];
-      if (e.is_number_integer()) ids.push_back(e.get<int32_t>());
+      int64_t id = 0;
+      const int64_t last = cfg.vocab_size - 1;
+      if (!e.is_array() && !e.is_null() && !json_integer_in(e, 0, last, &id))
+        fail("{}: eos_token_id must be a token id in [0, {}] (found {})", gen_cfg, last, describe_json(e));
+      if (!e.is_array() && !e.is_null()) ids.push_back(int32_t(id));
       if (e.is_array())
-        for (const auto& x : e)
-          if (x.is_number_integer()) ids.push_back(x.get<int32_t>());
+        for (const auto& x : e) {
+          if (!json_integer_in(x, 0, last, &id))
+            fail("{}: eos_token_id entries must be token ids in [0, {}] (found {})", gen_cfg, last, describe_json(x));
+          ids.push_back(int32_t(id));
+        }
     }
   }
   if (tok && tok->eos_id() >= 0) ids.push_back(tok->eos_id());

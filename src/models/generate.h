@@ -24,7 +24,7 @@ struct SamplingOptions {
 };
 
 struct GenerateOptions : SamplingOptions {
-  int64_t max_new_tokens = 128;
+  int64_t max_new_tokens = 128;  // and never past the context (max_position_embeddings)
   uint64_t seed = 0;
   bool stop_on_eos = true;
   std::vector<int32_t> eos_ids;  // any of them ends generation (it is still reported)
@@ -46,6 +46,10 @@ int32_t sample_token(float* logits, int64_t V, const SamplingOptions& opt, Rng& 
 // Logits [B, V] of the last position of each row after running ids [B·T] through the model
 // (appending to `cache` when given).
 Tensor last_logits(LlamaModel& model, const std::vector<int32_t>& ids, int64_t B, int64_t T, KVCache* cache = nullptr);
+
+// How many of max_new_tokens fit after a prompt of prompt_tokens within the model's context
+// (max_position_embeddings), which bounds the KV cache; an error if the prompt fills it.
+int64_t new_tokens_within_context(const ModelConfig& cfg, int64_t prompt_tokens, int64_t max_new_tokens);
 
 // on_token(id) is called for every generated token as it is chosen; returning false stops.
 // With adapters loaded together (mixed_adapter.h), the model's sequence adapters say which one

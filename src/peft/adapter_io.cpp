@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "core/file.h"
+#include "io/json_reader.h"
 #include "io/safetensors.h"
 
 namespace qpeft {
@@ -34,26 +35,14 @@ namespace {
 
 // ---- reading JSON the way PEFT writes it: a field may be missing or null (Python's None) ----
 
-bool present(const Json& j, const char* key) { return j.contains(key) && !j[key].is_null(); }
-
-template <class T>
-T field_or(const Json& j, const char* key, T fallback) {
-  return present(j, key) ? j[key].get<T>() : fallback;
-}
-
 // A module list field: a list of names, one name, or (PEFT's str form) a regex in *regex.
-std::vector<std::string> module_list(const Json& j, const char* key, std::string* regex) {
-  std::vector<std::string> out;
-  if (!present(j, key)) return out;
-  const Json& v = j[key];
-  if (v.is_string()) {
-    if (regex) *regex = v.get<std::string>();
-    else out.push_back(v.get<std::string>());
-    return out;
+std::vector<std::string> module_list(const OrderedJsonFields& f, const char* key, std::string* regex) {
+  const Json* v = f.find(key);
+  if (regex && v && v->is_string()) {
+    *regex = v->get<std::string>();
+    return {};
   }
-  QP_CHECK(v.is_array(), "'{}' must be a list of module names or a string", key);
-  for (const auto& x : v) out.push_back(x.get<std::string>());
-  return out;
+  return f.strings_or_empty(key, /*one_string_ok=*/true);
 }
 
 Json string_or_null(const std::string& s) { return s.empty() ? Json(nullptr) : Json(s); }
@@ -182,31 +171,37 @@ Json lora_config_json(LlamaModel& model, const AdapterConfig& any) {
 }
 
 AdapterConfig lora_parse_config(const Json& j, const std::string& path) {
-  QP_CHECK(!field_or(j, "use_dora", false), "{}: DoRA adapters (use_dora) are not supported", path);
-  QP_CHECK(!field_or(j, "fan_in_fan_out", false), "{}: fan_in_fan_out adapters (GPT-2 Conv1D) are not supported", path);
-  QP_CHECK(!present(j, "layer_replication") || j["layer_replication"].empty(),
+  const OrderedJsonFields f(j, path);
+  QP_CHECK(!f.boolean_or("use_dora", false), "{}: DoRA adapters (use_dora) are not supported", path);
+  QP_CHECK(!f.boolean_or("fan_in_fan_out", false), "{}: fan_in_fan_out adapters (GPT-2 Conv1D) are not supported", path);
+  QP_CHECK(!f.has("layer_replication") || f.find("layer_replication")->empty(),
            "{}: layer_replication (a model with repeated layers) is not supported", path);
-  QP_CHECK(!field_or(j, "lora_bias", false), "{}: lora_bias adapters (a trainable bias in lora_B) are not supported",
+  QP_CHECK(!f.boolean_or("lora_bias", false), "{}: lora_bias adapters (a trainable bias in lora_B) are not supported",
            path);
-  const std::string bias = field_or<std::string>(j, "bias", "none");
+  const std::string bias = f.string_or("bias", "none");
   QP_CHECK(bias == "none", "{}: bias '{}' (trained base biases) is not supported; only 'none'", path, bias);
   LoraConfig c;
-  QP_CHECK(present(j, "r"), "{}: 'r' (the LoRA rank) is missing", path);
-  c.r = j["r"].get<int64_t>();
-  c.alpha = field_or(j, "lora_alpha", 8.0);  // PEFT's default lora_alpha
-  c.dropout = field_or(j, "lora_dropout", 0.0);
-  c.use_rslora = field_or(j, "use_rslora", false);
-  if (present(j, "init_lora_weights") && j["init_lora_weights"] == "gaussian") c.init = "gaussian";
-  c.base_model_name_or_path = field_or<std::string>(j, "base_model_name_or_path", "");
-  if (present(j, "rank_pattern"))
+  QP_CHECK(f.has("r"), "{}: 'r' (the LoRA rank) is missing", path);
+  constexpr int64_t kMaxRank = int64_t(1) << 20;  // the tensors' shapes check the real bound
+  c.r = f.integer("r", 1, kMaxRank);
+  c.alpha = f.number_or("lora_alpha", 8.0, -1e9, 1e9);  // PEFT's default lora_alpha
+  c.dropout = f.number_or("lora_dropout", 0.0, 0.0, 0.999);
+  c.use_rslora = f.boolean_or("use_rslora", false);
+  if (const Json* init = f.find("init_lora_weights"); init && *init == "gaussian") c.init = "gaussian";
+  c.base_model_name_or_path = f.string_or("base_model_name_or_path", "");
+  if (f.has("rank_pattern")) {
+    const OrderedJsonFields rp = f.object("rank_pattern");
     for (auto it = j["rank_pattern"].begin(); it != j["rank_pattern"].end(); ++it)
-      c.rank_pattern.emplace_back(it.key(), it.value().get<int64_t>());
-  if (present(j, "alpha_pattern"))
+      c.rank_pattern.emplace_back(it.key(), rp.integer(it.key().c_str(), 1, kMaxRank));
+  }
+  if (f.has("alpha_pattern")) {
+    const OrderedJsonFields ap = f.object("alpha_pattern");
     for (auto it = j["alpha_pattern"].begin(); it != j["alpha_pattern"].end(); ++it)
-      c.alpha_pattern.emplace_back(it.key(), it.value().get<double>());
+      c.alpha_pattern.emplace_back(it.key(), ap.number_or(it.key().c_str(), 0.0, -1e9, 1e9));
+  }
   // Which layers carry an adapter is read from the tensors (attach); the names here may be any
   // of PEFT's forms (a regex string, suffixes, "all-linear").
-  c.target_modules = module_list(j, "target_modules", nullptr);
+  c.target_modules = module_list(f, "target_modules", nullptr);
   return c;
 }
 
@@ -286,14 +281,15 @@ Json ia3_config_json(LlamaModel& model, const AdapterConfig& any) {
 }
 
 AdapterConfig ia3_parse_config(const Json& j, const std::string& path) {
-  QP_CHECK(!field_or(j, "fan_in_fan_out", false), "{}: fan_in_fan_out adapters (GPT-2 Conv1D) are not supported", path);
+  const OrderedJsonFields f(j, path);
+  QP_CHECK(!f.boolean_or("fan_in_fan_out", false), "{}: fan_in_fan_out adapters (GPT-2 Conv1D) are not supported", path);
   Ia3Config c;
-  c.base_model_name_or_path = field_or<std::string>(j, "base_model_name_or_path", "");
-  c.init_ia3_weights = field_or(j, "init_ia3_weights", true);
+  c.base_model_name_or_path = f.string_or("base_model_name_or_path", "");
+  c.init_ia3_weights = f.boolean_or("init_ia3_weights", true);
   // null: PEFT fills both from its per-model table, which gives the defaults above for Llama.
-  if (present(j, "target_modules")) c.target_modules = module_list(j, "target_modules", &c.target_regex);
-  if (present(j, "feedforward_modules"))
-    c.feedforward_modules = module_list(j, "feedforward_modules", &c.feedforward_regex);
+  if (f.has("target_modules")) c.target_modules = module_list(f, "target_modules", &c.target_regex);
+  if (f.has("feedforward_modules"))
+    c.feedforward_modules = module_list(f, "feedforward_modules", &c.feedforward_regex);
   return c;
 }
 
@@ -455,24 +451,16 @@ void save_adapter(LlamaModel& model, const AdapterConfig& cfg, const std::string
 AdapterConfig read_adapter_config(const std::string& dir) {
   const std::string path = dir + "/adapter_config.json";
   QP_CHECK(file_exists(path), "{}: no adapter_config.json; expected a PEFT adapter directory", dir);
-  Json j;
-  try {
-    j = Json::parse(read_text_file(path));
-  } catch (const Json::parse_error& e) {
-    fail("{}: invalid JSON: {}", path, e.what());
-  }
-  QP_CHECK(j.is_object(), "{}: expected a JSON object", path);
-  QP_CHECK(present(j, "peft_type") && j["peft_type"].is_string(), "{}: no peft_type; expected a PEFT adapter config",
-           path);
-  const std::string type = j["peft_type"].get<std::string>();
-  for (const auto& m : kMethods) {
-    if (type != m.peft_type) continue;
-    try {
-      return m.parse_config(j, path);
-    } catch (const Json::exception& e) {
-      fail("{}: {}", path, e.what());
-    }
-  }
+  return parse_adapter_config(read_text_file(path), path);
+}
+
+AdapterConfig parse_adapter_config(const std::string& text, const std::string& path) {
+  const Json j = parse_ordered_json(text, path);
+  const OrderedJsonFields f(j, path);
+  QP_CHECK(f.has("peft_type"), "{}: no peft_type; expected a PEFT adapter config", path);
+  const std::string type = f.string("peft_type");
+  for (const auto& m : kMethods)
+    if (type == m.peft_type) return m.parse_config(j, path);
   fail("{}: peft_type '{}' is not supported (qpeft reads {} adapters)", path, type, known_peft_types());
 }
 

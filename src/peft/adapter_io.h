@@ -37,6 +37,8 @@ void write_adapter_files(LlamaModel& model, const AdapterConfig& cfg, const std:
 // qpeft does not implement (DoRA, fan_in_fan_out, ...) are refused with a message.
 AdapterConfig load_adapter(LlamaModel& model, const std::string& dir);
 AdapterConfig read_adapter_config(const std::string& dir);
+// The same from the text of an adapter_config.json (`path` names it in errors).
+AdapterConfig parse_adapter_config(const std::string& text, const std::string& path);
 
 // The LoRA-only forms of the above (LoftQ, --init-adapter): other methods are refused.
 void save_lora_adapter(LlamaModel& model, const LoraConfig& cfg, const std::string& dir);

@@ -1,5 +1,6 @@
 #include "peft/lora.h"
 
+#include <algorithm>
 #include <cmath>
 #include <regex>
 
@@ -79,6 +80,12 @@ int64_t inject_lora(LlamaModel& model, const LoraConfig& cfg, uint64_t seed) {
     QP_CHECK(!l.adapter, "{} already has an adapter", l.name);
     const int64_t r = cfg.rank_for(l.name);
     QP_CHECK(r > 0, "rank_pattern gives rank {} for {}", r, l.name);
+    // A rank above the layer's smaller side adds parameters but no expressiveness.
+    const int64_t max_rank = std::min(l.in_features, l.out_features);
+    QP_CHECK(r <= max_rank, "LoRA rank {} (--rank / --rank-pattern) is above the dimensions of {} [{} x {}]; use at most {}",
+             r, l.name, l.out_features, l.in_features, max_rank);
+    QP_CHECK(std::isfinite(cfg.scaling_for(l.name)), "LoRA alpha (--alpha / --alpha-pattern) for {} gives scaling {}; it must be finite",
+             l.name, cfg.scaling_for(l.name));
     auto ad = std::make_shared<LoraAdapter>(l, r, cfg.scaling_for(l.name), cfg.dropout);
     // A: Kaiming-uniform with a = sqrt(5) is U(-1/sqrt(in), 1/sqrt(in)); Gaussian: N(0, 1/r).
     Rng rng(splitmix64(seed ^ fnv1a64(l.name.data(), l.name.size())));

@@ -84,7 +84,7 @@ struct Midpoints {
 };
 const Midpoints& midpoints(QuantFormat f) {
   static const std::vector<Midpoints> all = [] {
-    std::vector<Midpoints> v(size_t(QuantFormat::kCount));
+    std::vector<Midpoints> v(static_cast<size_t>(QuantFormat::kCount));
     for (size_t i = 0; i < v.size(); ++i) {
       auto book = codebook(QuantFormat(i));
       v[i].count = int(book.size()) - 1;

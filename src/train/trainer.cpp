@@ -15,6 +15,7 @@
 #include "core/error.h"
 #include "core/file.h"
 #include "core/rng.h"
+#include "io/json_reader.h"
 #include "io/safetensors.h"
 #include "io/tokenizer.h"
 #include "models/checkpoint.h"
@@ -222,30 +223,40 @@ void save_checkpoint(LlamaModel& model, const TrainOptions& opt, const AdapterCo
   for (size_t i = size_t(std::max<int64_t>(1, opt.keep_checkpoints)); i < all.size(); ++i) remove_all(all[i].second);
 }
 
-TrainerState load_checkpoint(LlamaModel& model, const TrainOptions& opt, const NamedParams& params, Optimizer& optim,
-                             const std::string& dir) {
-  const std::string state_path = dir + "/trainer_state.json";
-  json j;
-  try {
-    j = json::parse(read_text_file(state_path));
-  } catch (const json::exception& e) {
-    fail("{}: unreadable trainer state: {}", state_path, e.what());
-  }
-  for (const char* key : {"seed", "batch", "grad_accum", "seq_len"}) {
-    QP_CHECK(j.value(key, int64_t(-1)) == (std::string(key) == "seed" ? int64_t(opt.seed)
-                                           : std::string(key) == "batch" ? opt.batch
-                                           : std::string(key) == "grad_accum" ? opt.grad_accum
-                                                                              : opt.seq_len),
-             "{}: the checkpoint was trained with {} = {}; resume with the same value", state_path, key,
-             j.value(key, json()).dump());
+}  // namespace
+
+TrainerStateFile parse_trainer_state(const std::string& text, const std::string& state_path, const TrainOptions& opt) {
+  const json j = parse_json(text, state_path);
+  const JsonFields f(j, state_path);
+  const std::pair<const char*, json> must_match[] = {
+      {"seed", opt.seed}, {"batch", opt.batch}, {"grad_accum", opt.grad_accum}, {"seq_len", opt.seq_len}};
+  for (const auto& [key, now] : must_match) {
+    const json* then = f.find(key);
+    if (!then) f.fail_key(key, "is missing; the checkpoint is incomplete");
+    QP_CHECK(*then == now, "{}: the checkpoint was trained with {} = {}; resume with the same value ({})", state_path,
+             key, then->is_number() ? then->dump() : describe_json(*then), now.dump());
   }
   // Checkpoints from before the bf16 path have no compute_dtype: they were f32.
-  const std::string computed = j.value("compute_dtype", std::string("f32"));
+  const std::string computed = f.string_or("compute_dtype", "f32");
   QP_CHECK(computed == dtype_name(linear_compute_dtype()),
            "{}: the checkpoint was trained with compute_dtype = {}, this run computes in {}; resume with "
            "--compute-dtype {}{}",
            state_path, computed, dtype_name(linear_compute_dtype()), computed,
            computed == "bf16" ? " on a machine with AVX512_BF16" : "");
+  TrainerStateFile s;
+  s.optimizer_steps = f.integer("optimizer_steps", 0, INT64_MAX);
+  s.step = f.integer("step", 0, INT64_MAX);
+  s.last_loss = f.number_or("last_loss", 0.0, -1e300, 1e300);
+  return s;
+}
+
+namespace {
+
+TrainerState load_checkpoint(LlamaModel& model, const TrainOptions& opt, const NamedParams& params, Optimizer& optim,
+                             const std::string& dir) {
+  const std::string state_path = dir + "/trainer_state.json";
+  QP_CHECK(file_exists(state_path), "{}: no such file; the checkpoint is incomplete", state_path);
+  const TrainerStateFile saved = parse_trainer_state(read_text_file(state_path), state_path, opt);
   if (opt.method == "full") {
     load_params(params, dir + "/model.safetensors");
   } else {
@@ -254,10 +265,10 @@ TrainerState load_checkpoint(LlamaModel& model, const TrainOptions& opt, const N
   auto st = SafetensorsFile::open(dir + "/optimizer.safetensors");
   std::vector<std::pair<std::string, Tensor>> tensors;
   for (const auto& n : st->names()) tensors.emplace_back(n, st->get(n).clone());
-  optim.load_state(tensors, j.at("optimizer_steps").get<int64_t>());
+  optim.load_state(tensors, saved.optimizer_steps);
   TrainerState s;
-  s.step = j.at("step").get<int64_t>();
-  s.last_loss = j.value("last_loss", 0.0);
+  s.step = saved.step;
+  s.last_loss = saved.last_loss;
   return s;
 }
 
@@ -316,10 +327,26 @@ TrainResult train(const TrainOptions& opt) {
   QP_CHECK(!opt.out_dir.empty(), "--out is required");
   QP_CHECK(opt.steps > 0 && opt.batch > 0 && opt.grad_accum > 0, "--steps, --batch and --grad-accum must be positive");
   QP_CHECK(opt.lr > 0 && std::isfinite(opt.lr), "--lr must be a positive number");
+  QP_CHECK(std::isfinite(opt.max_grad_norm) && opt.max_grad_norm >= 0, "--max-grad-norm {} must be a finite number >= 0",
+           opt.max_grad_norm);
+  QP_CHECK(std::isfinite(opt.weight_decay) && opt.weight_decay >= 0, "--weight-decay {} must be a finite number >= 0",
+           opt.weight_decay);
+  QP_CHECK(opt.warmup_steps >= -1, "--warmup-steps {} must be >= 0", opt.warmup_steps);  // -1: from --warmup-ratio
+  QP_CHECK(std::isfinite(opt.warmup_ratio) && opt.warmup_ratio >= 0 && opt.warmup_ratio <= 1,
+           "--warmup-ratio {} must be in [0, 1]", opt.warmup_ratio);
+  QP_CHECK(opt.save_every >= 0 && opt.eval_every >= 0 && opt.keep_checkpoints >= 1,
+           "--save-every and --eval-every must be >= 0 and --keep-checkpoints >= 1");
   validate_schedule_kind(opt.schedule);
   std::string compute_note;
   const ComputeDtypeScope compute(opt.compute_dtype, &compute_note);
   if (!compute_note.empty()) std::fprintf(stderr, "qpeft: %s\n", compute_note.c_str());
+
+  // Before any work: the output directory must take files, and what an interrupted run left
+  // there goes (a live run's temporaries stay).
+  make_dirs(opt.out_dir);
+  check_writable_dir(opt.out_dir, "--out");
+  for (const std::string& p : remove_stale_temporaries(opt.out_dir))
+    if (!opt.quiet) std::fprintf(stderr, "removed %s, left behind by an interrupted run\n", p.c_str());
 
   LoadOptions load;
   if (opt.method == "qlora" || (opt.method == "ia3" && opt.quantize_base)) {
@@ -438,6 +465,7 @@ TrainResult train(const TrainOptions& opt) {
   const auto t_start = Clock::now();
   int64_t tokens_total = 0, truncated_total = 0;
   const int64_t first_step = state.step;
+  bool trained_to_the_end = false;
   for (int64_t step = state.step; step < opt.steps; ++step) {
     const auto t0 = Clock::now();
     double loss_sum = 0;
@@ -541,8 +569,10 @@ TrainResult train(const TrainOptions& opt) {
       std::fprintf(stderr, "step %lld/%lld | loss %.4f%s | lr %.2e | grad_norm %.3f | %.0f tok/s | ETA %s\n",
                    (long long)state.step, (long long)opt.steps, loss, choice_log.c_str(), lr, grad_norm, tps,
                    fmt_duration(eta).c_str());
-    if ((opt.save_every > 0 && state.step % opt.save_every == 0) || last)
+    // The final checkpoint is written after the adapter (below): if it fails, the adapter is safe.
+    if (opt.save_every > 0 && state.step % opt.save_every == 0 && !last)
       save_checkpoint(*model, opt, adapter, params, optim, state);
+    trained_to_the_end = last;
   }
   if (truncated_total > 0 && !opt.quiet)
     std::fprintf(stderr, "note: %lld examples were longer than --seq-len %lld and were truncated%s\n",
@@ -563,6 +593,7 @@ TrainResult train(const TrainOptions& opt) {
       std::fprintf(stderr, "the quantized base it trained on is %s/base (eval: --model %s/base --adapter %s)\n",
                    opt.out_dir.c_str(), opt.out_dir.c_str(), opt.out_dir.c_str());
   }
+  if (trained_to_the_end) save_checkpoint(*model, opt, adapter, params, optim, state);
   result.steps = state.step;
   const double elapsed = std::chrono::duration<double>(Clock::now() - t_start).count();
   result.tokens_per_second = double(tokens_total) / std::max(1e-9, elapsed);

@@ -77,6 +77,14 @@ struct TrainResult {
 
 TrainResult train(const TrainOptions& opt);
 
+// What --resume reads from checkpoint-N/trainer_state.json: checked for type and range, and
+// for the settings (seed, batch, grad_accum, seq_len) that must match `opt`.
+struct TrainerStateFile {
+  int64_t step = 0, optimizer_steps = 0;
+  double last_loss = 0;
+};
+TrainerStateFile parse_trainer_state(const std::string& text, const std::string& path, const TrainOptions& opt);
+
 // Token-weighted mean loss over every example (batched in file order, no gradients), each
 // example under its own adapter (Example::adapter, for adapters loaded together).
 EvalResult evaluate(LlamaModel& model, const std::vector<Example>& data, int64_t batch, int64_t seq_len);

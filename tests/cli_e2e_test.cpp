@@ -13,13 +13,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-void expect_one_line_error(const RunResult& r, const std::string& must_contain) {
-  EXPECT_NE(r.status, 0) << r.output;
-  EXPECT_EQ(r.output.rfind("qpeft: error: ", 0), 0u) << r.output;
-  EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
-  EXPECT_NE(r.output.find(must_contain), std::string::npos) << "missing '" << must_contain << "' in: " << r.output;
-}
-
 }  // namespace
 
 TEST(Cli, InitTrainEvalMergeEndToEnd) {

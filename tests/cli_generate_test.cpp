@@ -30,13 +30,6 @@ std::string expected_text(const std::string& dir, const std::vector<int32_t>& pr
   return tok.decode(ids, true) + "\n";
 }
 
-void expect_one_line_error(const RunResult& r, const std::string& must_contain) {
-  EXPECT_EQ(r.status, 1) << r.output;
-  EXPECT_EQ(r.output.rfind("qpeft: error: ", 0), 0u) << r.output;
-  EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
-  EXPECT_NE(r.output.find(must_contain), std::string::npos) << "missing '" << must_contain << "' in: " << r.output;
-}
-
 }  // namespace
 
 TEST(CliGenerate, GreedyChatAndSampledOutputMatchTheLibrary) {

@@ -19,13 +19,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-void expect_one_line_error(const RunResult& r, const std::string& must_contain) {
-  EXPECT_EQ(r.status, 1) << r.output;
-  EXPECT_EQ(r.output.rfind("qpeft: error: ", 0), 0u) << r.output;
-  EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
-  EXPECT_NE(r.output.find(must_contain), std::string::npos) << "missing '" << must_contain << "' in: " << r.output;
-}
-
 // CLI11 validation errors: a usage exit status and the flag named.
 void expect_flag_rejected(const RunResult& r, const std::string& flag) {
   EXPECT_NE(r.status, 0) << r.output;

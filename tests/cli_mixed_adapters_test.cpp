@@ -19,13 +19,6 @@ using nlohmann::json;
 
 namespace {
 
-void expect_one_line_error(const RunResult& r, const std::string& must_contain) {
-  EXPECT_EQ(r.status, 1) << r.output;
-  EXPECT_EQ(r.output.rfind("qpeft: error: ", 0), 0u) << r.output;
-  EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
-  EXPECT_NE(r.output.find(must_contain), std::string::npos) << "missing '" << must_contain << "' in: " << r.output;
-}
-
 // stdout lines that are JSON objects (stderr's summary line is not).
 std::vector<json> json_lines(const std::string& out) {
   std::vector<json> v;

@@ -2,6 +2,7 @@
 #pragma once
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdio>
 #include <filesystem>
@@ -46,6 +47,15 @@ inline RunResult run_cli(const std::string& args) {
   int st = pclose(p);
   r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
   return r;
+}
+
+// A failed command's output is exactly one line, "qpeft: error: …", containing must_contain;
+// the exit status is 1 (a user error, not an internal one).
+inline void expect_one_line_error(const RunResult& r, const std::string& must_contain) {
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_EQ(r.output.rfind("qpeft: error: ", 0), 0u) << r.output;
+  EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
+  EXPECT_NE(r.output.find(must_contain), std::string::npos) << "missing '" << must_contain << "' in: " << r.output;
 }
 
 inline void write_file(const std::string& path, const std::string& text) {

@@ -49,14 +49,17 @@ GoldenCase open_golden(const char* name) {
   return c;
 }
 
-class Golden : public ::testing::TestWithParam<const char*> {};
+class Golden : public ::testing::TestWithParam<const char*> {
+ protected:
+  void SetUp() override { c_ = open_golden(GetParam()); }
+  GoldenCase c_;
+};
 
 TEST_P(Golden, LogitsGradientsAndTrainingMatchPyTorch) {
-  const GoldenCase c = open_golden(GetParam());
-  const std::string& dir = c.dir;
-  const auto& gold = c.gold;
-  const auto &ids = c.ids, &labels = c.labels;
-  const int64_t B = c.B, T = c.T;
+  const std::string& dir = c_.dir;
+  const auto& gold = c_.gold;
+  const auto &ids = c_.ids, &labels = c_.labels;
+  const int64_t B = c_.B, T = c_.T;
 
   auto model = load_model(dir);
   expect_close(model->logits(ids, B, T), gold->get("logits_base"), 1e-5, 1e-4, "logits_base");
@@ -104,14 +107,13 @@ TEST_P(Golden, LogitsGradientsAndTrainingMatchPyTorch) {
 }
 
 // --compute-dtype bf16 on the same model: logits within 6e-3 and the five AdamW steps' losses
-// within 3e-3 of PyTorch's float64 values (measured: 2.2e-3 and 1.3e-3; f32 is within 1e-5). Where bf16 compute is unavailable, the fallback
-// computes exactly the f32 logits.
+// within 3e-3 of PyTorch's float64 values (measured: 2.2e-3 and 1.3e-3; f32 is within 1e-5).
+// Where bf16 compute is unavailable, the fallback computes exactly the f32 logits.
 TEST_P(Golden, Bf16ComputeStaysCloseToPyTorch) {
-  const GoldenCase c = open_golden(GetParam());
-  const std::string& dir = c.dir;
-  const auto& gold = c.gold;
-  const auto &ids = c.ids, &labels = c.labels;
-  const int64_t B = c.B, T = c.T;
+  const std::string& dir = c_.dir;
+  const auto& gold = c_.gold;
+  const auto &ids = c_.ids, &labels = c_.labels;
+  const int64_t B = c_.B, T = c_.T;
   auto model = load_model(dir);
   load_lora_adapter(*model, dir + "/adapter_init");
   const Tensor f32_logits = model->logits(ids, B, T);

@@ -10,6 +10,8 @@
 // and writes DIR/ids-MODEL-CORPUS.bin: per document, int32 count then the int32 ids (LE).
 import fs from "node:fs";
 import path from "node:path";
+
+import { now, readCorpora, writeIds } from "./bench_io.mjs";
 import { Tokenizer } from "@huggingface/tokenizers";
 
 const args = process.argv.slice(2);
@@ -28,21 +30,8 @@ if (!outDir || !tokenizers.length || !inputs.length || !(reps >= 1)) {
   process.exit(2);
 }
 
-const corpora = inputs.map(([name, file]) => {
-  const buf = fs.readFileSync(file);
-  const docs = [];
-  let start = 0;
-  for (let i = 0; i <= buf.length; ++i) {
-    if (i === buf.length || buf[i] === 0) {
-      if (i > start) docs.push(buf.toString("utf8", start, i));
-      start = i + 1;
-    }
-  }
-  const bytes = docs.reduce((n, d) => n + Buffer.byteLength(d, "utf8"), 0);
-  return { name, docs, bytes };
-});
+const corpora = readCorpora(inputs);
 
-const now = () => Number(process.hrtime.bigint()) / 1e9;
 const results = [];
 for (const [model, dir] of tokenizers) {
   const t0 = now();
@@ -69,15 +58,7 @@ for (const [model, dir] of tokenizers) {
       const c = process.cpuUsage(c0);
       cpu_s.push((c.user + c.system) / 1e6);
     }
-    let tokens = 0;
-    for (const v of ids) tokens += v.length;
-    const out = new Int32Array(ids.length + tokens);
-    let k = 0;
-    for (const v of ids) {
-      out[k++] = v.length;
-      for (const id of v) out[k++] = id;
-    }
-    fs.writeFileSync(path.join(outDir, `ids-${model}-${c.name}.bin`), Buffer.from(out.buffer));
+    const tokens = writeIds(path.join(outDir, `ids-${model}-${c.name}.bin`), ids);
     results.push({ model, corpus: c.name, bytes: c.bytes, docs: c.docs.length, tokens, load_s, warmup_s, times_s, cpu_s });
     console.error(`[bench_tokenizer.mjs] ${model} ${c.name}: ${c.docs.length} documents, ${c.bytes} bytes, ${tokens} tokens`);
   }

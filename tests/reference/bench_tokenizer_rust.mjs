@@ -17,9 +17,10 @@
 //   {threads, results: [{model, corpus, mode, bytes, docs, tokens, load_s, call_s, times_s, cpu_s}]}
 // (cpu_s: user + system CPU time of the whole node process per pass, all threads) and writes
 // DIR/ids-rust-MODE-MODEL-CORPUS.bin: per document, int32 count then the int32 ids (LE).
-import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+
+import { now, readCorpora, writeIds } from "./bench_io.mjs";
 import { Tokenizer } from "tokenizers";
 
 const args = process.argv.slice(2);
@@ -39,21 +40,8 @@ if (!outDir || !tokenizers.length || !inputs.length || !(reps >= 1) || modes.som
   process.exit(2);
 }
 
-const corpora = inputs.map(([name, file]) => {
-  const buf = fs.readFileSync(file);
-  const docs = [];
-  let start = 0;
-  for (let i = 0; i <= buf.length; ++i) {
-    if (i === buf.length || buf[i] === 0) {
-      if (i > start) docs.push(buf.toString("utf8", start, i));
-      start = i + 1;
-    }
-  }
-  const bytes = docs.reduce((n, d) => n + Buffer.byteLength(d, "utf8"), 0);
-  return { name, docs, bytes };
-});
+const corpora = readCorpora(inputs);
 
-const now = () => Number(process.hrtime.bigint()) / 1e9;
 const median = (v) => {
   const s = [...v].sort((a, b) => a - b), n = s.length;
   return n % 2 ? s[(n - 1) / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
@@ -90,17 +78,7 @@ for (const [model, dir] of tokenizers) {
         const u = process.cpuUsage(c0);
         cpu_s.push((u.user + u.system) / 1e6);
       }
-      let tokens = 0;
-      for (const v of ids) tokens += v.length;
-      {
-        const out = new Int32Array(ids.length + tokens);
-        let k = 0;
-        for (const v of ids) {
-          out[k++] = v.length;
-          for (const id of v) out[k++] = id;
-        }
-        fs.writeFileSync(path.join(outDir, `ids-rust-${mode}-${model}-${c.name}.bin`), Buffer.from(out.buffer));
-      }
+      const tokens = writeIds(path.join(outDir, `ids-rust-${mode}-${model}-${c.name}.bin`), ids);
       results.push({ model, corpus: c.name, mode, bytes: c.bytes, docs: c.docs.length, tokens, load_s, call_s, times_s, cpu_s });
       console.error(`[bench_tokenizer_rust.mjs] ${model} ${c.name} ${mode}: ${c.docs.length} documents, ${c.bytes} bytes, ${tokens} tokens, ` +
                     `median ${median(times_s).toFixed(3)} s`);

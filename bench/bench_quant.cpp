@@ -16,6 +16,7 @@
 #include "ops/linear.h"
 #include "quant/kernels.h"
 #include "quant/quantized_weight.h"
+#include "bench_sys.h"
 
 using namespace qpeft;
 
@@ -57,23 +58,6 @@ Tensor random_tensor(int64_t rows, int64_t cols, uint64_t seed, float sd) {
 
 // Medians of a and b timed alternately (a, b, a, b, ...): on a shared machine both see the
 // same background load.
-template <class A, class B>
-std::pair<double, double> paired_median_seconds(int reps, A&& a, B&& b) {
-  std::vector<double> ta, tb;
-  a();
-  b();
-  for (int i = 0; i < reps; ++i) {
-    double t0 = now();
-    a();
-    ta.push_back(now() - t0);
-    t0 = now();
-    b();
-    tb.push_back(now() - t0);
-  }
-  std::sort(ta.begin(), ta.end());
-  std::sort(tb.begin(), tb.end());
-  return {ta[ta.size() / 2], tb[tb.size() / 2]};
-}
 
 }  // namespace
 
@@ -97,8 +81,13 @@ int main(int argc, char** argv) {
     }
   }
   set_num_threads(threads);
+  bench::print_machine();
+  const double openblas = bench::openblas_threaded_sgemm_gflops(threads);
+  std::printf("OpenBLAS threaded sgemm %.2f GFLOP/s (2048^3, its own %d threads): the machine's anchor\n", openblas,
+              threads);
   std::printf("threads %d, reps %d (median, dense and nf4 timed alternately), decode kernel %s, panel %.1f MiB\n",
               threads, reps, quant_kernels().isa, double(linear_panel_bytes()) / (1 << 20));
+  std::printf("ratio = nf4 / dense f32 (the issue's target); 'of OB' = nf4 GFLOP/s / the OpenBLAS anchor\n");
 
   for (size_t s = 0; s + 1 < shapes.size(); s += 2) {
     const int64_t N = shapes[s], K = shapes[s + 1];  // W is [out = N, in = K]
@@ -116,19 +105,21 @@ int main(int argc, char** argv) {
                 (long long)N, (long long)K, q->bits_per_param(), (long long)q->row_tile(), wbytes / tq / 1e9,
                 wbytes / td / 1e9);
     auto dense = std::make_shared<DenseWeight>(w, "w");
-    std::printf("%6s | %-32s | %-32s\n", "M", "forward y = x W^T  GFLOP/s", "input grad dx = dy W  GFLOP/s");
-    std::printf("%6s | %9s %9s %7s    | %9s %9s %7s\n", "", "dense", "nf4", "ratio", "dense", "nf4", "ratio");
+    std::printf("%6s | %-40s | %-40s\n", "M", "forward y = x W^T  GFLOP/s", "input grad dx = dy W  GFLOP/s");
+    std::printf("%6s | %9s %9s %7s %7s    | %9s %9s %7s %7s\n", "", "dense", "nf4", "ratio", "of OB", "dense", "nf4",
+                "ratio", "of OB");
     for (int64_t M : rows) {
       Tensor x = random_tensor(M, K, 2, 1.0f), y = Tensor::empty({M, N});
       Tensor dy = random_tensor(M, N, 3, 1.0f), dx = Tensor::empty({M, K});
       const double flop = 2.0 * double(M) * double(N) * double(K);
-      auto [f_dense, f_q] = paired_median_seconds(
+      auto [f_dense, f_q] = bench::interleaved_medians(
           reps, [&] { linear_forward(x.f32(), M, *dense, y.f32()); }, [&] { linear_forward(x.f32(), M, *q, y.f32()); });
-      auto [g_dense, g_q] = paired_median_seconds(
+      auto [g_dense, g_q] = bench::interleaved_medians(
           reps, [&] { linear_input_grad(dy.f32(), M, *dense, dx.f32(), false); },
           [&] { linear_input_grad(dy.f32(), M, *q, dx.f32(), false); });
-      std::printf("%6lld | %9.1f %9.1f %6.2fx    | %9.1f %9.1f %6.2fx\n", (long long)M, flop / f_dense / 1e9,
-                  flop / f_q / 1e9, f_dense / f_q, flop / g_dense / 1e9, flop / g_q / 1e9, g_dense / g_q);
+      std::printf("%6lld | %9.1f %9.1f %6.2fx %7.3f    | %9.1f %9.1f %6.2fx %7.3f\n", (long long)M, flop / f_dense / 1e9,
+                  flop / f_q / 1e9, f_dense / f_q, flop / f_q / 1e9 / openblas, flop / g_dense / 1e9, flop / g_q / 1e9,
+                  g_dense / g_q, flop / g_q / 1e9 / openblas);
       std::fflush(stdout);
     }
   }

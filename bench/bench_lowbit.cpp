@@ -29,11 +29,6 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
 // Best-of GB/s (f32 output bytes) of one table's k-bit decode on one thread: 2^18 elements
 // (1 MiB of output, about one row tile) in blocks of 64, from element 0.
 double decode_gbps(const QuantKernels& k, int bits) {
@@ -132,7 +127,7 @@ int main(int argc, char** argv) {
               (long long)rank, preset.c_str(), (long long)batch, (long long)seq, num_threads(), reps);
   double tps[3];
   for (size_t j = 0; j < runs.size(); ++j) {
-    const double s = median(runs[j].step_s);
+    const double s = bench::median(runs[j].step_s);
     tps[j] = tokens / s;
     std::printf("  %-4s step %.3f s  %8.1f tokens/s  (steps:", runs[j].format, s, tps[j]);
     for (double t : runs[j].step_s) std::printf(" %.3f", t);

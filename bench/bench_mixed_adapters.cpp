@@ -32,16 +32,8 @@
 #include "bench_util.h"
 
 using namespace qpeft;
-using Clock = std::chrono::steady_clock;
 
 namespace {
-
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
 
 // Adapter k into dir/adapter_k: LoRA r 16 all-linear (k = 0, 2) or (IA)³ (k = 1, 3), values
 // away from the identity (B random, l around 1).
@@ -139,27 +131,18 @@ int main(int argc, char** argv) {
   std::printf("bench_mixed_adapters: preset small (bf16 base), 4 adapters (LoRA r16 all-linear x2, (IA)3 x2), "
               "%d threads, median of %d interleaved reps\n", threads, reps);
   for (int64_t batch : batches) {
-    std::vector<double> t_mixed, t_split;
     EvalResult mixed_res;
     std::vector<EvalResult> split_res(K);
-    for (int r = 0; r < reps + 1; ++r) {  // the first repetition warms up
-      for (int order = 0; order < 2; ++order) {
-        const bool run_mixed = (order == 0) == (r % 2 == 0);
-        const auto t0 = Clock::now();
-        if (run_mixed) {
-          mixed_res = evaluate(*mixed, data, batch, seq);
-        } else {
-          for (int k = 0; k < K; ++k)
-            split_res[size_t(k)] = evaluate(*alone[size_t(k)], own[size_t(k)], batch / K, seq);
-        }
-        if (r > 0) (run_mixed ? t_mixed : t_split).push_back(seconds_since(t0));
-      }
-    }
+    const auto [em, es] = bench::interleaved_medians(
+        reps, [&] { mixed_res = evaluate(*mixed, data, batch, seq); },
+        [&] {
+          for (int k = 0; k < K; ++k) split_res[size_t(k)] = evaluate(*alone[size_t(k)], own[size_t(k)], batch / K, seq);
+        });
     double max_rel = 0;
     for (int k = 0; k < K; ++k)
       max_rel = std::max(max_rel, std::abs(mixed_res.adapters.at(k).loss - split_res[size_t(k)].loss) /
                                       split_res[size_t(k)].loss);
-    const double tokens = double(examples * seq), em = median(t_mixed), es = median(t_split);
+    const double tokens = double(examples * seq);
     std::printf("eval: %lld examples x %lld tokens, batches of %lld (%lld row%s per adapter)\n", (long long)examples,
                 (long long)seq, (long long)batch, (long long)(batch / K), batch / K == 1 ? "" : "s");
     std::printf("  mixed batches            %.3f s  (%.0f tokens/s)\n", em, tokens / em);
@@ -186,24 +169,16 @@ int main(int argc, char** argv) {
     GenerateOptions opt;
     opt.max_new_tokens = new_tokens;
     opt.stop_on_eos = false;
-    std::vector<double> g_mixed, g_split;
     std::vector<GenerateResult> gm;
     std::vector<std::vector<GenerateResult>> gs(K);
-    for (int r = 0; r < reps + 1; ++r) {
-      for (int order = 0; order < 2; ++order) {
-        const bool run_mixed = (order == 0) == (r % 2 == 0);
-        const auto t0 = Clock::now();
-        if (run_mixed) {
-          gm = generate_batch(*mixed, prompts, adapters, opt);
-        } else {
+    const auto [gmx, gsp] = bench::interleaved_medians(
+        reps, [&] { gm = generate_batch(*mixed, prompts, adapters, opt); },
+        [&] {
           for (int k = 0; k < K; ++k) gs[size_t(k)] = generate_batch(*alone[size_t(k)], own_prompts[size_t(k)], {}, opt);
-        }
-        if (r > 0) (run_mixed ? g_mixed : g_split).push_back(seconds_since(t0));
-      }
-    }
+        });
     int64_t same = 0;
     for (int64_t i = 0; i < n_prompts; ++i) same += gm[size_t(i)].tokens == gs[size_t(i % K)][size_t(i / K)].tokens;
-    const double gtok = double(n_prompts * new_tokens), gmx = median(g_mixed), gsp = median(g_split);
+    const double gtok = double(n_prompts * new_tokens);
     std::printf("generate: %lld prompts x 16 tokens, %lld new tokens each (greedy, KV cache), %lld per adapter\n",
                 (long long)n_prompts, (long long)new_tokens, (long long)(n_prompts / K));
     std::printf("  mixed batch              %.3f s  (%.1f tokens/s)\n", gmx, gtok / gmx);

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <utility>
 #include <vector>
 
 #include "core/profile.h"
@@ -99,6 +100,35 @@ inline void print_profile(const std::vector<profile::Entry>& rows, int steps, do
     }
   }
   std::printf("    profiled total %.1f ms/step of a %.1f ms median step\n", total / steps * 1e3, step_seconds * 1e3);
+}
+
+inline double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// Median seconds of a() and of b() over `reps` interleaved repetitions, after one warm-up of
+// each; the one that runs first alternates, so neither always meets a warmer cache.
+template <class A, class B>
+std::pair<double, double> interleaved_medians(int reps, A&& a, B&& b) {
+  std::vector<double> ta, tb;
+  auto timed = [](auto& f) {
+    const auto t0 = std::chrono::steady_clock::now();
+    f();
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
+  a();
+  b();
+  for (int r = 0; r < reps; ++r) {
+    if (r % 2 == 0) {
+      ta.push_back(timed(a));
+      tb.push_back(timed(b));
+    } else {
+      tb.push_back(timed(b));
+      ta.push_back(timed(a));
+    }
+  }
+  return {median(ta), median(tb)};
 }
 
 }  // namespace qpeft::bench

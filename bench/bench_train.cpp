@@ -34,11 +34,6 @@ using Clock = std::chrono::steady_clock;
 
 static double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
-static double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
 // Best-of-N GFLOP/s of our threaded f32 GEMM driver on a square problem.
 static double gemm_peak_gflops(int64_t n, int reps) {
   Tensor x = Tensor::full({n, n}, 0.5f), w = Tensor::full({n, n}, 0.25f), y = Tensor::empty({n, n});
@@ -83,7 +78,7 @@ static StepStats time_training(const std::string& dir, const LoadOptions& load, 
   profile::set_enabled(false);
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
-  return {median(times), size_t(ru.ru_maxrss / 1024)};
+  return {bench::median(times), size_t(ru.ru_maxrss / 1024)};
 }
 
 int main(int argc, char** argv) {

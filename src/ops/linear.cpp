@@ -156,7 +156,8 @@ void linear_forward_bf16(const float* x, int64_t M, const FrozenWeight& w, float
     split_rows(N, ith, nth, &n0, &n1);
     if (n0 >= n1) return;
     const int64_t panel = panel_rows(n1 - n0, K);
-    uint16_t* scratch = thread_scratch<Bf16PanelScratch, uint16_t>(size_t(panel * K));
+    // A bf16 weight is read in place: no panel to hold.
+    uint16_t* scratch = w.is_bf16() ? nullptr : thread_scratch<Bf16PanelScratch, uint16_t>(size_t(panel * K));
     for (int64_t p0 = n0; p0 < n1; p0 += panel) {
       const int64_t p1 = std::min(n1, p0 + panel);
       const uint16_t* wr = w.decode_rows_bf16(p0, p1, scratch);
@@ -171,7 +172,8 @@ void linear_input_grad_bf16(const float* dy, int64_t M, const FrozenWeight& w, f
   const int64_t N = w.rows(), K = w.cols();
   const uint16_t* dyb = to_bf16_rows(dy, M, N);
   const int64_t panel = panel_rows(N, K);
-  uint16_t* shared = thread_scratch<Bf16PanelScratch, uint16_t>(size_t(panel * K));
+  // The calling thread's panel, filled and read by all; a bf16 weight is read in place.
+  uint16_t* shared = w.is_bf16() ? nullptr : thread_scratch<Bf16PanelScratch, uint16_t>(size_t(panel * K));
   for (int64_t p0 = 0; p0 < N; p0 += panel) {
     const int64_t rows = std::min(N, p0 + panel) - p0;
     const uint16_t* wp = nullptr;

@@ -8,6 +8,7 @@ PKGS=(
   build-essential cmake ninja-build pkg-config
   libopenblas-dev liblapacke-dev
   libdnnl-dev  # oneDNN: the bf16 compute path (--compute-dtype bf16)
+  libopenmpi-dev openmpi-bin  # data-parallel training under mpirun (and its tests)
   nlohmann-json3-dev libcli11-dev libfmt-dev
   libsentencepiece-dev  # tokenizer.model checkpoints
   sentencepiece         # spm_train/spm_encode: build the test model and the reference ids

@@ -35,9 +35,8 @@ struct RunResult {
   std::string output;  // stdout + stderr
 };
 
-// Runs the qpeft CLI with args (a shell-quoted string); captures stdout and stderr.
-inline RunResult run_cli(const std::string& args) {
-  std::string cmd = std::string(QPEFT_CLI_PATH) + " " + args + " 2>&1";
+// Runs a shell command line; captures what it writes to stdout (redirect stderr yourself).
+inline RunResult run_shell(const std::string& cmd) {
   RunResult r{0, ""};
   FILE* p = popen(cmd.c_str(), "r");
   if (!p) return {-1, "popen failed"};
@@ -48,6 +47,9 @@ inline RunResult run_cli(const std::string& args) {
   r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
   return r;
 }
+
+// Runs the qpeft CLI with args (a shell-quoted string); captures stdout and stderr.
+inline RunResult run_cli(const std::string& args) { return run_shell(std::string(QPEFT_CLI_PATH) + " " + args + " 2>&1"); }
 
 // A failed command's output is exactly one line, "qpeft: error: …", containing must_contain;
 // the exit status is 1 (a user error, not an internal one).

@@ -66,12 +66,14 @@ Var checkpoint(Graph& g, const Var& x, std::function<Var(Graph&, const Var&)> fn
   Tensor y;
   {
     Graph sub(false, sub_seed, training);
+    sub.set_batch_share(g.batch_share());
     y = fn(sub, x).value();
   }
   Var out = g.make_output(y, true);
-  g.record([x, out, fn, sub_seed, training] {
+  g.record([x, out, fn, sub_seed, training, share = g.batch_share()] {
     if (!out.has_grad()) return;
     Graph sub(true, sub_seed, training);
+    sub.set_batch_share(share);
     Var xin(x.value(), x.requires_grad());
     Var yy = fn(sub, xin);
     if (!yy.requires_grad()) return;

@@ -55,6 +55,18 @@ class Graph {
   uint64_t seed() const { return seed_; }
   // A fresh stream id per random op, in op order: same program, same seed, same bits.
   uint64_t next_stream() { return stream_++; }
+  // This graph computes rows [first_row, first_row + rows) of a larger batch (a data-parallel
+  // share): random ops number their elements as in the whole batch, so each row draws the
+  // same dropout mask whichever rank computes it. Tensors with the batch as leading dimension.
+  struct BatchShare {
+    int64_t first_row = 0, rows = 0;  // rows 0: the whole batch
+  };
+  void set_batch_share(BatchShare s) { share_ = s; }
+  BatchShare batch_share() const { return share_; }
+  // Index of element 0 of a [rows, ...] tensor of `numel` elements within the whole batch's.
+  uint64_t element_offset(int64_t numel) const {
+    return share_.rows > 0 ? uint64_t(share_.first_row) * uint64_t(numel / share_.rows) : 0;
+  }
 
   // True if an op over these inputs must record a backward rule.
   bool needs_grad(std::initializer_list<const Var*> inputs) const;
@@ -73,6 +85,7 @@ class Graph {
   bool training_;
   uint64_t seed_;
   uint64_t stream_ = 0;
+  BatchShare share_;
   std::vector<std::function<void()>> rules_;
 };
 

@@ -159,24 +159,25 @@ Var dropout(Graph& g, const Var& x, float p) {
   if (!g.training() || p == 0.0f) return x;
   const uint64_t stream = g.next_stream();
   const uint64_t seed = g.seed();
+  const uint64_t first = g.element_offset(x.value().numel());
   const float keep_scale = 1.0f / (1.0f - p);
   Tensor y = Tensor::empty(x.shape());
   const float* xp = x.value().f32();
   float* yp = y.f32();
   pool().parallel_for(y.numel(), [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i) yp[i] = hash_uniform(seed, stream, uint64_t(i)) < p ? 0.0f : xp[i] * keep_scale;
+    for (int64_t i = i0; i < i1; ++i) yp[i] = hash_uniform(seed, stream, first + uint64_t(i)) < p ? 0.0f : xp[i] * keep_scale;
   });
   bool rg = g.needs_grad({&x});
   Var out = g.make_output(y, rg);
   if (rg) {
-    g.record([x, out, p, seed, stream, keep_scale] {
+    g.record([x, out, p, seed, stream, first, keep_scale] {
       profile::Scope prof("dropout bwd");
       if (!out.has_grad()) return;
       const float* dy = out.grad().f32();
       float* dx = x.grad_buffer();
       pool().parallel_for(out.value().numel(), [&](int64_t i0, int64_t i1) {
         for (int64_t i = i0; i < i1; ++i)
-          if (hash_uniform(seed, stream, uint64_t(i)) >= p) dx[i] += dy[i] * keep_scale;
+          if (hash_uniform(seed, stream, first + uint64_t(i)) >= p) dx[i] += dy[i] * keep_scale;
       });
     });
   }

@@ -122,4 +122,16 @@ ChoiceBatch ChoiceBatcher::get(int64_t k) const {
   return out;
 }
 
+ChoiceTokens choice_layout(const ChoiceBatch& cb) {
+  const Batch& b = cb.rows;
+  ChoiceTokens layout;
+  layout.token_choice.assign(size_t(b.B * b.T), -1);
+  for (int64_t r = 0; r < b.B; ++r)
+    for (int64_t t = 0; t + 1 < b.T; ++t)
+      if (b.labels[size_t(r * b.T + t + 1)] != kIgnoreIndex) layout.token_choice[size_t(r * b.T + t)] = r;
+  layout.choice_example = cb.row_example;
+  layout.choice_correct = cb.row_correct;
+  return layout;
+}
+
 }  // namespace qpeft

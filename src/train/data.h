@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "io/data_formats.h"
+#include "ops/loss.h"
 
 namespace qpeft {
 
@@ -71,6 +72,10 @@ struct ChoiceBatch {
   std::vector<int64_t> row_example;  // per row: its example within the batch (0 .. B − 1)
   std::vector<uint8_t> row_correct;  // per row: 1 if its choice is the answer
 };
+
+// Which choice each of a choice batch's log-probabilities belongs to (position t predicts
+// label t + 1), for choice_losses.
+ChoiceTokens choice_layout(const ChoiceBatch& cb);
 
 class ChoiceBatcher : public BatchStream {
  public:

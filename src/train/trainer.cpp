@@ -12,9 +12,11 @@
 #include <optional>
 #include <tuple>
 
+#include "core/distributed.h"
 #include "core/error.h"
 #include "core/file.h"
 #include "core/rng.h"
+#include "core/thread_pool.h"
 #include "io/json_reader.h"
 #include "io/safetensors.h"
 #include "io/tokenizer.h"
@@ -22,6 +24,7 @@
 #include "models/choice_eval.h"
 #include "ops/linear.h"
 #include "peft/adapter_io.h"
+#include "train/data_parallel.h"
 #include "train/optimizer.h"
 #include "train/schedule.h"
 
@@ -77,8 +80,10 @@ EvalResult evaluate(LlamaModel& model, const std::vector<Example>& data, int64_t
   double sum = 0;
   int64_t count = 0;
   std::map<int32_t, std::pair<double, LossStats>> per;  // adapter -> (NLL sum, counts)
+  for (const Example& e : data) per[e.adapter];
   const int64_t n = int64_t(data.size()), n_batches = batcher.batches_per_epoch();
-  for (int64_t k = 0; k < n_batches; ++k) {
+  // Data-parallel: rank r takes batches r, r + N, …; the sums are reduced below.
+  for (int64_t k = dist::rank(); k < n_batches; k += dist::size()) {
     Batch b = batcher.get(k);
     // The last batch wraps around to the start: drop the repeated rows.
     const int64_t real_rows = std::min<int64_t>(b.B, n - k * batch);
@@ -108,6 +113,20 @@ EvalResult evaluate(LlamaModel& model, const std::vector<Example>& data, int64_t
       }
     }
     for (const auto& [a, s] : batch_sum) per[a].first += s;
+  }
+  if (dist::size() > 1) {
+    std::vector<double> sums = {sum, double(count)};
+    for (const auto& [a, p] : per) sums.insert(sums.end(), {p.first, double(p.second.tokens), double(p.second.examples)});
+    dist::allreduce_sum(sums.data(), int64_t(sums.size()));
+    sum = sums[0];
+    count = int64_t(sums[1]);
+    size_t i = 2;
+    for (auto& [a, p] : per) {
+      p.first = sums[i];
+      p.second.tokens = int64_t(sums[i + 1]);
+      p.second.examples = int64_t(sums[i + 2]);
+      i += 3;
+    }
   }
   auto finish = [](LossStats& st, double s) {
     st.loss = st.tokens ? s / double(st.tokens) : 0.0;
@@ -195,6 +214,7 @@ void load_params(const NamedParams& params, const std::string& path) {
 // `adapter`: the adapter being trained (unused for full fine-tuning).
 void save_checkpoint(LlamaModel& model, const TrainOptions& opt, const AdapterConfig& adapter, const NamedParams& params,
                      const Optimizer& optim, const TrainerState& st) {
+  if (!dist::is_root()) return;  // every rank holds the same state; rank 0 writes it
   const std::string dir = opt.out_dir + "/" + checkpoint_name(st.step);
   AtomicDir out(dir);
   std::string tmp = out.path("");
@@ -208,7 +228,7 @@ void save_checkpoint(LlamaModel& model, const TrainOptions& opt, const AdapterCo
   json j = {{"step", st.step}, {"optimizer_steps", optim.steps()}, {"last_loss", st.last_loss}, {"seed", opt.seed},
             {"batch", opt.batch}, {"grad_accum", opt.grad_accum}, {"seq_len", opt.seq_len}, {"lr", opt.lr},
             {"schedule", opt.schedule}, {"total_steps", opt.steps}, {"data", opt.data_path},
-            {"compute_dtype", dtype_name(linear_compute_dtype())}};
+            {"compute_dtype", dtype_name(linear_compute_dtype())}, {"world_size", dist::size()}};
   write_file_atomic(tmp + "/trainer_state.json", j.dump(2) + "\n");
   out.commit();
   // Keep the newest keep_checkpoints.
@@ -286,7 +306,7 @@ NamedParams init_loftq(LlamaModel& model, const TrainOptions& opt, LoraConfig* l
   record_loftq(lo, lcfg);
   const std::string base = opt.out_dir + "/base";
   lcfg->base_model_name_or_path = base;
-  if (!(opt.resume && file_exists(base + "/config.json"))) {
+  if (dist::is_root() && !(opt.resume && file_exists(base + "/config.json"))) {
     SaveOptions so;
     if (auto* emb = dynamic_cast<const DenseWeight*>(model.embed_tokens().get())) so.dtype = emb->tensor().dtype();
     so.extra_files = [&](const std::string& tmp) { copy_tokenizer_files(opt.model_dir, tmp); };
@@ -316,6 +336,40 @@ NamedParams init_from_adapter(LlamaModel& model, const TrainOptions& opt, LoraCo
   return adapter_params(model);
 }
 
+// Data-parallel: the ranks must have been given the same flags, data, model and starting
+// point, or they would silently train different things. Paths may differ (mount points).
+void check_ranks_agree(const TrainOptions& opt, const LlamaModel& model, const Dataset& train_set,
+                       const Dataset& eval_set, const NamedParams& params, int64_t start_step) {
+  Fingerprint flags;
+  flags.add_string(opt.method).add_string(opt.quant).add_string(opt.schedule).add_string(opt.optimizer);
+  for (int64_t v : {opt.steps, opt.batch, opt.seq_len, opt.grad_accum, opt.warmup_steps, opt.save_every,
+                    opt.eval_every, opt.quant_block, int64_t(opt.seed), int64_t(opt.packing), int64_t(opt.double_quant),
+                    int64_t(opt.grad_checkpoint), int64_t(opt.compute_dtype), start_step})
+    flags.add_value(v);
+  for (double v : {opt.lr, opt.weight_decay, opt.max_grad_norm, opt.warmup_ratio, opt.choice_loss.lm,
+                   opt.choice_loss.ul, opt.choice_loss.ln})
+    flags.add_value(v);
+  check_same_on_every_rank(flags.value(), "training flags (or the checkpoint --resume found)");
+  auto data_fingerprint = [](const Dataset& d) {
+    Fingerprint f;
+    f.add_value(int(d.format));
+    for (const Example& e : d.examples) f.add_vector(e.input_ids).add_vector(e.labels).add_value(e.adapter);
+    for (const ChoiceExample& e : d.choices) {
+      f.add_vector(e.prompt_ids).add_value(e.answer).add_value(e.adapter);
+      for (const auto& c : e.choice_ids) f.add_vector(c);
+    }
+    return f.value();
+  };
+  check_same_on_every_rank(data_fingerprint(train_set), "training data (--data)");
+  check_same_on_every_rank(data_fingerprint(eval_set), "evaluation data (--eval-data)");
+  const ModelConfig& c = model.config();
+  Fingerprint m;
+  for (int64_t v : {c.hidden_size, c.intermediate_size, c.num_layers, c.num_heads, c.num_kv_heads, c.vocab_size})
+    m.add_value(v);
+  for (const auto& [name, p] : params) m.add_string(name).add(p.value().raw(), size_t(p.value().nbytes()));
+  check_same_on_every_rank(m.value(), "model (--model) or starting adapter");
+}
+
 }  // namespace
 
 TrainResult train(const TrainOptions& opt) {
@@ -337,16 +391,25 @@ TrainResult train(const TrainOptions& opt) {
   QP_CHECK(opt.save_every >= 0 && opt.eval_every >= 0 && opt.keep_checkpoints >= 1,
            "--save-every and --eval-every must be >= 0 and --keep-checkpoints >= 1");
   validate_schedule_kind(opt.schedule);
+  // Data-parallel (mpirun): rank 0 writes every file and prints; all ranks compute.
+  const int world = dist::size(), rank = dist::rank();
+  const bool root = rank == 0;
+  const bool quiet = opt.quiet || !root;
+  QP_CHECK(opt.batch >= world,
+           "--batch {} is the global batch, split across the job's {} ranks: it must be at least {} (one row per rank)",
+           opt.batch, world, world);
   std::string compute_note;
   const ComputeDtypeScope compute(opt.compute_dtype, &compute_note);
-  if (!compute_note.empty()) std::fprintf(stderr, "qpeft: %s\n", compute_note.c_str());
+  if (!compute_note.empty() && root) std::fprintf(stderr, "qpeft: %s\n", compute_note.c_str());
 
   // Before any work: the output directory must take files, and what an interrupted run left
   // there goes (a live run's temporaries stay).
-  make_dirs(opt.out_dir);
-  check_writable_dir(opt.out_dir, "--out");
-  for (const std::string& p : remove_stale_temporaries(opt.out_dir))
-    if (!opt.quiet) std::fprintf(stderr, "removed %s, left behind by an interrupted run\n", p.c_str());
+  if (root) {
+    make_dirs(opt.out_dir);
+    check_writable_dir(opt.out_dir, "--out");
+    for (const std::string& p : remove_stale_temporaries(opt.out_dir))
+      if (!quiet) std::fprintf(stderr, "removed %s, left behind by an interrupted run\n", p.c_str());
+  }
 
   LoadOptions load;
   if (opt.method == "qlora" || (opt.method == "ia3" && opt.quantize_base)) {
@@ -412,14 +475,15 @@ TrainResult train(const TrainOptions& opt) {
   sched.total_steps = opt.steps;
   sched.warmup_steps = opt.warmup_steps >= 0 ? opt.warmup_steps : int64_t(std::ceil(opt.warmup_ratio * double(opt.steps)));
 
-  make_dirs(opt.out_dir);
+  if (root) make_dirs(opt.out_dir);
   TrainerState state;
   if (opt.resume) {
     const std::string ck = latest_checkpoint(opt.out_dir);
     QP_CHECK(!ck.empty(), "--resume: no checkpoint-N directory with trainer_state.json in {}", opt.out_dir);
     state = load_checkpoint(*model, opt, params, optim, ck);
-    if (!opt.quiet) std::fprintf(stderr, "resuming from %s at step %lld\n", ck.c_str(), (long long)state.step);
+    if (!quiet) std::fprintf(stderr, "resuming from %s at step %lld\n", ck.c_str(), (long long)state.step);
   }
+  if (world > 1) check_ranks_agree(opt, *model, train_set, eval_set, params, state.step);
 
   int64_t trainable = 0;
   for (auto& [n, p] : params) trainable += p.value().numel();
@@ -435,7 +499,7 @@ TrainResult train(const TrainOptions& opt) {
   if (choice_training)
     data_what = fmt::format("{} multiple-choice examples (T-Few losses {})", n_examples,
                             choice_terms(opt.choice_loss, nullptr, "+"));
-  if (!opt.quiet)
+  if (!quiet)
     std::fprintf(stderr,
                  "qpeft train (%s): %s, %s, %lld trainable parameters (%.4f%% of "
                  "%lld), %s, %lld steps x %lld x %lld\n",
@@ -443,14 +507,28 @@ TrainResult train(const TrainOptions& opt) {
                  (long long)trainable, 100.0 * double(trainable) / double(model->config().num_parameters()),
                  (long long)model->config().num_parameters(), data_what.c_str(), (long long)opt.steps, (long long)opt.batch,
                  (long long)opt.grad_accum);
-  if (!opt.quiet)
+  if (!quiet)
     std::fprintf(stderr, "optimizer %s: %.1f MiB of state (%.2f bytes/parameter), %.1f MiB of it paged\n",
                  optim.name(), double(optim.state_bytes()) / 1048576.0,
                  double(optim.state_bytes()) / double(std::max<int64_t>(1, trainable)),
                  double(optim.paged_state_bytes()) / 1048576.0);
 
+  if (world > 1) {
+    const RowShare r0 = row_share(opt.batch, 0, world), last = row_share(opt.batch, world - 1, world);
+    if (!quiet)
+      std::fprintf(stderr, "data-parallel: %d ranks, each micro-batch of %lld %s split %lld%s per rank\n", world,
+                   (long long)opt.batch, choice_training ? "examples" : "rows", (long long)r0.size(),
+                   r0.size() == last.size() ? "" : fmt::format(" or {}", last.size()).c_str());
+    // A launcher that binds each rank to fewer CPUs than its threads makes them share cores.
+    const int cpus = dist::affinity_cpus();
+    if (cpus > 0 && cpus < num_threads())
+      std::fprintf(stderr,
+                   "qpeft (rank %d of %d): note: %d threads on %d CPU%s (the launcher's binding); start mpirun with "
+                   "--bind-to none, or --map-by slot:PE=%d, or pass --threads %d\n",
+                   rank, world, num_threads(), cpus, cpus == 1 ? "" : "s", num_threads(), cpus);
+  }
   std::FILE* metrics = nullptr;
-  if (!opt.metrics_path.empty()) {
+  if (!opt.metrics_path.empty() && root) {
     metrics = std::fopen(opt.metrics_path.c_str(), opt.resume ? "a" : "w");
     QP_CHECK(metrics, "{}: cannot open metrics file", opt.metrics_path);
   }
@@ -462,54 +540,89 @@ TrainResult train(const TrainOptions& opt) {
   } closer{metrics};
 
   TrainResult result;
+  std::vector<float> grad_flat;  // the all-reduce's fused buffer (data-parallel)
   const auto t_start = Clock::now();
   int64_t tokens_total = 0, truncated_total = 0;
   const int64_t first_step = state.step;
   bool trained_to_the_end = false;
   for (int64_t step = state.step; step < opt.steps; ++step) {
     const auto t0 = Clock::now();
-    double loss_sum = 0;
     int64_t step_tokens = 0;
-    ChoiceLossResult choice_stats;  // summed over micro-batches (choice training)
+    // Per micro-batch this rank's part of the global loss, then the T-Few terms' parts, the
+    // examples and how many are ranked right: summed over the ranks after the micro-batches.
+    std::vector<double> step_sums(size_t(opt.grad_accum) + 5, 0.0);
+    double* choice_sums = step_sums.data() + opt.grad_accum;
     for (int64_t micro = 0; micro < opt.grad_accum; ++micro) {
       const int64_t k = step * opt.grad_accum + micro;
       // Dropout masks depend on (seed, step, micro) only: resume replays them exactly.
       Graph g(true, splitmix64(opt.seed ^ splitmix64(uint64_t(step) * 1024 + uint64_t(micro))), true);
       Var loss_var;
-      Batch b;
+      // The gradient seed: this rank's share of the micro-batch's loss, over the accumulation.
+      double share = 1.0;
       if (choice_training) {
         ChoiceBatch cb = choice_batcher->get(k);
-        b = std::move(cb.rows);
+        step_tokens += cb.rows.tokens;
+        truncated_total += cb.rows.truncated;
+        // Each term is a mean over its own count (right tokens, wrong tokens, examples): a
+        // rank's terms enter weighted by its fraction of each count.
+        ChoiceLossWeights fraction{1, 1, 1};
+        if (world > 1) {
+          const RowShare ex = row_share(opt.batch, rank, world);
+          int64_t first_row = 0;
+          ChoiceBatch mine = slice_examples(cb, ex.begin, ex.end, &first_row);
+          fraction = share_weights({1, 1, 1}, choice_counts(mine), choice_counts(cb));
+          g.set_batch_share({first_row, mine.rows.B});
+          cb = std::move(mine);
+        }
+        const Batch& b = cb.rows;
         Var lp = model->label_logprobs(g, b.ids, b.labels, b.B, b.T);
-        ChoiceTokens layout;
-        layout.token_choice.assign(size_t(b.B * b.T), -1);
-        for (int64_t r = 0; r < b.B; ++r)
-          for (int64_t t = 0; t + 1 < b.T; ++t)
-            if (b.labels[size_t(r * b.T + t + 1)] != kIgnoreIndex) layout.token_choice[size_t(r * b.T + t)] = r;
-        layout.choice_example = std::move(cb.row_example);
-        layout.choice_correct = std::move(cb.row_correct);
-        ChoiceLossResult cr = choice_losses(g, lp, layout, opt.choice_loss);
+        const ChoiceTokens layout = choice_layout(cb);
+        const ChoiceLossWeights w{opt.choice_loss.lm * fraction.lm, opt.choice_loss.ul * fraction.ul,
+                                  opt.choice_loss.ln * fraction.ln};
+        ChoiceLossResult cr = choice_losses(g, lp, layout, w);
         loss_var = cr.loss;
-        choice_stats.lm += cr.lm / double(opt.grad_accum);
-        choice_stats.ul += cr.ul / double(opt.grad_accum);
-        choice_stats.ln += cr.ln / double(opt.grad_accum);
-        choice_stats.examples += cr.examples;
-        choice_stats.right += cr.right;
+        choice_sums[0] += cr.lm * fraction.lm / double(opt.grad_accum);
+        choice_sums[1] += cr.ul * fraction.ul / double(opt.grad_accum);
+        choice_sums[2] += cr.ln * fraction.ln / double(opt.grad_accum);
+        choice_sums[3] += double(cr.examples);
+        choice_sums[4] += double(cr.right);
       } else {
-        b = batcher->get(k);
+        Batch b = batcher->get(k);
+        step_tokens += b.tokens;
+        truncated_total += b.truncated;
+        if (world > 1) {
+          // The causal-LM loss is a mean over the batch's targets: a rank's mean enters
+          // weighted by its fraction of them.
+          const RowShare rows = row_share(b.B, rank, world);
+          const int64_t all = counted_targets(b, 0, b.B), mine = counted_targets(b, rows.begin, rows.end);
+          share = all > 0 ? double(mine) / double(all) : 0.0;
+          g.set_batch_share({rows.begin, rows.size()});
+          b = slice_rows(b, rows.begin, rows.end);
+        }
         loss_var = model->loss(g, b.ids, b.labels, b.B, b.T).loss;
       }
-      truncated_total += b.truncated;
       const double lv = loss_var.value().f32()[0];
       if (!std::isfinite(lv)) {
         const std::string ck = latest_checkpoint(opt.out_dir);
         fail("loss became {} at step {}; stopping. The last good checkpoint is {}. Lower --lr or check the data.", lv,
              step + 1, ck.empty() ? std::string("(none yet)") : ck);
       }
-      loss_sum += lv;
-      step_tokens += b.tokens;
-      if (loss_var.requires_grad()) g.backward(loss_var, Tensor::full({1}, float(1.0 / double(opt.grad_accum))));
+      step_sums[size_t(micro)] = lv * share;
+      if (loss_var.requires_grad() && share > 0)
+        g.backward(loss_var, Tensor::full({1}, float(share / double(opt.grad_accum))));
     }
+    // One fused all-reduce of every gradient, and one of the step's statistics.
+    allreduce_gradients(params, &grad_flat);
+    dist::allreduce_sum(step_sums.data(), int64_t(step_sums.size()));
+    const dist::CommStats comm = dist::take_stats();
+    double loss_sum = 0;
+    for (int64_t micro = 0; micro < opt.grad_accum; ++micro) loss_sum += step_sums[size_t(micro)];
+    ChoiceLossResult choice_stats;
+    choice_stats.lm = choice_sums[0];
+    choice_stats.ul = choice_sums[1];
+    choice_stats.ln = choice_sums[2];
+    choice_stats.examples = int64_t(choice_sums[3]);
+    choice_stats.right = int64_t(choice_sums[4]);
     const double loss = loss_sum / double(opt.grad_accum);
     const double grad_norm = clip_grad_norm(params, opt.max_grad_norm);
     if (!std::isfinite(grad_norm)) {
@@ -533,6 +646,12 @@ TrainResult train(const TrainOptions& opt) {
     json rec = {{"step", state.step}, {"loss", loss}, {"lr", lr}, {"grad_norm", grad_norm},
                 {"tokens", step_tokens}, {"tokens_per_s", double(step_tokens) / std::max(1e-9, dt)},
                 {"elapsed_s", elapsed}};
+    std::string comm_log;
+    if (world > 1) {
+      rec["allreduce_s"] = comm.seconds;
+      rec["allreduce_bytes"] = comm.bytes_sent;
+      comm_log = fmt::format(" | all-reduce {:.0f} ms", 1e3 * comm.seconds);
+    }
     std::string choice_log;
     if (choice_training) {
       const double acc = double(choice_stats.right) / double(std::max<int64_t>(1, choice_stats.examples));
@@ -547,38 +666,49 @@ TrainResult train(const TrainOptions& opt) {
     const bool last = state.step == opt.steps;
     if (has_eval && ((opt.eval_every > 0 && state.step % opt.eval_every == 0) || last)) {
       if (eval_set.format == DataFormat::kChoice) {
-        ChoiceEvalResult ev = evaluate_choices(*model, eval_set.choices, ChoiceScore::kMean, opt.seq_len);
+        // Data-parallel: each rank ranks its share of the examples; the counts are summed.
+        const RowShare sh = row_share(int64_t(eval_set.choices.size()), rank, world);
+        const std::vector<ChoiceExample> mine(eval_set.choices.begin() + sh.begin, eval_set.choices.begin() + sh.end);
+        ChoiceEvalResult ev = evaluate_choices(*model, mine, ChoiceScore::kMean, opt.seq_len);
+        double counts[2] = {double(ev.correct), double(ev.total)};
+        dist::allreduce_sum(counts, 2);
+        ev.correct = int64_t(counts[0]);
+        ev.total = int64_t(counts[1]);
+        ev.accuracy = double(ev.correct) / double(std::max<int64_t>(1, ev.total));
         rec["eval_accuracy"] = ev.accuracy;
-        if (!opt.quiet)
+        if (!quiet)
           std::fprintf(stderr, "eval at step %lld: accuracy %.2f%% (%lld of %lld, rank classification)\n",
                        (long long)state.step, 100.0 * ev.accuracy, (long long)ev.correct, (long long)ev.total);
       } else {
         EvalResult ev = evaluate(*model, eval_set.examples, opt.batch, opt.seq_len);
         rec["eval_loss"] = ev.loss;
         rec["eval_perplexity"] = ev.perplexity;
-        if (!opt.quiet)
+        if (!quiet)
           std::fprintf(stderr, "eval at step %lld: loss %.4f perplexity %.3f (%lld tokens)\n", (long long)state.step,
                        ev.loss, ev.perplexity, (long long)ev.tokens);
       }
+      dist::take_stats();  // the evaluation's collectives are not the step's all-reduce
     }
     if (metrics) {
       std::fprintf(metrics, "%s\n", rec.dump().c_str());
       std::fflush(metrics);
     }
-    if (!opt.quiet && (state.step % std::max<int64_t>(1, opt.log_every) == 0 || last))
-      std::fprintf(stderr, "step %lld/%lld | loss %.4f%s | lr %.2e | grad_norm %.3f | %.0f tok/s | ETA %s\n",
+    if (!quiet && (state.step % std::max<int64_t>(1, opt.log_every) == 0 || last))
+      std::fprintf(stderr, "step %lld/%lld | loss %.4f%s | lr %.2e | grad_norm %.3f | %.0f tok/s%s | ETA %s\n",
                    (long long)state.step, (long long)opt.steps, loss, choice_log.c_str(), lr, grad_norm, tps,
-                   fmt_duration(eta).c_str());
+                   comm_log.c_str(), fmt_duration(eta).c_str());
     // The final checkpoint is written after the adapter (below): if it fails, the adapter is safe.
     if (opt.save_every > 0 && state.step % opt.save_every == 0 && !last)
       save_checkpoint(*model, opt, adapter, params, optim, state);
     trained_to_the_end = last;
   }
-  if (truncated_total > 0 && !opt.quiet)
+  if (truncated_total > 0 && !quiet)
     std::fprintf(stderr, "note: %lld examples were longer than --seq-len %lld and were truncated%s\n",
                  (long long)truncated_total, (long long)opt.seq_len,
                  choice_training ? " (their prompts lost their first tokens)" : "");
-  if (opt.method == "full") {
+  if (!root) {
+    result.adapter_dir = opt.method == "full" ? opt.out_dir + "/model" : opt.out_dir;
+  } else if (opt.method == "full") {
     // The trained model as a Hugging Face directory, in the requested dtype.
     SaveOptions so;
     so.dtype = opt.save_dtype;
@@ -589,7 +719,7 @@ TrainResult train(const TrainOptions& opt) {
   } else {
     write_adapter_files(*model, adapter, opt.out_dir);
     result.adapter_dir = opt.out_dir;
-    if (opt.method == "loftq" && !opt.quiet)
+    if (opt.method == "loftq" && !quiet)
       std::fprintf(stderr, "the quantized base it trained on is %s/base (eval: --model %s/base --adapter %s)\n",
                    opt.out_dir.c_str(), opt.out_dir.c_str(), opt.out_dir.c_str());
   }
@@ -597,7 +727,7 @@ TrainResult train(const TrainOptions& opt) {
   result.steps = state.step;
   const double elapsed = std::chrono::duration<double>(Clock::now() - t_start).count();
   result.tokens_per_second = double(tokens_total) / std::max(1e-9, elapsed);
-  if (!opt.quiet)
+  if (!quiet)
     std::fprintf(stderr, "%s written to %s\n", opt.method == "full" ? "model" : "adapter", result.adapter_dir.c_str());
   return result;
 }

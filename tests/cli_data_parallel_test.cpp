@@ -15,6 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "gen_fixtures.h"
 #include "io/safetensors.h"
 #include "test_util.h"
 
@@ -48,6 +49,14 @@ class CliDataParallel : public ::testing::Test {
     }
     write_file(*tmp_ / "data.jsonl", data);
     write_file(*tmp_ / "eval.jsonl", data.substr(0, data.find('\n', data.size() / 2) + 1));
+    // A model with a tokenizer, and multiple-choice data (T-Few's losses) for (IA)³.
+    gen_fixtures::make_model_dir(*tmp_ / "with_tokenizer");
+    std::string mc;
+    const char* prompts[] = {"the cat sat on the", "one two three", "what is it", "a b c d", "x y", "then the cat"};
+    for (int i = 0; i < 6; ++i)
+      mc += std::string("{\"prompt\": \"") + prompts[i] + "\", \"choices\": [\" mat\", \" dog and cat\", \" four\"], " +
+            "\"answer\": " + std::to_string(i % 3) + "}\n";
+    write_file(*tmp_ / "mc.jsonl", mc);
   }
   static void TearDownTestSuite() {
     delete tmp_;
@@ -126,6 +135,37 @@ TEST_F(CliDataParallel, TwoRanksMatchOneProcessWithTheWholeBatch) {
   }
   EXPECT_GT(max_abs, 0.0);
   EXPECT_LE(max_diff, 1e-3 * max_abs) << "largest value " << max_abs;
+}
+
+// Every method through the same loop: 2 ranks match 1 process (final loss, evaluation).
+TEST_F(CliDataParallel, EveryMethodMatchesOneProcess) {
+  const std::string lm = " --data " + (*tmp_ / "data.jsonl") + " --eval-data " + (*tmp_ / "eval.jsonl");
+  const std::string mc = " --data " + (*tmp_ / "mc.jsonl") + " --eval-data " + (*tmp_ / "mc.jsonl");
+  const std::pair<std::string, std::string> runs[] = {
+      {"qlora", "--method qlora --rank 4 --model " + (*tmp_ / "tiny") + lm},
+      {"loftq", "--method loftq --quant nf2 --rank 4 --model " + (*tmp_ / "tiny") + lm},
+      {"full", "--method full --lr 1e-4 --model " + (*tmp_ / "tiny") + lm},
+      {"ia3_choice", "--method ia3 --lr 3e-2 --model " + (*tmp_ / "with_tokenizer") + mc},
+  };
+  for (const auto& [name, flags] : runs) {
+    SCOPED_TRACE(name);
+    const std::string one = *tmp_ / ("m1_" + name), two = *tmp_ / ("m2_" + name);
+    auto args = [&](const std::string& out) {
+      return "train " + flags + " --out " + out + " --steps 3 --batch 4 --seq-len 24 --threads 1 --metrics " + out +
+             ".metrics.jsonl";
+    };
+    RunResult r1 = run_cli(args(one));
+    ASSERT_EQ(r1.status, 0) << r1.output;
+    RunResult r2 = run_shell(mpirun(2) + QPEFT_CLI_PATH + " " + args(two) + " 2>&1");
+    ASSERT_EQ(r2.status, 0) << r2.output;
+    const auto m1 = metrics(one), m2 = metrics(two);
+    ASSERT_EQ(m1.size(), 3u);
+    ASSERT_EQ(m2.size(), 3u);
+    for (size_t i = 0; i < 3; ++i)
+      EXPECT_NEAR(m2[i]["loss"].get<double>(), m1[i]["loss"].get<double>(), 1e-4) << "step " << i + 1;
+    for (const char* key : {"eval_loss", "eval_accuracy", "batch_accuracy", "ln_loss"})
+      if (m1.back().contains(key)) EXPECT_NEAR(m2.back()[key].get<double>(), m1.back()[key].get<double>(), 1e-4) << key;
+  }
 }
 
 TEST_F(CliDataParallel, TwoRankRunsAreBitIdentical) {
@@ -213,6 +253,7 @@ TEST_F(CliDataParallel, ABatchSmallerThanTheRanksIsRefused) {
 }
 
 TEST_F(CliDataParallel, OnlyTrainRunsUnderMpirun) {
+  EXPECT_NE(run_cli("--version").output.find("data-parallel training: Open MPI"), std::string::npos);
   RunResult r = run_shell(mpirun(2) + QPEFT_CLI_PATH + " eval --model " + (*tmp_ / "tiny") + " --data " +
                           (*tmp_ / "data.jsonl") + " 2>&1");
   EXPECT_NE(r.status, 0);

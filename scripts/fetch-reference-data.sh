@@ -11,5 +11,8 @@ fi
 if [ node_modules/.package-lock.json -nt package-lock.json ]; then
   echo "[fetch-reference-data] tests/reference/node_modules is up to date"
 else
-  npm ci --no-audit --no-fund
+  # --omit=optional: node-llama-cpp lists a prebuilt library per platform and GPU; the CPU one for
+  # linux-x64 is a direct dependency. --ignore-scripts: its postinstall would try to build
+  # llama.cpp from source when no prebuilt fits (nothing else here has install scripts).
+  npm ci --no-audit --no-fund --omit=optional --ignore-scripts
 fi

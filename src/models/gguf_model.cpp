@@ -1,0 +1,282 @@
+#include "models/gguf_model.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cstring>
+#include <filesystem>
+#include <regex>
+
+#include "core/dtype.h"
+#include "core/error.h"
+#include "core/file.h"
+#include "io/gguf.h"
+#include "io/json_reader.h"
+#include "io/tokenizer.h"
+#include "ops/rope.h"
+
+namespace qpeft {
+
+namespace {
+
+using nlohmann::json;
+
+// llama.cpp's token types (llama_token_type).
+enum TokenType : int32_t { kNormal = 1, kControl = 3, kUserDefined = 4, kUnused = 5 };
+
+// llama.cpp's pre-tokenizer names for the split patterns its converter knows, read from the
+// tokenizer's own Split regex (a trained vocabulary never matches the converter's hash check).
+std::string pre_tokenizer_name(const json& tok, const std::string& path) {
+  static const std::pair<const char*, const char*> kKnown[] = {
+      {"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+       "llama-bpe"},
+      {"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+       "qwen2"},
+      {"'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+", "gpt-2"},
+  };
+  std::vector<const json*> stack{&tok["pre_tokenizer"]};
+  std::string pattern;
+  bool byte_level_regex = false;
+  while (!stack.empty()) {
+    const json* p = stack.back();
+    stack.pop_back();
+    if (!p->is_object()) continue;
+    const std::string type = p->value("type", "");
+    if (type == "Sequence" && p->contains("pretokenizers"))
+      for (const json& q : (*p)["pretokenizers"]) stack.push_back(&q);
+    if (type == "Split" && p->contains("pattern") && (*p)["pattern"].contains("Regex"))
+      pattern = (*p)["pattern"]["Regex"].get<std::string>();
+    if (type == "ByteLevel" && p->value("use_regex", true)) byte_level_regex = true;
+  }
+  if (pattern.empty() && byte_level_regex) return "gpt-2";  // ByteLevel's own split is GPT-2's
+  for (const auto& [regex, name] : kKnown)
+    if (pattern == regex) return name;
+  fail("{}: the pre-tokenizer's split pattern {} is not one llama.cpp knows (llama-bpe, qwen2, gpt-2); llama.cpp "
+       "would tokenize differently",
+       path, pattern.empty() ? "(none)" : json(pattern).dump());
+}
+
+void add_tokenizer(GgufWriter& w, const ModelConfig& cfg, const std::string& model_dir) {
+  const std::string path = model_dir + "/tokenizer.json";
+  QP_CHECK(file_exists(path), "{}: no such file; GGUF export needs the model's Hugging Face tokenizer", path);
+  const json tok = parse_json(read_text_file(path), path);
+  const json& model = tok["model"];
+  QP_CHECK(model.is_object() && model.value("type", "") == "BPE" && !model.value("byte_fallback", false),
+           "{}: GGUF export supports byte-level BPE tokenizers (model.type BPE without byte_fallback); this one is {}",
+           path, model.is_object() ? model.value("type", "?") : "?");
+  const int64_t n = cfg.vocab_size;
+  std::vector<std::string> tokens(static_cast<size_t>(n));
+  std::vector<int32_t> types(static_cast<size_t>(n), kUnused);
+  for (const auto& [piece, id] : model["vocab"].items()) {
+    const int64_t i = id.get<int64_t>();
+    QP_CHECK(i >= 0 && i < n, "{}: token '{}' has id {} outside the model's vocabulary of {}", path, piece, i, n);
+    tokens[size_t(i)] = piece;
+    types[size_t(i)] = kNormal;
+  }
+  if (tok.contains("added_tokens"))
+    for (const json& a : tok["added_tokens"]) {
+      const int64_t i = a.value("id", int64_t(-1));
+      QP_CHECK(i >= 0 && i < n, "{}: added token {} has id {} outside the vocabulary of {}", path,
+               a.value("content", std::string()), i, n);
+      tokens[size_t(i)] = a.value("content", std::string());
+      types[size_t(i)] = a.value("special", false) ? kControl : kUserDefined;
+    }
+  // Rows of the embedding past the tokenizer (padded vocabularies) get placeholder tokens.
+  for (int64_t i = 0; i < n; ++i)
+    if (types[size_t(i)] == kUnused) tokens[size_t(i)] = fmt::format("[PAD{}]", i);
+  std::vector<std::string> merges;
+  for (const json& m : model["merges"])
+    merges.push_back(m.is_string() ? m.get<std::string>() : m.at(0).get<std::string>() + " " + m.at(1).get<std::string>());
+  w.set("tokenizer.ggml.model", GgufValue::str("gpt2"));
+  w.set("tokenizer.ggml.pre", GgufValue::str(pre_tokenizer_name(tok, path)));
+  w.set("tokenizer.ggml.tokens", GgufValue::str_array(std::move(tokens)));
+  w.set("tokenizer.ggml.token_type", GgufValue::i32_array(std::move(types)));
+  w.set("tokenizer.ggml.merges", GgufValue::str_array(std::move(merges)));
+  const Tokenizer t = Tokenizer::load(model_dir);
+  if (cfg.bos_token_id >= 0) w.set("tokenizer.ggml.bos_token_id", GgufValue::u32(uint32_t(cfg.bos_token_id)));
+  if (!cfg.eos_token_ids.empty()) w.set("tokenizer.ggml.eos_token_id", GgufValue::u32(uint32_t(cfg.eos_token_ids[0])));
+  if (cfg.pad_token_id >= 0) w.set("tokenizer.ggml.padding_token_id", GgufValue::u32(uint32_t(cfg.pad_token_id)));
+  // What the tokenizer's post-processor does, as encode(add_special) shows it.
+  const std::vector<int32_t> with = t.encode("a", true), without = t.encode("a", false);
+  const bool adds_bos = with.size() > without.size() && t.bos_id() >= 0 && with.front() == t.bos_id();
+  w.set("tokenizer.ggml.add_bos_token", GgufValue::boolean(adds_bos));
+  w.set("tokenizer.ggml.add_eos_token", GgufValue::boolean(false));
+  if (!t.chat_template().empty()) w.set("tokenizer.chat_template", GgufValue::str(t.chat_template()));
+}
+
+// ggml's layer choice for Q4_K_M: more bits for the first and last eighth and every third layer.
+bool use_more_bits(int64_t layer, int64_t n_layers) {
+  return layer < n_layers / 8 || layer >= 7 * n_layers / 8 || (layer - n_layers / 8) % 3 == 2;
+}
+
+int64_t layer_of(const std::string& hf_name) {
+  static const std::regex re(R"(^model\.layers\.(\d+)\.)");
+  std::smatch m;
+  return std::regex_search(hf_name, m, re) ? std::stoll(m[1]) : -1;
+}
+
+GgmlType matrix_type(const std::string& dtype, const std::string& hf_name, int64_t cols, const ModelConfig& cfg) {
+  if (dtype == "f32") return GgmlType::kF32;
+  if (dtype == "f16") return GgmlType::kF16;
+  if (dtype == "bf16") return GgmlType::kBF16;
+  GgmlType want = GgmlType::kQ8_0;
+  if (dtype == "q4_0") want = hf_name == "lm_head.weight" ? GgmlType::kQ8_0 : GgmlType::kQ4_0;
+  if (dtype == "q4_k_m") {
+    want = GgmlType::kQ4_K;
+    const int64_t layer = layer_of(hf_name);
+    const bool more = (hf_name.find("v_proj") != std::string::npos || hf_name.find("down_proj") != std::string::npos) &&
+                      use_more_bits(layer, cfg.num_layers);
+    if (more || hf_name == "lm_head.weight") want = GgmlType::kQ6_K;
+  }
+  int64_t be = 0, bb = 0;
+  ggml_type_block(uint32_t(want), &be, &bb);
+  if (cols % be == 0) return want;
+  return cols % 32 == 0 ? GgmlType::kQ8_0 : GgmlType::kF16;
+}
+
+uint32_t file_type(const std::string& dtype) {
+  // llama.cpp's llama_ftype.
+  if (dtype == "f32") return 0;
+  if (dtype == "f16") return 1;
+  if (dtype == "q4_0") return 2;
+  if (dtype == "q8_0") return 7;
+  if (dtype == "q4_k_m") return 15;
+  return 32;  // bf16
+}
+
+// f32 [rows, cols] in ggml's bytes for `type`.
+std::vector<uint8_t> encode_rows(const Tensor& t, GgmlType type) {
+  const int64_t rows = t.ndim() == 2 ? t.dim(0) : 1, cols = t.ndim() == 2 ? t.dim(1) : t.numel();
+  const float* x = t.f32();
+  std::vector<uint8_t> out;
+  switch (type) {
+    case GgmlType::kF32:
+      out.resize(size_t(t.numel()) * 4);
+      std::memcpy(out.data(), x, out.size());
+      return out;
+    case GgmlType::kF16:
+    case GgmlType::kBF16: {
+      out.resize(size_t(t.numel()) * 2);
+      auto* h = reinterpret_cast<uint16_t*>(out.data());
+      for (int64_t i = 0; i < t.numel(); ++i) h[i] = type == GgmlType::kF16 ? f32_to_f16(x[i]) : f32_to_bf16(x[i]);
+      return out;
+    }
+    default: fail("GGUF export to {} ({} x {}) is not built yet", ggml_type_name(uint32_t(type)), rows, cols);
+  }
+}
+
+}  // namespace
+
+std::string gguf_tensor_name(const std::string& hf) {
+  if (hf == "model.embed_tokens.weight") return "token_embd.weight";
+  if (hf == "model.norm.weight") return "output_norm.weight";
+  if (hf == "lm_head.weight") return "output.weight";
+  static const std::regex re(R"(^model\.layers\.(\d+)\.(.+)\.(weight|bias)$)");
+  std::smatch m;
+  if (!std::regex_match(hf, m, re)) return "";
+  static const std::pair<const char*, const char*> kParts[] = {
+      {"input_layernorm", "attn_norm"},    {"post_attention_layernorm", "ffn_norm"}, {"self_attn.q_proj", "attn_q"},
+      {"self_attn.k_proj", "attn_k"},      {"self_attn.v_proj", "attn_v"},           {"self_attn.o_proj", "attn_output"},
+      {"mlp.gate_proj", "ffn_gate"},       {"mlp.up_proj", "ffn_up"},                {"mlp.down_proj", "ffn_down"},
+  };
+  for (const auto& [from, to] : kParts)
+    if (m[2] == from) return fmt::format("blk.{}.{}.{}", m[1].str(), to, m[3].str());
+  return "";
+}
+
+void permute_qk_rows(uint8_t* rows, int64_t n_heads, int64_t head_dim, size_t row_bytes, bool inverse) {
+  std::vector<uint8_t> head(size_t(head_dim) * row_bytes);
+  const int64_t half = head_dim / 2;
+  for (int64_t h = 0; h < n_heads; ++h) {
+    uint8_t* base = rows + size_t(h * head_dim) * row_bytes;
+    std::memcpy(head.data(), base, head.size());
+    for (int64_t i = 0; i < half; ++i)
+      for (int64_t j = 0; j < 2; ++j) {
+        const int64_t hf = j * half + i, cpp = 2 * i + j;
+        const int64_t dst = inverse ? hf : cpp, src = inverse ? cpp : hf;
+        std::memcpy(base + size_t(dst) * row_bytes, head.data() + size_t(src) * row_bytes, row_bytes);
+      }
+  }
+}
+
+bool gguf_permutes_qk(const ModelConfig& cfg) { return cfg.model_type != "qwen2"; }
+
+void export_gguf_model(LlamaModel& model, const std::string& model_dir, const std::string& out,
+                       const GgufExportOptions& opt) {
+  const ModelConfig& cfg = model.config();
+  static const char* kDtypes[] = {"f32", "f16", "bf16", "q8_0", "q4_0", "q4_k_m"};
+  QP_CHECK(std::find(std::begin(kDtypes), std::end(kDtypes), opt.dtype) != std::end(kDtypes),
+           "--dtype '{}': GGUF export writes f32, f16, bf16, q8_0, q4_0 or q4_k_m", opt.dtype);
+  QP_CHECK(cfg.model_type == "llama" || cfg.model_type == "mistral" || cfg.model_type == "qwen2",
+           "{}: model_type '{}' has no GGUF export (llama, mistral, qwen2)", model_dir, cfg.model_type);
+  QP_CHECK(!cfg.o_bias && !cfg.mlp_bias, "{}: attention output or MLP biases have no place in llama.cpp's llama layout",
+           model_dir);
+  const std::string arch = cfg.model_type == "qwen2" ? "qwen2" : "llama";
+  GgufWriter w;
+  w.set("general.architecture", GgufValue::str(arch));
+  w.set("general.name", GgufValue::str(opt.name.empty() ? std::filesystem::path(model_dir).filename().string() : opt.name));
+  w.set("general.file_type", GgufValue::u32(file_type(opt.dtype)));
+  w.set("general.quantization_version", GgufValue::u32(2));
+  auto key = [&](const std::string& k) { return arch + "." + k; };
+  w.set(key("vocab_size"), GgufValue::u32(uint32_t(cfg.vocab_size)));
+  w.set(key("context_length"), GgufValue::u32(uint32_t(cfg.max_position_embeddings)));
+  w.set(key("embedding_length"), GgufValue::u32(uint32_t(cfg.hidden_size)));
+  w.set(key("block_count"), GgufValue::u32(uint32_t(cfg.num_layers)));
+  w.set(key("feed_forward_length"), GgufValue::u32(uint32_t(cfg.intermediate_size)));
+  w.set(key("attention.head_count"), GgufValue::u32(uint32_t(cfg.num_heads)));
+  w.set(key("attention.head_count_kv"), GgufValue::u32(uint32_t(cfg.num_kv_heads)));
+  w.set(key("attention.layer_norm_rms_epsilon"), GgufValue::f32(float(cfg.rms_norm_eps)));
+  w.set(key("rope.freq_base"), GgufValue::f32(float(cfg.rope.theta)));
+  w.set(key("rope.dimension_count"), GgufValue::u32(uint32_t(cfg.head_dim)));
+  if (cfg.head_dim * cfg.num_heads != cfg.hidden_size) {
+    w.set(key("attention.key_length"), GgufValue::u32(uint32_t(cfg.head_dim)));
+    w.set(key("attention.value_length"), GgufValue::u32(uint32_t(cfg.head_dim)));
+  }
+  if (cfg.rope.scaling_type == "linear") {
+    w.set(key("rope.scaling.type"), GgufValue::str("linear"));
+    w.set(key("rope.scaling.factor"), GgufValue::f32(float(cfg.rope.factor)));
+  }
+  add_tokenizer(w, cfg, model_dir);
+
+  const bool permute = gguf_permutes_qk(cfg);
+  model.visit_weights([&](WeightSlot& s) {
+    if (cfg.tie_word_embeddings && s.name == "lm_head.weight") return;
+    const std::string name = gguf_tensor_name(s.name);
+    QP_CHECK(!name.empty(), "{}: tensor '{}' has no GGUF name", model_dir, s.name);
+    const bool is_matrix = s.frozen != nullptr;
+    const int64_t cols = is_matrix ? s.shape[1] : s.shape[0], rows = is_matrix ? s.shape[0] : 1;
+    const GgmlType type = is_matrix ? matrix_type(opt.dtype, s.name, cols, cfg) : GgmlType::kF32;
+    const int64_t heads = s.name.find("q_proj") != std::string::npos ? cfg.num_heads
+                          : s.name.find("k_proj") != std::string::npos ? cfg.num_kv_heads
+                                                                        : 0;
+    WeightSlot slot = s;
+    w.add_tensor(name, type, is_matrix ? std::vector<int64_t>{cols, rows} : std::vector<int64_t>{cols},
+                 [&opt, slot, type, heads, permute, &cfg]() {
+                   Tensor t = slot.frozen ? (opt.matrix ? opt.matrix(slot) : decode_to_f32(**slot.frozen))
+                                          : (opt.vector ? opt.vector(slot) : slot.vector->value());
+                   t = t.to(DType::F32);
+                   if (heads > 0 && permute) {
+                     // q/k weight rows, or bias entries (rows of one element).
+                     const size_t row = size_t(t.numel() / (heads * cfg.head_dim)) * sizeof(float);
+                     permute_qk_rows(reinterpret_cast<uint8_t*>(t.f32()), heads, cfg.head_dim, row, false);
+                   }
+                   return encode_rows(t, type);
+                 });
+  });
+  if (cfg.rope.scaling_type == "llama3") {
+    // llama.cpp divides each frequency by its factor: unscaled / scaled inverse frequency.
+    RopeConfig plain = cfg.rope;
+    plain.scaling_type = "default";
+    const std::vector<double> base = rope_inv_freq(plain), scaled = rope_inv_freq(cfg.rope);
+    w.add_tensor("rope_freqs.weight", GgmlType::kF32, {int64_t(base.size())}, [base, scaled]() {
+      std::vector<uint8_t> out(base.size() * 4);
+      for (size_t i = 0; i < base.size(); ++i) {
+        const float f = float(base[i] / scaled[i]);
+        std::memcpy(out.data() + 4 * i, &f, 4);
+      }
+      return out;
+    });
+  }
+  w.write(out);
+}
+
+}  // namespace qpeft

@@ -1,0 +1,186 @@
+// GGUF out, checked against the real peer (issue 13): llama.cpp, through node-llama-cpp's
+// prebuilt CPU build (tests/reference/llama_cpp_eval.mjs), loads what `qpeft export` writes and
+// computes the same per-token log-likelihoods (within 1e-4) and greedy tokens as qpeft, for the
+// shipped model, a grouped-query model with Llama-3 RoPE scaling, a tied-embedding Qwen2 with
+// biases, and LoRA adapters (alone, --lora-only, and merged).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+
+#include <nlohmann/json.hpp>
+
+#include "core/file.h"
+#include "gen_fixtures.h"
+#include "io/tokenizer.h"
+#include "models/checkpoint.h"
+#include "models/generate.h"
+#include "peft/adapter_io.h"
+#include "test_util.h"
+
+using namespace qpeft;
+using namespace qpeft::testing;
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+const std::string kRefDir = std::string(QPEFT_TEST_DATA) + "/../reference";
+
+struct PeerResult {
+  std::vector<std::vector<double>> logprobs;  // per sequence: log p(ids[t+1] | ids[..t])
+  std::vector<int32_t> greedy;
+};
+
+PeerResult run_llama_cpp(const TempDir& tmp, const std::string& gguf, const std::string& lora,
+                         const std::vector<std::vector<int32_t>>& sequences, const std::vector<int32_t>& prompt,
+                         int new_tokens) {
+  json in = {{"sequences", sequences}, {"generate", {{"prompt", prompt}, {"tokens", new_tokens}}}};
+  write_file(tmp / "peer_in.json", in.dump());
+  const std::string cmd = "node " + kRefDir + "/llama_cpp_eval.mjs " + gguf + (lora.empty() ? "" : " --lora " + lora) +
+                          " --input " + (tmp / "peer_in.json") + " --output " + (tmp / "peer_out.json") + " 2>&1";
+  RunResult r = run_shell(cmd);
+  EXPECT_EQ(r.status, 0) << r.output;
+  PeerResult p;
+  if (r.status != 0) return p;
+  const json out = json::parse(read_file(tmp / "peer_out.json"));
+  p.logprobs = out["logprobs"].get<std::vector<std::vector<double>>>();
+  p.greedy = out["greedy"].get<std::vector<int32_t>>();
+  return p;
+}
+
+// qpeft's per-token log-probabilities of one sequence.
+std::vector<double> qpeft_logprobs(LlamaModel& model, const std::vector<int32_t>& ids) {
+  Graph g(false);
+  LossResult res = model.loss(g, ids, ids, 1, int64_t(ids.size()));
+  std::vector<double> lp;
+  for (size_t t = 0; t + 1 < ids.size(); ++t) lp.push_back(-res.nll[t]);
+  return lp;
+}
+
+std::vector<int32_t> qpeft_greedy(LlamaModel& model, const std::vector<int32_t>& prompt, int n) {
+  GenerateOptions o;
+  o.max_new_tokens = n;
+  o.stop_on_eos = false;
+  return generate(model, prompt, o).tokens;
+}
+
+// Sequences of the model's vocabulary: text through its tokenizer, and a few arbitrary ids.
+std::vector<std::vector<int32_t>> probe_sequences(const std::string& model_dir, int64_t vocab) {
+  const Tokenizer tok = Tokenizer::load(model_dir);
+  std::vector<std::vector<int32_t>> seqs = {
+      tok.encode("It is a truth universally acknowledged, that a single man in possession of a good fortune", true),
+      tok.encode("the cat sat on the mat, and then the dog", true)};
+  std::vector<int32_t> arbitrary;
+  for (int t = 0; t < 20; ++t) arbitrary.push_back(int32_t((7 + 37 * t) % vocab));
+  seqs.push_back(arbitrary);
+  return seqs;
+}
+
+class CliGguf : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!dir_exists(kRefDir + "/node_modules/node-llama-cpp"))
+      GTEST_SKIP() << "tests/reference/node_modules is not installed: run scripts/fetch-reference-data.sh (needs npm)";
+    tmp_ = std::make_unique<TempDir>("cli_gguf");
+  }
+
+  // Exports `model_dir` (with `adapter` merged, or --lora-only) and checks llama.cpp against
+  // qpeft's `model` on the probe sequences and a greedy continuation.
+  void expect_peer_agrees(const std::string& model_dir, const std::string& gguf, const std::string& lora_gguf,
+                          LlamaModel& model, double tol = 1e-4) {
+    const auto seqs = probe_sequences(model_dir, model.config().vocab_size);
+    const std::vector<int32_t> prompt(seqs[0].begin(), seqs[0].begin() + 6);
+    const PeerResult peer = run_llama_cpp(*tmp_, gguf, lora_gguf, seqs, prompt, 24);
+    ASSERT_EQ(peer.logprobs.size(), seqs.size());
+    double worst = 0;
+    for (size_t s = 0; s < seqs.size(); ++s) {
+      const std::vector<double> ours = qpeft_logprobs(model, seqs[s]);
+      ASSERT_EQ(ours.size(), peer.logprobs[s].size());
+      for (size_t t = 0; t < ours.size(); ++t) worst = std::max(worst, std::fabs(ours[t] - peer.logprobs[s][t]));
+    }
+    std::printf("largest per-token log-likelihood difference against llama.cpp: %.3g\n", worst);
+    EXPECT_LE(worst, tol);
+    EXPECT_EQ(qpeft_greedy(model, prompt, 24), peer.greedy);
+  }
+
+  std::unique_ptr<TempDir> tmp_;
+};
+
+}  // namespace
+
+TEST_F(CliGguf, ShippedModelAgreesWithLlamaCpp) {
+  const std::string dir = std::string(QPEFT_TEST_DATA) + "/../../models/austen-tiny";
+  RunResult r = run_cli("export --model " + dir + " --dtype f32 --out " + (*tmp_ / "m.gguf"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  auto model = load_model(dir);
+  expect_peer_agrees(dir, *tmp_ / "m.gguf", "", *model);
+}
+
+TEST_F(CliGguf, GroupedQueryModelWithLlama3RopeScalingAgrees) {
+  const std::string dir = *tmp_ / "gqa";
+  gen_fixtures::make_model_dir(dir);  // golden llama: 4 query / 2 kv heads, Llama-3 RoPE scaling
+  RunResult r = run_cli("export --model " + dir + " --dtype f32 --out " + (*tmp_ / "gqa.gguf"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  auto model = load_model(dir);
+  expect_peer_agrees(dir, *tmp_ / "gqa.gguf", "", *model);
+}
+
+TEST_F(CliGguf, TiedQwen2WithBiasesAgrees) {
+  // Golden Qwen2 (tied embeddings, q/k/v biases, 3 query / 1 kv heads, vocabulary 80) with the
+  // fixture tokenizer cut to its first 80 ids.
+  const std::string dir = *tmp_ / "qwen2";
+  fs::create_directories(dir);
+  for (const char* f : {"config.json", "model.safetensors"}) fs::copy_file(golden_dir("qwen2") + "/" + f, dir + "/" + f);
+  json tok = gen_fixtures::tokenizer_json();
+  json vocab = json::object();
+  for (auto& [piece, id] : tok["model"]["vocab"].items())
+    if (id.get<int>() < 80) vocab[piece] = id;
+  json merges = json::array();
+  for (const json& m : tok["model"]["merges"]) {
+    const std::string s = m.get<std::string>();
+    if (vocab.contains(s.substr(0, s.find(' ')) + s.substr(s.find(' ') + 1))) merges.push_back(m);
+  }
+  tok["model"]["vocab"] = vocab;
+  tok["model"]["merges"] = merges;
+  write_file(dir + "/tokenizer.json", tok.dump());
+  write_file(dir + "/tokenizer_config.json", gen_fixtures::tokenizer_config_json());
+  RunResult r = run_cli("export --model " + dir + " --dtype f32 --out " + (*tmp_ / "qwen2.gguf"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  auto model = load_model(dir);
+  expect_peer_agrees(dir, *tmp_ / "qwen2.gguf", "", *model);
+}
+
+TEST_F(CliGguf, LoraAdapterAgreesAloneAndMerged) {
+  const std::string dir = std::string(QPEFT_TEST_DATA) + "/../../models/austen-tiny";
+  // A LoRA adapter with something learned (B far from zero), q/k included, rsLoRA so that a
+  // scale alpha / r cannot express is folded into B.
+  std::string data;
+  for (int i = 0; i < 8; ++i) data += "{\"text\": \"It is a truth universally acknowledged, that a single man.\"}\n";
+  write_file(*tmp_ / "data.jsonl", data);
+  RunResult tr = run_cli("train --model " + dir + " --data " + (*tmp_ / "data.jsonl") + " --out " + (*tmp_ / "lora") +
+                         " --rank 4 --alpha 8 --rslora --targets all-linear --steps 8 --batch 2 --seq-len 32 --lr 2e-2 "
+                         "--quiet");
+  ASSERT_EQ(tr.status, 0) << tr.output;
+  RunResult base = run_cli("export --model " + dir + " --dtype f32 --out " + (*tmp_ / "base.gguf"));
+  ASSERT_EQ(base.status, 0) << base.output;
+  RunResult ex = run_cli("export --model " + dir + " --adapter " + (*tmp_ / "lora") + " --lora-only --out " +
+                         (*tmp_ / "lora.gguf"));
+  ASSERT_EQ(ex.status, 0) << ex.output;
+  std::string note;
+  auto model = load_model_with_adapter(dir, *tmp_ / "lora", "none", &note);
+  expect_peer_agrees(dir, *tmp_ / "base.gguf", *tmp_ / "lora.gguf", *model);
+  // The adapter matters: the base alone is far from it.
+  auto plain = load_model(dir);
+  const auto seq = probe_sequences(dir, plain->config().vocab_size)[0];
+  const std::vector<double> with = qpeft_logprobs(*model, seq), without = qpeft_logprobs(*plain, seq);
+  double moved = 0;
+  for (size_t t = 0; t < with.size(); ++t) moved = std::max(moved, std::fabs(with[t] - without[t]));
+  EXPECT_GT(moved, 0.05);
+
+  RunResult merged = run_cli("export --model " + dir + " --adapter " + (*tmp_ / "lora") + " --dtype f32 --out " +
+                             (*tmp_ / "merged.gguf"));
+  ASSERT_EQ(merged.status, 0) << merged.output;
+  EXPECT_NE(merged.output.find("merged in"), std::string::npos) << merged.output;
+  expect_peer_agrees(dir, *tmp_ / "merged.gguf", "", *model);
+}

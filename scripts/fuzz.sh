@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-600}
 [ $# -gt 0 ] && shift
 all=(safetensors bnb_checkpoint config adapter_config trainer_state tokenizer_json tokenizer_model chat_template
-     data_formats)
+     data_formats gguf)
 targets=("${@:-${all[@]}}")
 jobs=${QPEFT_JOBS:-$(nproc 2>/dev/null || echo 2)}
 runs=${QPEFT_FUZZ_RUNS:--1}

@@ -249,3 +249,10 @@ TEST(HostileTemplate, ContextJsonIsCapped) {
   expect_error([&] { t.render_json("{\"messages\": " + nested("[", "]", 100000) + "}"); }, "the context: the JSON nests deeper");
   expect_error([&] { t.render_json("{\"messages\": 1e400}"); }, "number overflow");
 }
+
+TEST(HostileTokenizer, SentencePiecePiecesTheLibraryCannotTakeAreRefused) {
+  // Found by fuzz_tokenizer_model: a piece of NUL bytes (after an empty protobuf group) made
+  // libsentencepiece's trie builder end the process.
+  const std::string dir = std::string(QPEFT_TEST_DATA) + "/../fuzz/corpus/tokenizer_model";
+  expect_error([&] { Tokenizer::load(dir + "/nul_piece_in_group.model"); }, "piece 2 of the SentencePiece model holds a NUL byte");
+}

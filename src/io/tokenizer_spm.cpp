@@ -3,6 +3,8 @@
 // `spm_encode`) does, BOS/EOS from tokenizer_config.json when present, else from the model.
 #include <sentencepiece_processor.h>
 
+#include <unordered_set>
+
 #include "core/error.h"
 #include "core/file.h"
 #include "io/tokenizer_impl.h"
@@ -52,12 +54,101 @@ std::string spm_decode(const SpmModel& m, const std::vector<int32_t>& ids, const
   return unicode::to_valid_utf8(out);
 }
 
+namespace {
+
+// Protobuf wire format, just enough to read ModelProto's pieces (field 1, each a SentencePiece
+// message whose field 1 is the piece string): every length is checked against the bytes left.
+struct WireReader {
+  const uint8_t* p;
+  const uint8_t* end;
+  bool varint(uint64_t* v) {
+    *v = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+      if (p == end) return false;
+      const uint8_t b = *p++;
+      *v |= uint64_t(b & 0x7f) << shift;
+      if (!(b & 0x80)) return true;
+    }
+    return false;
+  }
+  // Skips or returns (as [*data, *data + *len)) the field's payload; false if malformed.
+  // Groups (wire types 3 and 4, deprecated but still parsed by protobuf) are skipped whole.
+  bool field(uint64_t* number, int* wire, const uint8_t** data, uint64_t* len, int depth = 0) {
+    uint64_t key = 0;
+    if (!varint(&key)) return false;
+    *number = key >> 3;
+    *wire = int(key & 7);
+    uint64_t v = 0;
+    switch (*wire) {
+      case 0: return varint(&v);
+      case 1: if (end - p < 8) return false; p += 8; return true;
+      case 5: if (end - p < 4) return false; p += 4; return true;
+      case 2:
+        if (!varint(len) || *len > uint64_t(end - p)) return false;
+        *data = p;
+        p += *len;
+        return true;
+      case 3: {
+        if (depth > 100) return false;
+        const uint64_t group = *number;
+        for (;;) {
+          uint64_t n = 0, l = 0;
+          int w = 0;
+          const uint8_t* d = nullptr;
+          if (!field(&n, &w, &d, &l, depth + 1)) return false;
+          if (w == 4) return n == group;
+        }
+      }
+      case 4: return depth > 0;  // the end of the group being skipped
+      default: return false;
+    }
+  }
+};
+
+// libsentencepiece ends the process (an exception it cannot pass on) for pieces its trie
+// builder refuses: empty ones and ones holding a NUL byte. Refuse them here, with the piece's
+// index; duplicates too. Malformed wire data is left to the library, which reports it.
+void check_sentencepiece_pieces(const std::string& path, std::string_view bytes) {
+  WireReader top{reinterpret_cast<const uint8_t*>(bytes.data()), reinterpret_cast<const uint8_t*>(bytes.data()) + bytes.size()};
+  std::unordered_set<std::string_view> seen;
+  int64_t index = 0;
+  while (top.p < top.end) {
+    uint64_t number = 0, len = 0;
+    int wire = 0;
+    const uint8_t* data = nullptr;
+    if (!top.field(&number, &wire, &data, &len)) return;
+    if (number != 1 || wire != 2) continue;
+    WireReader msg{data, data + len};
+    std::string_view piece;
+    bool has_piece = false;
+    while (msg.p < msg.end) {
+      uint64_t n = 0, l = 0;
+      int w = 0;
+      const uint8_t* d = nullptr;
+      if (!msg.field(&n, &w, &d, &l)) return;
+      if (n == 1 && w == 2) {
+        piece = std::string_view(reinterpret_cast<const char*>(d), size_t(l));
+        has_piece = true;
+      }
+    }
+    QP_CHECK(has_piece && !piece.empty(), "[tokenizer] {}: piece {} of the SentencePiece model is empty", path, index);
+    QP_CHECK(piece.find('\0') == std::string_view::npos,
+             "[tokenizer] {}: piece {} of the SentencePiece model holds a NUL byte", path, index);
+    QP_CHECK(seen.insert(piece).second, "[tokenizer] {}: piece {} of the SentencePiece model repeats an earlier piece",
+             path, index);
+    ++index;
+  }
+}
+
+}  // namespace
+
 std::unique_ptr<TokenizerImpl> load_sentencepiece_model(const std::string& path, std::string_view config_text) {
   auto t = std::make_unique<TokenizerImpl>();
   t->source = path;
   t->spm.reset(new SpmModel);
   sentencepiece::SentencePieceProcessor& sp = t->spm->sp;
   std::string bytes = read_text_file(path);
+  check_sentencepiece_pieces(path, bytes);
   auto st = sp.LoadFromSerializedProto(bytes);
   if (!st.ok())
     fail("[tokenizer] {}: not a SentencePiece model ({}); expected a tokenizer.model protobuf written by spm_train / sentencepiece", path,

@@ -1,0 +1,435 @@
+#include "quant/ggml_blocks.h"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstring>
+
+#include "core/cpu.h"
+#include "core/dtype.h"
+#include "core/error.h"
+
+namespace qpeft {
+
+namespace {
+
+// ---- Scalar reference dequantizers: the formulas of ggml_blocks.h, one value at a time ----
+
+// out [n] from n / 32 blocks.
+void dequantize_q8_0_ref(const void* blocks, int64_t n, float* out) {
+  const auto* b = static_cast<const GgmlBlockQ8_0*>(blocks);
+  for (int64_t i = 0; i < n / 32; ++i, out += 32) {
+    const float d = f16_to_f32(b[i].d);
+    for (int j = 0; j < 32; ++j) out[j] = float(b[i].qs[j]) * d;
+  }
+}
+
+// out [n] from n / 32 blocks.
+void dequantize_q4_0_ref(const void* blocks, int64_t n, float* out) {
+  const auto* b = static_cast<const GgmlBlockQ4_0*>(blocks);
+  for (int64_t i = 0; i < n / 32; ++i, out += 32) {
+    const float d = f16_to_f32(b[i].d);
+    for (int j = 0; j < 16; ++j) {
+      out[j] = float((b[i].qs[j] & 15) - 8) * d;
+      out[j + 16] = float((b[i].qs[j] >> 4) - 8) * d;
+    }
+  }
+}
+
+// out [n] from n / 256 blocks.
+void dequantize_q4_K_ref(const void* blocks, int64_t n, float* out) {
+  const auto* b = static_cast<const GgmlBlockQ4_K*>(blocks);
+  for (int64_t i = 0; i < n / kGgmlSuperBlock; ++i) {
+    const float d = f16_to_f32(b[i].d), dmin = f16_to_f32(b[i].dmin);
+    const uint8_t* q = b[i].qs;
+    for (int c = 0; c < 4; ++c, q += 32, out += 64) {
+      uint8_t sc, m;
+      ggml_scale_min_k4(2 * c, b[i].scales, &sc, &m);
+      const float d1 = d * float(sc), m1 = dmin * float(m);
+      ggml_scale_min_k4(2 * c + 1, b[i].scales, &sc, &m);
+      const float d2 = d * float(sc), m2 = dmin * float(m);
+      for (int l = 0; l < 32; ++l) out[l] = d1 * float(q[l] & 15) - m1;
+      for (int l = 0; l < 32; ++l) out[32 + l] = d2 * float(q[l] >> 4) - m2;
+    }
+  }
+}
+
+// out [n] from n / 256 blocks.
+void dequantize_q5_K_ref(const void* blocks, int64_t n, float* out) {
+  const auto* b = static_cast<const GgmlBlockQ5_K*>(blocks);
+  for (int64_t i = 0; i < n / kGgmlSuperBlock; ++i) {
+    const float d = f16_to_f32(b[i].d), dmin = f16_to_f32(b[i].dmin);
+    const uint8_t* q = b[i].qs;
+    const uint8_t* qh = b[i].qh;
+    for (int c = 0; c < 4; ++c, q += 32, out += 64) {
+      uint8_t sc, m;
+      ggml_scale_min_k4(2 * c, b[i].scales, &sc, &m);
+      const float d1 = d * float(sc), m1 = dmin * float(m);
+      ggml_scale_min_k4(2 * c + 1, b[i].scales, &sc, &m);
+      const float d2 = d * float(sc), m2 = dmin * float(m);
+      const int lo_bit = 1 << (2 * c), hi_bit = 2 << (2 * c);
+      for (int l = 0; l < 32; ++l) out[l] = d1 * float((q[l] & 15) + ((qh[l] & lo_bit) ? 16 : 0)) - m1;
+      for (int l = 0; l < 32; ++l) out[32 + l] = d2 * float((q[l] >> 4) + ((qh[l] & hi_bit) ? 16 : 0)) - m2;
+    }
+  }
+}
+
+// out [n] from n / 256 blocks.
+void dequantize_q6_K_ref(const void* blocks, int64_t n, float* out) {
+  const auto* b = static_cast<const GgmlBlockQ6_K*>(blocks);
+  for (int64_t i = 0; i < n / kGgmlSuperBlock; ++i) {
+    const float d = f16_to_f32(b[i].d);
+    for (int h = 0; h < 2; ++h, out += 128) {
+      const uint8_t* ql = b[i].ql + 64 * h;
+      const uint8_t* qh = b[i].qh + 32 * h;
+      const int8_t* sc = b[i].scales + 8 * h;
+      for (int l = 0; l < 32; ++l) {
+        const int s = l / 16;
+        const int q1 = ((ql[l] & 15) | ((qh[l] & 3) << 4)) - 32;
+        const int q2 = ((ql[l + 32] & 15) | (((qh[l] >> 2) & 3) << 4)) - 32;
+        const int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+        const int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+        out[l] = d * float(sc[s]) * float(q1);
+        out[l + 32] = d * float(sc[s + 2]) * float(q2);
+        out[l + 64] = d * float(sc[s + 4]) * float(q3);
+        out[l + 96] = d * float(sc[s + 6]) * float(q4);
+      }
+    }
+  }
+}
+
+// ---- Quantizers ----
+
+// Round half to even, as ggml's nearest_int (its magic-number add in the default rounding mode).
+inline int nearest(float v) { return int(std::nearbyint(v)); }
+
+// ggml's quantize_row_q8_0_ref: d = absmax / 127, codes round(x / d) (half away from zero).
+void quantize_q8_0(const float* x, int64_t n, void* blocks) {
+  auto* b = static_cast<GgmlBlockQ8_0*>(blocks);
+  for (int64_t i = 0; i < n / 32; ++i, x += 32) {
+    float amax = 0.0f;
+    for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[j]));
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    b[i].d = f32_to_f16(d);
+    for (int j = 0; j < 32; ++j) b[i].qs[j] = int8_t(std::round(x[j] * id));
+  }
+}
+
+// ggml's quantize_row_q4_0_ref: the value of largest magnitude (sign kept) maps to code 0,
+// d = max / -8, codes min(15, trunc(x / d + 8.5)).
+void quantize_q4_0(const float* x, int64_t n, void* blocks) {
+  auto* b = static_cast<GgmlBlockQ4_0*>(blocks);
+  for (int64_t i = 0; i < n / 32; ++i, x += 32) {
+    float amax = 0.0f, max = 0.0f;
+    for (int j = 0; j < 32; ++j)
+      if (std::fabs(x[j]) > amax) {
+        amax = std::fabs(x[j]);
+        max = x[j];
+      }
+    const float d = max / -8.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    b[i].d = f32_to_f16(d);
+    for (int j = 0; j < 16; ++j) {
+      const int lo = std::min(15, int(x[j] * id + 8.5f));
+      const int hi = std::min(15, int(x[j + 16] * id + 8.5f));
+      b[i].qs[j] = uint8_t(lo | hi << 4);
+    }
+  }
+}
+
+// Weighted least-squares fit x[i] ≈ scale·L[i] - min with L[i] in [0, nmax] and min >= 0 (the
+// K-quant sub-block model). Levels are tried from the min-max grid and from steps + 1 stretched
+// grids, inverse scale (nmax + rmin + rdelta·s) / (max - lo); for each, scale and min are
+// refitted in closed form and the fit with the least weighted squared error is kept.
+// Shapes: x, w, L [n]. Returns the scale; *min_out gets min.
+float fit_scale_min(const float* x, const float* w, int n, int nmax, float rmin, float rdelta, int steps,
+                    uint8_t* L, float* min_out) {
+  float lo = x[0], hi = x[0], sum_w = 0.0f, sum_wx = 0.0f;
+  for (int i = 0; i < n; ++i) {
+    lo = std::min(lo, x[i]);
+    hi = std::max(hi, x[i]);
+    sum_w += w[i];
+    sum_wx += w[i] * x[i];
+  }
+  lo = std::min(lo, 0.0f);  // the model's offset is never positive
+  if (hi == lo) {
+    std::fill(L, L + n, uint8_t(0));
+    *min_out = -lo;
+    return 0.0f;
+  }
+  auto levels = [&](float inv, uint8_t* out) {
+    for (int i = 0; i < n; ++i) out[i] = uint8_t(std::clamp(nearest(inv * (x[i] - lo)), 0, nmax));
+  };
+  auto error = [&](const uint8_t* lv, float scale, float offset) {
+    float e = 0.0f;
+    for (int i = 0; i < n; ++i) {
+      const float diff = scale * float(lv[i]) + offset - x[i];
+      e += w[i] * diff * diff;
+    }
+    return e;
+  };
+  float best_scale = (hi - lo) / float(nmax), best_offset = lo;
+  levels(float(nmax) / (hi - lo), L);
+  float best = error(L, best_scale, best_offset);
+  uint8_t trial[kGgmlSuperBlock];
+  for (int s = 0; s <= steps; ++s) {
+    levels((float(nmax) + rmin + rdelta * float(s)) / (hi - lo), trial);
+    float sl = 0.0f, sl2 = 0.0f, sxl = 0.0f;
+    for (int i = 0; i < n; ++i) {
+      const float l = float(trial[i]);
+      sl += w[i] * l;
+      sl2 += w[i] * l * l;
+      sxl += w[i] * l * x[i];
+    }
+    const float det = sum_w * sl2 - sl * sl;
+    if (!(det > 0.0f)) continue;
+    float scale = (sum_w * sxl - sum_wx * sl) / det;
+    float offset = (sl2 * sum_wx - sl * sxl) / det;
+    if (offset > 0.0f) {  // refit through the origin
+      offset = 0.0f;
+      scale = sxl / sl2;
+    }
+    const float e = error(trial, scale, offset);
+    if (e < best) {
+      best = e;
+      best_scale = scale;
+      best_offset = offset;
+      std::copy(trial, trial + n, L);
+    }
+  }
+  *min_out = -best_offset;
+  return best_scale;
+}
+
+// Packs the 6-bit scales and mins of the 8 sub-blocks as ggml_scale_min_k4 unpacks them.
+void pack_scales_k4(const uint8_t* sc, const uint8_t* m, uint8_t* scales12) {
+  std::memset(scales12, 0, 12);
+  for (int j = 0; j < 8; ++j) {
+    if (j < 4) {
+      scales12[j] = sc[j];
+      scales12[j + 4] = m[j];
+    } else {
+      scales12[j + 4] = uint8_t((sc[j] & 15) | (m[j] & 15) << 4);
+      scales12[j - 4] |= uint8_t((sc[j] >> 4) << 6);
+      scales12[j] |= uint8_t((m[j] >> 4) << 6);
+    }
+  }
+}
+
+// One Q4_K/Q5_K super-block: x [256] -> f16 d and dmin, scales12 [12], levels L [256] in
+// [0, nmax], requantized against the stored (rounded) scales. Sub-block weights as ggml's
+// reference: rms(x) + |x[i]|.
+void quantize_k_superblock(const float* x, int nmax, float rmin, float rdelta, int steps, uint16_t* d,
+                           uint16_t* dmin, uint8_t* scales12, uint8_t* L) {
+  float scales[8], mins[8], w[32];
+  float max_scale = 0.0f, max_min = 0.0f;
+  for (int j = 0; j < 8; ++j) {
+    const float* xs = x + 32 * j;
+    float sum_x2 = 0.0f;
+    for (int l = 0; l < 32; ++l) sum_x2 += xs[l] * xs[l];
+    const float rms = std::sqrt(sum_x2 / 32.0f);
+    for (int l = 0; l < 32; ++l) w[l] = rms + std::fabs(xs[l]);
+    scales[j] = fit_scale_min(xs, w, 32, nmax, rmin, rdelta, steps, L + 32 * j, &mins[j]);
+    max_scale = std::max(max_scale, scales[j]);
+    max_min = std::max(max_min, mins[j]);
+  }
+  const float inv_scale = max_scale > 0.0f ? 63.0f / max_scale : 0.0f;
+  const float inv_min = max_min > 0.0f ? 63.0f / max_min : 0.0f;
+  uint8_t ls[8], lm[8];
+  for (int j = 0; j < 8; ++j) {
+    ls[j] = uint8_t(std::clamp(nearest(inv_scale * scales[j]), 0, 63));
+    lm[j] = uint8_t(std::clamp(nearest(inv_min * mins[j]), 0, 63));
+  }
+  pack_scales_k4(ls, lm, scales12);
+  *d = f32_to_f16(max_scale / 63.0f);
+  *dmin = f32_to_f16(max_min / 63.0f);
+  const float df = f16_to_f32(*d), dminf = f16_to_f32(*dmin);
+  for (int j = 0; j < 8; ++j) {
+    const float dj = df * float(ls[j]), mj = dminf * float(lm[j]);
+    uint8_t* Lj = L + 32 * j;
+    if (dj == 0.0f) {  // every value decodes to -mj
+      std::fill(Lj, Lj + 32, uint8_t(0));
+      continue;
+    }
+    for (int l = 0; l < 32; ++l) Lj[l] = uint8_t(std::clamp(nearest((x[32 * j + l] + mj) / dj), 0, nmax));
+  }
+}
+
+// Q4_K: 4-bit levels, ggml's search (rmin -1, rdelta 0.1, 20 steps).
+void quantize_q4_K(const float* x, int64_t n, void* blocks) {
+  auto* b = static_cast<GgmlBlockQ4_K*>(blocks);
+  uint8_t L[kGgmlSuperBlock];
+  for (int64_t i = 0; i < n / kGgmlSuperBlock; ++i, x += kGgmlSuperBlock) {
+    quantize_k_superblock(x, 15, -1.0f, 0.1f, 20, &b[i].d, &b[i].dmin, b[i].scales, L);
+    for (int c = 0; c < 4; ++c)
+      for (int l = 0; l < 32; ++l) b[i].qs[32 * c + l] = uint8_t(L[64 * c + l] | L[64 * c + 32 + l] << 4);
+  }
+}
+
+// Q5_K: 5-bit levels, ggml's search (rmin -0.5, rdelta 0.1, 15 steps).
+void quantize_q5_K(const float* x, int64_t n, void* blocks) {
+  auto* b = static_cast<GgmlBlockQ5_K*>(blocks);
+  uint8_t L[kGgmlSuperBlock];
+  for (int64_t i = 0; i < n / kGgmlSuperBlock; ++i, x += kGgmlSuperBlock) {
+    quantize_k_superblock(x, 31, -0.5f, 0.1f, 15, &b[i].d, &b[i].dmin, b[i].scales, L);
+    std::memset(b[i].qh, 0, sizeof b[i].qh);
+    for (int c = 0; c < 4; ++c)
+      for (int l = 0; l < 32; ++l) {
+        const int lo = L[64 * c + l], hi = L[64 * c + 32 + l];
+        b[i].qs[32 * c + l] = uint8_t((lo & 15) | (hi & 15) << 4);
+        b[i].qh[l] |= uint8_t((lo >> 4) << (2 * c) | (hi >> 4) << (2 * c + 1));
+      }
+  }
+}
+
+// Symmetric fit x[i] ≈ scale·L[i], L[i] in [-nmax, nmax - 1], weights x[i]² (ggml's
+// make_qx_quants, rmse_type 1): the value of largest magnitude goes to the -nmax side, and 19
+// inverse scales -(nmax + 0.1·s) / max, s = -9..9, are tried, keeping the one whose
+// least-squares scale explains the most weighted energy (sxl² / sl2). Shapes: x, L [n].
+float fit_scale_symmetric(const float* x, int n, int nmax, int8_t* L) {
+  float amax = 0.0f, max = 0.0f;
+  for (int i = 0; i < n; ++i)
+    if (std::fabs(x[i]) > amax) {
+      amax = std::fabs(x[i]);
+      max = x[i];
+    }
+  if (amax < 1e-15f) {
+    std::fill(L, L + n, int8_t(0));
+    return 0.0f;
+  }
+  float best_scale = 0.0f, best_sxl = 0.0f, best_sl2 = 0.0f;
+  bool have = false;
+  int8_t trial[32];
+  for (int k = 0; k < 19; ++k) {
+    const int s = k == 0 ? 0 : (k <= 9 ? -k : k - 9);  // the plain grid first
+    const float inv = -(float(nmax) + 0.1f * float(s)) / max;
+    float sxl = 0.0f, sl2 = 0.0f;
+    for (int i = 0; i < n; ++i) {
+      const int l = std::clamp(nearest(inv * x[i]), -nmax, nmax - 1);
+      trial[i] = int8_t(l);
+      const float w = x[i] * x[i];
+      sxl += w * x[i] * float(l);
+      sl2 += w * float(l) * float(l);
+    }
+    if (!(sl2 > 0.0f)) continue;
+    if (!have || sxl * sxl * best_sl2 > best_sxl * best_sxl * sl2) {
+      have = true;
+      best_sxl = sxl;
+      best_sl2 = sl2;
+      best_scale = sxl / sl2;
+      std::copy(trial, trial + n, L);
+    }
+  }
+  if (!have) std::fill(L, L + n, int8_t(0));
+  return best_scale;
+}
+
+// Q6_K: 16 sub-blocks of 16, int8 scales relative to d = max_scale / -128.
+void quantize_q6_K(const float* x, int64_t n, void* blocks) {
+  auto* b = static_cast<GgmlBlockQ6_K*>(blocks);
+  int8_t Ls[kGgmlSuperBlock];
+  uint8_t L[kGgmlSuperBlock];
+  for (int64_t i = 0; i < n / kGgmlSuperBlock; ++i, x += kGgmlSuperBlock) {
+    float scales[16], max_scale = 0.0f, amax_scale = 0.0f;
+    for (int j = 0; j < 16; ++j) {
+      scales[j] = fit_scale_symmetric(x + 16 * j, 16, 32, Ls + 16 * j);
+      if (std::fabs(scales[j]) > amax_scale) {
+        amax_scale = std::fabs(scales[j]);
+        max_scale = scales[j];
+      }
+    }
+    GgmlBlockQ6_K& out = b[i];
+    std::memset(&out, 0, sizeof out);
+    if (amax_scale < 1e-15f) {  // all zero: d = 0, codes 0
+      continue;
+    }
+    const float iscale = -128.0f / max_scale;
+    out.d = f32_to_f16(1.0f / iscale);
+    for (int j = 0; j < 16; ++j) out.scales[j] = int8_t(std::clamp(nearest(iscale * scales[j]), -128, 127));
+    const float df = f16_to_f32(out.d);
+    for (int j = 0; j < 16; ++j) {
+      const float dj = df * float(out.scales[j]);
+      for (int l = 0; l < 16; ++l)
+        L[16 * j + l] = dj == 0.0f ? 32 : uint8_t(std::clamp(nearest(x[16 * j + l] / dj), -32, 31) + 32);
+    }
+    for (int h = 0; h < 2; ++h) {
+      uint8_t* ql = out.ql + 64 * h;
+      uint8_t* qh = out.qh + 32 * h;
+      const uint8_t* Lh = L + 128 * h;
+      for (int l = 0; l < 32; ++l) {
+        const int a = Lh[l], bq = Lh[l + 32], c = Lh[l + 64], e = Lh[l + 96];
+        ql[l] = uint8_t((a & 15) | (c & 15) << 4);
+        ql[l + 32] = uint8_t((bq & 15) | (e & 15) << 4);
+        qh[l] = uint8_t((a >> 4) | (bq >> 4) << 2 | (c >> 4) << 4 | (e >> 4) << 6);
+      }
+    }
+  }
+}
+
+constexpr GgmlKernels kRef = {"scalar",
+                              {dequantize_q8_0_ref, dequantize_q4_0_ref, dequantize_q4_K_ref, dequantize_q5_K_ref,
+                               dequantize_q6_K_ref}};
+
+constexpr std::array<GgmlTypeTraits, kGgmlTypeCount> kTypes = {{
+    {"q8_0", GgmlType::Q8_0, 0, 32, sizeof(GgmlBlockQ8_0), dequantize_q8_0_ref, quantize_q8_0, nullptr},
+    {"q4_0", GgmlType::Q4_0, 1, 32, sizeof(GgmlBlockQ4_0), dequantize_q4_0_ref, quantize_q4_0, nullptr},
+    {"q4_K", GgmlType::Q4_K, 2, kGgmlSuperBlock, sizeof(GgmlBlockQ4_K), dequantize_q4_K_ref, quantize_q4_K, nullptr},
+    {"q5_K", GgmlType::Q5_K, 3, kGgmlSuperBlock, sizeof(GgmlBlockQ5_K), dequantize_q5_K_ref, quantize_q5_K, nullptr},
+    {"q6_K", GgmlType::Q6_K, 4, kGgmlSuperBlock, sizeof(GgmlBlockQ6_K), dequantize_q6_K_ref, quantize_q6_K, nullptr},
+}};
+
+}  // namespace
+
+const GgmlKernels& ggml_kernels_ref() { return kRef; }
+
+const GgmlKernels* ggml_kernels_avx2() { return cpu_has_avx2() ? detail::ggml_avx2_table() : nullptr; }
+
+const GgmlKernels* ggml_kernels_avx512() { return cpu_has_avx512() ? detail::ggml_avx512_table() : nullptr; }
+
+const GgmlKernels& ggml_kernels() {
+  static const GgmlKernels* best = [] {
+    const SimdLevel cap = simd_cap("QPEFT_QUANT_ISA");
+    if (cap >= SimdLevel::avx512)
+      if (const GgmlKernels* k = ggml_kernels_avx512()) return k;
+    if (cap >= SimdLevel::avx2)
+      if (const GgmlKernels* k = ggml_kernels_avx2()) return k;
+    return &kRef;
+  }();
+  return *best;
+}
+
+std::span<const GgmlTypeTraits> ggml_all_types() {
+  static const std::array<GgmlTypeTraits, kGgmlTypeCount> types = [] {
+    std::array<GgmlTypeTraits, kGgmlTypeCount> t = kTypes;
+    for (GgmlTypeTraits& e : t) e.dequantize = ggml_kernels().dequantize[e.index];
+    return t;
+  }();
+  return types;
+}
+
+const GgmlTypeTraits& ggml_traits(GgmlType type) {
+  for (const GgmlTypeTraits& t : ggml_all_types())
+    if (t.type == type) return t;
+  fail("[ggml] type id {} is not one of q8_0, q4_0, q4_K, q5_K, q6_K", uint32_t(type));
+}
+
+bool ggml_type_from_id(uint32_t id, GgmlType* out) {
+  for (const GgmlTypeTraits& t : kTypes)
+    if (uint32_t(t.type) == id) {
+      *out = t.type;
+      return true;
+    }
+  return false;
+}
+
+bool ggml_type_from_name(std::string_view name, GgmlType* out) {
+  for (const GgmlTypeTraits& t : kTypes)
+    if (name == t.name) {
+      *out = t.type;
+      return true;
+    }
+  return false;
+}
+
+}  // namespace qpeft

@@ -1,0 +1,120 @@
+#include "quant/ggml_weight.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/error.h"
+#include "core/thread_pool.h"
+
+namespace qpeft {
+
+namespace {
+
+// Rows per tile: about 256K elements (1 MiB of f32), at least one row.
+int64_t default_row_tile(int64_t cols) { return std::max<int64_t>(1, 262144 / std::max<int64_t>(1, cols)); }
+
+}  // namespace
+
+void GgmlWeight::check_shape(const GgmlTypeTraits& t, int64_t rows, int64_t cols, size_t bytes,
+                             const std::string& name) {
+  QP_CHECK(rows > 0 && cols > 0, "[GgmlWeight] '{}': shape [{}, {}] must be positive", name, rows, cols);
+  QP_CHECK(cols % t.block == 0,
+           "[GgmlWeight] '{}': {} columns are not a multiple of the {} block of {} elements; ggml stores whole "
+           "blocks per row",
+           name, cols, t.name, t.block);
+  const int64_t want = rows * ggml_row_bytes(t, cols);
+  QP_CHECK(int64_t(bytes) == want,
+           "[GgmlWeight] '{}': {} bytes for {}[{}, {}], expected {} ({} rows of {} blocks of {} bytes); is the shape "
+           "or type wrong?",
+           name, bytes, t.name, rows, cols, want, rows, cols / t.block, t.block_bytes);
+}
+
+GgmlWeight GgmlWeight::from_bytes(GgmlType type, int64_t rows, int64_t cols, std::span<const uint8_t> data,
+                                  std::shared_ptr<const void> owner, std::string name) {
+  if (!owner) return from_bytes(type, rows, cols, std::vector<uint8_t>(data.begin(), data.end()), std::move(name));
+  const GgmlTypeTraits& t = ggml_traits(type);
+  check_shape(t, rows, cols, data.size(), name);
+  // The blocks hold f16 fields; ggml aligns tensor data far beyond 2 bytes.
+  QP_CHECK(reinterpret_cast<uintptr_t>(data.data()) % 2 == 0,
+           "[GgmlWeight] '{}': {} data at an odd address; the file's tensor data is misaligned", name, t.name);
+  GgmlWeight w;
+  w.traits_ = &t;
+  w.rows_ = rows;
+  w.cols_ = cols;
+  w.row_bytes_ = ggml_row_bytes(t, cols);
+  w.row_tile_ = default_row_tile(cols);
+  w.data_ = data.data();
+  w.keep_alive_ = std::move(owner);
+  w.name_ = std::move(name);
+  return w;
+}
+
+GgmlWeight GgmlWeight::from_bytes(GgmlType type, int64_t rows, int64_t cols, std::vector<uint8_t> data,
+                                  std::string name) {
+  const GgmlTypeTraits& t = ggml_traits(type);
+  check_shape(t, rows, cols, data.size(), name);
+  auto owned = std::make_shared<const std::vector<uint8_t>>(std::move(data));
+  GgmlWeight w;
+  w.traits_ = &t;
+  w.rows_ = rows;
+  w.cols_ = cols;
+  w.row_bytes_ = ggml_row_bytes(t, cols);
+  w.row_tile_ = default_row_tile(cols);
+  w.data_ = owned->data();  // vector storage is 2-aligned and stays put
+  w.keep_alive_ = std::move(owned);
+  w.owned_ = true;
+  w.name_ = std::move(name);
+  return w;
+}
+
+GgmlWeight GgmlWeight::quantize(const Tensor& w, GgmlType type, std::string name) {
+  QP_CHECK(w.defined() && w.ndim() == 2, "[GgmlWeight::quantize] weight '{}' must be 2-d [out, in], got {}", name,
+           w.defined() ? w.describe() : std::string("an undefined tensor"));
+  const DType dt = w.dtype();
+  QP_CHECK(dt == DType::F32 || dt == DType::BF16 || dt == DType::F16,
+           "[GgmlWeight::quantize] weight '{}' has dtype {}; expected f32, bf16 or f16", name, dtype_name(dt));
+  const GgmlTypeTraits& t = ggml_traits(type);
+  const int64_t rows = w.dim(0), cols = w.dim(1);
+  check_shape(t, rows, cols, size_t(rows * ggml_row_bytes(t, cols)), name);
+  const int64_t row_bytes = ggml_row_bytes(t, cols);
+  std::vector<uint8_t> out(size_t(rows * row_bytes));
+  const char* src = static_cast<const char*>(w.raw());
+  const size_t esize = dtype_size(dt);
+  pool().parallel_for(rows, [&](int64_t r0, int64_t r1) {
+    std::vector<float> row(static_cast<size_t>(cols));
+    for (int64_t r = r0; r < r1; ++r) {
+      convert_to_f32(src + size_t(r * cols) * esize, dt, row.data(), size_t(cols));
+      t.quantize(row.data(), cols, out.data() + r * row_bytes);
+    }
+  });
+  return from_bytes(type, rows, cols, std::move(out), std::move(name));
+}
+
+const float* GgmlWeight::decode_rows(int64_t r0, int64_t r1, float* scratch) const {
+  QP_CHECK(0 <= r0 && r0 <= r1 && r1 <= rows_, "[GgmlWeight] '{}': rows [{}, {}) out of [0, {})", name_, r0, r1,
+           rows_);
+  traits_->dequantize(data_ + r0 * row_bytes_, (r1 - r0) * cols_, scratch);
+  return scratch;
+}
+
+void GgmlWeight::set_row_tile(int64_t rows) {
+  QP_CHECK(rows > 0, "[GgmlWeight] '{}': row tile {} must be positive", name_, rows);
+  row_tile_ = rows;
+}
+
+Tensor GgmlWeight::dequantize() const {
+  Tensor t = Tensor::empty({rows_, cols_});
+  float* p = t.f32();
+  const int64_t tile = row_tile_, n_tiles = (rows_ + tile - 1) / tile;
+  pool().parallel_for(n_tiles, [&](int64_t t0, int64_t t1) {
+    for (int64_t ti = t0; ti < t1; ++ti) {
+      const int64_t r0 = ti * tile, r1 = std::min(rows_, r0 + tile);
+      decode_rows(r0, r1, p + r0 * cols_);
+    }
+  });
+  return t;
+}
+
+std::string GgmlWeight::describe() const { return fmt::format("{} {}[{}, {}]", name_, traits_->name, rows_, cols_); }
+
+}  // namespace qpeft

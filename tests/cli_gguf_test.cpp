@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <sstream>
 
 #include <nlohmann/json.hpp>
 
@@ -183,4 +184,85 @@ TEST_F(CliGguf, LoraAdapterAgreesAloneAndMerged) {
   ASSERT_EQ(merged.status, 0) << merged.output;
   EXPECT_NE(merged.output.find("merged in"), std::string::npos) << merged.output;
   expect_peer_agrees(dir, *tmp_ / "merged.gguf", "", *model);
+}
+
+// GGUF in: a GGUF file is a model wherever a model directory is.
+TEST_F(CliGguf, GgufFileEvaluatesAsTheOriginalDirectory) {
+  const std::string dir = std::string(QPEFT_TEST_DATA) + "/../../models/austen-tiny";
+  std::string data;
+  for (const char* line : {"It is a truth universally acknowledged, that a single man in possession of a good fortune.",
+                           "Mr. Darcy walked off; and Elizabeth remained with no very cordial feelings toward him."})
+    data += json({{"text", line}}).dump() + "\n";
+  write_file(*tmp_ / "text.jsonl", data);
+  auto eval_ppl = [&](const std::string& model) {
+    RunResult r = run_cli("eval --json --model " + model + " --data " + (*tmp_ / "text.jsonl"));
+    EXPECT_EQ(r.status, 0) << r.output;
+    const json j = json::parse(r.output.substr(r.output.rfind('{', r.output.rfind("\"adapters\""))));
+    return std::pair{j["perplexity"].get<double>(), j["tokens"].get<int64_t>()};
+  };
+  const auto [want, tokens] = eval_ppl(dir);
+  for (const char* dtype : {"bf16", "f32"}) {
+    SCOPED_TRACE(dtype);
+    const std::string gguf = *tmp_ / (std::string("m.") + dtype + ".gguf");
+    ASSERT_EQ(run_cli("export --model " + dir + " --dtype " + dtype + " --out " + gguf).status, 0);
+    const auto [got, got_tokens] = eval_ppl(gguf);
+    EXPECT_EQ(got_tokens, tokens);  // the tokenizer from the GGUF metadata splits the text alike
+    EXPECT_NEAR(got, want, 1e-5 * want);
+  }
+  // The tokenizer read back from GGUF metadata encodes as the Hugging Face one.
+  const Tokenizer hf = Tokenizer::load(dir), gg = Tokenizer::load(*tmp_ / "m.bf16.gguf");
+  for (const char* text : {"Hello, World! It's 2026.", "  spaces\tand\nnewlines ", "caf\xc3\xa9 na\xc3\xafve"})
+    EXPECT_EQ(gg.encode(text, true), hf.encode(text, true)) << text;
+  EXPECT_EQ(gg.decode(hf.encode("Pride and Prejudice")), "Pride and Prejudice");
+}
+
+TEST_F(CliGguf, QuantizedExportsAgreeWithLlamaCpp) {
+  const std::string dir = std::string(QPEFT_TEST_DATA) + "/../../models/austen-tiny";
+  for (const char* dtype : {"q8_0", "q4_0", "q4_k_m"}) {
+    SCOPED_TRACE(dtype);
+    const std::string gguf = *tmp_ / (std::string("m.") + dtype + ".gguf");
+    RunResult r = run_cli("export --model " + dir + " --dtype " + dtype + " --out " + gguf);
+    ASSERT_EQ(r.status, 0) << r.output;
+    // qpeft on the same quantized weights (read back from the file) against llama.cpp, which
+    // also rounds the activations to 8 bits in its quantized products: hence the wider bound.
+    auto model = load_model(gguf);
+    expect_peer_agrees(dir, gguf, "", *model, 0.05);
+  }
+}
+
+TEST_F(CliGguf, LoraTrainedOnAQ4KMBaseRunsInLlamaCpp) {
+  const std::string dir = std::string(QPEFT_TEST_DATA) + "/../../models/austen-tiny";
+  const std::string base = *tmp_ / "base.q4_k_m.gguf";
+  ASSERT_EQ(run_cli("export --model " + dir + " --dtype q4_k_m --out " + base).status, 0);
+  std::string data;
+  for (int i = 0; i < 8; ++i) data += "{\"text\": \"It is a truth universally acknowledged, that a single man.\"}\n";
+  write_file(*tmp_ / "data.jsonl", data);
+  RunResult tr = run_cli("train --model " + base + " --data " + (*tmp_ / "data.jsonl") + " --out " + (*tmp_ / "lora") +
+                         " --rank 4 --alpha 8 --targets all-linear --steps 10 --batch 2 --seq-len 32 --lr 2e-2 --metrics " +
+                         (*tmp_ / "m.jsonl"));
+  ASSERT_EQ(tr.status, 0) << tr.output;
+  std::vector<double> losses;
+  std::istringstream in(read_file(*tmp_ / "m.jsonl"));
+  for (std::string line; std::getline(in, line);) losses.push_back(json::parse(line)["loss"].get<double>());
+  ASSERT_EQ(losses.size(), 10u);
+  EXPECT_LT(losses.back(), losses.front() - 0.5);
+  // The adapter records the GGUF file it was trained on.
+  EXPECT_NE(read_file(*tmp_ / "lora/adapter_config.json").find(base), std::string::npos);
+  RunResult ex = run_cli("export --model " + base + " --adapter " + (*tmp_ / "lora") + " --lora-only --out " +
+                         (*tmp_ / "lora.gguf"));
+  ASSERT_EQ(ex.status, 0) << ex.output;
+  std::string note;
+  auto model = load_model_with_adapter(base, *tmp_ / "lora", "none", &note);
+  // As for the quantized exports (llama.cpp's 8-bit activations), on a sharper trained model.
+  expect_peer_agrees(dir, base, *tmp_ / "lora.gguf", *model, 0.1);
+}
+
+TEST_F(CliGguf, ABrokenGgufIsAOneLineError) {
+  const std::string dir = std::string(QPEFT_TEST_DATA) + "/../../models/austen-tiny";
+  ASSERT_EQ(run_cli("export --model " + dir + " --dtype f32 --out " + (*tmp_ / "m.gguf")).status, 0);
+  const std::string bytes = read_file(*tmp_ / "m.gguf");
+  write_file(*tmp_ / "cut.gguf", bytes.substr(0, bytes.size() / 2));
+  write_file(*tmp_ / "text.jsonl", "{\"text\": \"hello\"}\n");
+  expect_one_line_error(run_cli("eval --model " + (*tmp_ / "cut.gguf") + " --data " + (*tmp_ / "text.jsonl")),
+                        "runs past the end of the file");
 }

@@ -29,8 +29,8 @@ std::string write_sample(const TempDir& tmp) {
   w.set("tokenizer.ggml.tokens", GgufValue::str_array({"<s>", "a", "b c"}));
   w.set("tokenizer.ggml.token_type", GgufValue::i32_array({3, 1, -1}));
   w.set("some.floats", GgufValue::f32_array({0.5f, -2.0f}));
-  w.add_tensor("a.weight", GgmlType::kF32, {3, 2}, [] { return bytes_of({1, 2, 3, 4, 5, 6}); });
-  w.add_tensor("b.weight", GgmlType::kF16, {5}, [] { return std::vector<uint8_t>(10, 0x3c); });
+  w.add_tensor("a.weight", GgufTensorType::kF32, {3, 2}, [] { return bytes_of({1, 2, 3, 4, 5, 6}); });
+  w.add_tensor("b.weight", GgufTensorType::kF16, {5}, [] { return std::vector<uint8_t>(10, 0x3c); });
   const std::string path = tmp / "sample.gguf";
   w.write(path);
   return path;

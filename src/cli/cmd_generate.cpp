@@ -83,7 +83,7 @@ void run_generate(const GenerateArgs& a) {
                         : "give --prompt TEXT, or --prompts FILE of {\"prompt\", \"adapter\"} lines");
   QP_CHECK(!a.has_prompt_adapter || a.has_prompt,
            "--prompt-adapter goes with --prompt; with --prompts each line names its \"adapter\"");
-  QP_CHECK(qpeft::file_exists(a.model + "/tokenizer.json") || qpeft::file_exists(a.model + "/tokenizer.model"),
+  QP_CHECK(qpeft::has_tokenizer(a.model),
            "{}: no tokenizer.json or tokenizer.model; generate needs the model's tokenizer (copy it from the "
            "original model directory)",
            a.model);

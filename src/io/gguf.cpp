@@ -345,7 +345,7 @@ void GgufWriter::set(const std::string& key, GgufValue value) {
   metadata_.emplace_back(key, std::move(value));
 }
 
-void GgufWriter::add_tensor(const std::string& name, GgmlType type, std::vector<int64_t> ne, Producer produce) {
+void GgufWriter::add_tensor(const std::string& name, GgufTensorType type, std::vector<int64_t> ne, Producer produce) {
   int64_t be = 0, bb = 0;
   QP_CHECK(ggml_type_block(uint32_t(type), &be, &bb), "[gguf] tensor '{}': unknown ggml type {}", name, uint32_t(type));
   QP_CHECK(!ne.empty() && ne.size() <= 4 && ne[0] % be == 0, "[gguf] tensor '{}': rows of {} elements for {} blocks of {}",

@@ -30,7 +30,7 @@ enum class GgufType : uint32_t {
 };
 
 // ggml tensor types qpeft reads or writes (ggml.h's enum ggml_type values).
-enum class GgmlType : uint32_t {
+enum class GgufTensorType : uint32_t {
   kF32 = 0, kF16 = 1, kQ4_0 = 2, kQ8_0 = 8, kQ4_K = 12, kQ5_K = 13, kQ6_K = 14, kBF16 = 30,
 };
 // "f32", "q4_K", ...; nullptr for a type qpeft does not know.
@@ -114,7 +114,7 @@ class GgufWriter {
   using Producer = std::function<std::vector<uint8_t>()>;
   void set(const std::string& key, GgufValue value);
   // `ne` in ggml order (innermost first); `produce` returns the type's bytes for ne.
-  void add_tensor(const std::string& name, GgmlType type, std::vector<int64_t> ne, Producer produce);
+  void add_tensor(const std::string& name, GgufTensorType type, std::vector<int64_t> ne, Producer produce);
   // Header, metadata, tensor infos and data, atomically (temporary file, then rename).
   void write(const std::string& path) const;
 
@@ -122,7 +122,7 @@ class GgufWriter {
   std::vector<std::pair<std::string, GgufValue>> metadata_;
   struct Pending {
     std::string name;
-    GgmlType type;
+    GgufTensorType type;
     std::vector<int64_t> ne;
     uint64_t nbytes;
     Producer produce;

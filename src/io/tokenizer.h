@@ -22,10 +22,14 @@ namespace qpeft {
 
 namespace tok_detail { struct TokenizerImpl; }
 
+// True when `model_path` has a tokenizer Tokenizer::load reads: a directory with tokenizer.json
+// or tokenizer.model, or a GGUF file with tokenizer.ggml.* metadata.
+bool has_tokenizer(const std::string& model_path);
+
 class Tokenizer {
  public:
-  // path: a tokenizer.json, a SentencePiece tokenizer.model, or a model directory holding
-  // one of them. tokenizer_config.json next to it, when present, supplies bos/eos/pad and
+  // path: a tokenizer.json, a SentencePiece tokenizer.model, a model directory holding
+  // one of them, or a GGUF file (io/gguf_tokenizer.h). tokenizer_config.json next to it, when present, supplies bos/eos/pad and
   // the chat template.
   static Tokenizer load(const std::string& path);
   // From the text of a tokenizer.json (and optionally of tokenizer_config.json); `origin`

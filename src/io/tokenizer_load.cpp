@@ -7,6 +7,8 @@
 #include "core/limits.h"
 #include "io/json_reader.h"
 #include "io/tokenizer.h"
+#include "io/gguf.h"
+#include "io/gguf_tokenizer.h"
 #include "io/tokenizer_impl.h"
 #include "io/tokenizer_unicode.h"
 
@@ -613,7 +615,17 @@ Tokenizer Tokenizer::from_json(std::string_view tokenizer_json, std::string_view
   return Tokenizer(tok_detail::load_tokenizer_json(tokenizer_json, config_json, origin));
 }
 
+bool has_tokenizer(const std::string& model_path) {
+  if (is_gguf_path(model_path))
+    return file_exists(model_path) && GgufFile::open(model_path)->find("tokenizer.ggml.tokens") != nullptr;
+  return file_exists(model_path + "/tokenizer.json") || file_exists(model_path + "/tokenizer.model");
+}
+
 Tokenizer Tokenizer::load(const std::string& path) {
+  if (is_gguf_path(path) && file_exists(path)) {
+    const GgufTokenizerFiles f = gguf_tokenizer_files(*GgufFile::open(path));
+    return from_json(f.tokenizer_json, f.tokenizer_config_json, path);
+  }
   std::string file = path;
   if (dir_exists(path)) {
     if (file_exists(path + "/tokenizer.json")) {

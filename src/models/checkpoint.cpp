@@ -1,5 +1,8 @@
 #include "models/checkpoint.h"
 
+#include "io/gguf_tokenizer.h"
+#include "models/gguf_model.h"
+
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -96,6 +99,10 @@ void write_into(const std::string& dir, const std::string& config_json, const Sa
 }  // namespace
 
 std::unique_ptr<LlamaModel> load_model(const std::string& dir, const LoadOptions& opt) {
+  if (is_gguf_path(dir)) {
+    QP_CHECK(file_exists(dir), "{}: no such GGUF file", dir);
+    return load_gguf_model(dir, opt);
+  }
   QP_CHECK(dir_exists(dir), "{}: model directory not found", dir);
   std::optional<QuantFormat> qf;
   if (opt.quantize.enabled()) {

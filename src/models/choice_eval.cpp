@@ -137,7 +137,7 @@ void check_choice_examples(const std::vector<ChoiceExample>& examples, const std
 
 std::vector<ChoiceExample> load_choice_examples(const std::string& path, const std::string& model_dir,
                                                 int64_t vocab_size, const DataOptions& data_opt) {
-  QP_CHECK(file_exists(model_dir + "/tokenizer.json") || file_exists(model_dir + "/tokenizer.model"),
+  QP_CHECK(has_tokenizer(model_dir),
            "{}: no tokenizer.json or tokenizer.model; multiple-choice data is text and needs the model's tokenizer",
            model_dir);
   Tokenizer tok = Tokenizer::load(model_dir);

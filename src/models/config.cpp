@@ -1,5 +1,9 @@
 #include "models/config.h"
 
+#include "io/gguf.h"
+#include "io/gguf_tokenizer.h"
+#include "models/gguf_model.h"
+
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
@@ -67,6 +71,7 @@ QuantizationConfig QuantizationConfig::bnb_4bit(const std::string& quant_type, b
 }
 
 ModelConfig ModelConfig::load(const std::string& path) {
+  if (is_gguf_path(path)) return gguf_model_config(*GgufFile::open(path));
   std::string file = dir_exists(path) ? path + "/config.json" : path;
   QP_CHECK(file_exists(file), "{}: no config.json; expected a Hugging Face model directory", path);
   return parse(read_text_file(file), file);
@@ -216,6 +221,10 @@ std::string ModelConfig::to_json() const {
   j["max_position_embeddings"] = max_position_embeddings;
   j["rms_norm_eps"] = rms_norm_eps;
   j["rope_theta"] = rope.theta;
+  QP_CHECK(rope.scaling_type != "factors",
+           "{}: RoPE frequency factors from a GGUF file (rope_freqs) have no config.json form; write this model as GGUF "
+           "(qpeft export) instead",
+           source);
   if (rope.scaling_type == "default") {
     j["rope_scaling"] = nullptr;
   } else {

@@ -9,10 +9,13 @@
 #include "core/dtype.h"
 #include "core/error.h"
 #include "core/file.h"
+#include "core/thread_pool.h"
 #include "io/gguf.h"
+#include "io/gguf_tokenizer.h"
 #include "io/json_reader.h"
 #include "io/tokenizer.h"
 #include "ops/rope.h"
+#include "quant/ggml_weight.h"
 
 namespace qpeft {
 
@@ -114,23 +117,23 @@ int64_t layer_of(const std::string& hf_name) {
   return std::regex_search(hf_name, m, re) ? std::stoll(m[1]) : -1;
 }
 
-GgmlType matrix_type(const std::string& dtype, const std::string& hf_name, int64_t cols, const ModelConfig& cfg) {
-  if (dtype == "f32") return GgmlType::kF32;
-  if (dtype == "f16") return GgmlType::kF16;
-  if (dtype == "bf16") return GgmlType::kBF16;
-  GgmlType want = GgmlType::kQ8_0;
-  if (dtype == "q4_0") want = hf_name == "lm_head.weight" ? GgmlType::kQ8_0 : GgmlType::kQ4_0;
+GgufTensorType matrix_type(const std::string& dtype, const std::string& hf_name, int64_t cols, const ModelConfig& cfg) {
+  if (dtype == "f32") return GgufTensorType::kF32;
+  if (dtype == "f16") return GgufTensorType::kF16;
+  if (dtype == "bf16") return GgufTensorType::kBF16;
+  GgufTensorType want = GgufTensorType::kQ8_0;
+  if (dtype == "q4_0") want = hf_name == "lm_head.weight" ? GgufTensorType::kQ8_0 : GgufTensorType::kQ4_0;
   if (dtype == "q4_k_m") {
-    want = GgmlType::kQ4_K;
+    want = GgufTensorType::kQ4_K;
     const int64_t layer = layer_of(hf_name);
     const bool more = (hf_name.find("v_proj") != std::string::npos || hf_name.find("down_proj") != std::string::npos) &&
                       use_more_bits(layer, cfg.num_layers);
-    if (more || hf_name == "lm_head.weight") want = GgmlType::kQ6_K;
+    if (more || hf_name == "lm_head.weight") want = GgufTensorType::kQ6_K;
   }
   int64_t be = 0, bb = 0;
   ggml_type_block(uint32_t(want), &be, &bb);
   if (cols % be == 0) return want;
-  return cols % 32 == 0 ? GgmlType::kQ8_0 : GgmlType::kF16;
+  return cols % 32 == 0 ? GgufTensorType::kQ8_0 : GgufTensorType::kF16;
 }
 
 uint32_t file_type(const std::string& dtype) {
@@ -144,23 +147,33 @@ uint32_t file_type(const std::string& dtype) {
 }
 
 // f32 [rows, cols] in ggml's bytes for `type`.
-std::vector<uint8_t> encode_rows(const Tensor& t, GgmlType type) {
+std::vector<uint8_t> encode_rows(const Tensor& t, GgufTensorType type) {
   const int64_t rows = t.ndim() == 2 ? t.dim(0) : 1, cols = t.ndim() == 2 ? t.dim(1) : t.numel();
   const float* x = t.f32();
   std::vector<uint8_t> out;
   switch (type) {
-    case GgmlType::kF32:
+    case GgufTensorType::kF32:
       out.resize(size_t(t.numel()) * 4);
       std::memcpy(out.data(), x, out.size());
       return out;
-    case GgmlType::kF16:
-    case GgmlType::kBF16: {
+    case GgufTensorType::kF16:
+    case GgufTensorType::kBF16: {
       out.resize(size_t(t.numel()) * 2);
       auto* h = reinterpret_cast<uint16_t*>(out.data());
-      for (int64_t i = 0; i < t.numel(); ++i) h[i] = type == GgmlType::kF16 ? f32_to_f16(x[i]) : f32_to_bf16(x[i]);
+      for (int64_t i = 0; i < t.numel(); ++i) h[i] = type == GgufTensorType::kF16 ? f32_to_f16(x[i]) : f32_to_bf16(x[i]);
       return out;
     }
-    default: fail("GGUF export to {} ({} x {}) is not built yet", ggml_type_name(uint32_t(type)), rows, cols);
+    default: {
+      GgmlType q;
+      QP_CHECK(ggml_type_from_id(uint32_t(type), &q), "GGUF export: no quantizer for {}", ggml_type_name(uint32_t(type)));
+      const GgmlTypeTraits& tr = ggml_traits(q);
+      const int64_t row_bytes = ggml_row_bytes(tr, cols);
+      out.resize(size_t(rows * row_bytes));
+      pool().parallel_for(rows, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) tr.quantize(x + r * cols, cols, out.data() + r * row_bytes);
+      });
+      return out;
+    }
   }
 }
 
@@ -244,7 +257,7 @@ void export_gguf_model(LlamaModel& model, const std::string& model_dir, const st
     QP_CHECK(!name.empty(), "{}: tensor '{}' has no GGUF name", model_dir, s.name);
     const bool is_matrix = s.frozen != nullptr;
     const int64_t cols = is_matrix ? s.shape[1] : s.shape[0], rows = is_matrix ? s.shape[0] : 1;
-    const GgmlType type = is_matrix ? matrix_type(opt.dtype, s.name, cols, cfg) : GgmlType::kF32;
+    const GgufTensorType type = is_matrix ? matrix_type(opt.dtype, s.name, cols, cfg) : GgufTensorType::kF32;
     const int64_t heads = s.name.find("q_proj") != std::string::npos ? cfg.num_heads
                           : s.name.find("k_proj") != std::string::npos ? cfg.num_kv_heads
                                                                         : 0;
@@ -267,7 +280,7 @@ void export_gguf_model(LlamaModel& model, const std::string& model_dir, const st
     RopeConfig plain = cfg.rope;
     plain.scaling_type = "default";
     const std::vector<double> base = rope_inv_freq(plain), scaled = rope_inv_freq(cfg.rope);
-    w.add_tensor("rope_freqs.weight", GgmlType::kF32, {int64_t(base.size())}, [base, scaled]() {
+    w.add_tensor("rope_freqs.weight", GgufTensorType::kF32, {int64_t(base.size())}, [base, scaled]() {
       std::vector<uint8_t> out(base.size() * 4);
       for (size_t i = 0; i < base.size(); ++i) {
         const float f = float(base[i] / scaled[i]);
@@ -277,6 +290,115 @@ void export_gguf_model(LlamaModel& model, const std::string& model_dir, const st
     });
   }
   w.write(out);
+}
+
+ModelConfig gguf_model_config(const GgufFile& g) {
+  const std::string arch = g.get_string("general.architecture");
+  QP_CHECK(arch == "llama" || arch == "qwen2", "[gguf] {}: general.architecture '{}' is not one qpeft loads (llama, qwen2)",
+           g.path(), arch);
+  auto key = [&](const char* k) { return arch + "." + k; };
+  const GgufFile::Tensor* embd = g.find_tensor("token_embd.weight");
+  QP_CHECK(embd && embd->ne.size() == 2, "[gguf] {}: no 2-d token_embd.weight tensor", g.path());
+  json c;
+  c["model_type"] = arch;
+  c["architectures"] = {arch == "qwen2" ? "Qwen2ForCausalLM" : "LlamaForCausalLM"};
+  c["hidden_size"] = g.get_uint(key("embedding_length"));
+  c["intermediate_size"] = g.get_uint(key("feed_forward_length"));
+  c["num_hidden_layers"] = g.get_uint(key("block_count"));
+  c["num_attention_heads"] = g.get_uint(key("attention.head_count"));
+  if (g.find(key("attention.head_count_kv"))) c["num_key_value_heads"] = g.get_uint(key("attention.head_count_kv"));
+  if (g.find(key("attention.key_length"))) c["head_dim"] = g.get_uint(key("attention.key_length"));
+  else if (g.find(key("rope.dimension_count"))) c["head_dim"] = g.get_uint(key("rope.dimension_count"));
+  c["vocab_size"] = g.find(key("vocab_size")) ? g.get_uint(key("vocab_size")) : uint64_t(embd->ne[1]);
+  if (g.find(key("context_length"))) c["max_position_embeddings"] = g.get_uint(key("context_length"));
+  if (g.find(key("attention.layer_norm_rms_epsilon")))
+    c["rms_norm_eps"] = g.get_float(key("attention.layer_norm_rms_epsilon"));
+  if (g.find(key("rope.freq_base"))) c["rope_theta"] = g.get_float(key("rope.freq_base"));
+  if (g.find(key("rope.scaling.type")) && g.get_string(key("rope.scaling.type")) == "linear")
+    c["rope_scaling"] = {{"rope_type", "linear"}, {"factor", g.get_float(key("rope.scaling.factor"))}};
+  c["tie_word_embeddings"] = g.find_tensor("output.weight") == nullptr;
+  if (arch == "llama") c["attention_bias"] = g.find_tensor("blk.0.attn_q.bias") != nullptr;
+  for (auto [gg, hf] : {std::pair{"tokenizer.ggml.bos_token_id", "bos_token_id"}, {"tokenizer.ggml.eos_token_id", "eos_token_id"},
+                        {"tokenizer.ggml.padding_token_id", "pad_token_id"}})
+    if (g.find(gg)) c[hf] = g.get_uint(gg);
+  ModelConfig cfg = ModelConfig::parse(c.dump(), g.path());
+  QP_CHECK(embd->ne[0] == cfg.hidden_size && embd->ne[1] == cfg.vocab_size,
+           "[gguf] {}: token_embd.weight is [{}, {}] (ggml order), the metadata says hidden {} and vocabulary {}", g.path(),
+           embd->ne[0], embd->ne[1], cfg.hidden_size, cfg.vocab_size);
+  if (const GgufFile::Tensor* f = g.find_tensor("rope_freqs.weight")) {
+    QP_CHECK(f->type == uint32_t(GgufTensorType::kF32) && f->numel() == cfg.head_dim / 2,
+             "[gguf] {}: rope_freqs.weight must be f32 [{}]", g.path(), cfg.head_dim / 2);
+    cfg.rope.scaling_type = "factors";
+    cfg.rope.freq_factors.resize(size_t(cfg.head_dim / 2));
+    for (size_t i = 0; i < cfg.rope.freq_factors.size(); ++i) {
+      float v;
+      std::memcpy(&v, f->data + 4 * i, 4);
+      cfg.rope.freq_factors[i] = v;
+    }
+    (void)rope_inv_freq(cfg.rope);  // checks the factors
+  }
+  return cfg;
+}
+
+std::unique_ptr<LlamaModel> load_gguf_model(const std::string& path, const LoadOptions& opt) {
+  auto g = GgufFile::open(path);
+  ModelConfig cfg = gguf_model_config(*g);
+  const bool permute = gguf_permutes_qk(cfg);
+  std::shared_ptr<void> keep = std::const_pointer_cast<MappedFile>(g->mapping());
+  std::optional<QuantFormat> qf;
+  if (opt.quantize.enabled()) {
+    QP_CHECK(parse_quant_format(opt.quantize.format, &qf.emplace()), "quantize on load: unknown format '{}'",
+             opt.quantize.format);
+  }
+  auto model = std::make_unique<LlamaModel>(cfg);
+  model->visit_weights([&](WeightSlot& s) {
+    if (cfg.tie_word_embeddings && s.name == "lm_head.weight") return;
+    const std::string name = gguf_tensor_name(s.name);
+    const GgufFile::Tensor* t = g->find_tensor(name);
+    QP_CHECK(t, "[gguf] {}: tensor '{}' ({} in Hugging Face's names) is missing", path, name, s.name);
+    const bool matrix = s.frozen != nullptr;
+    const std::vector<int64_t> want = matrix ? std::vector<int64_t>{s.shape[1], s.shape[0]} : std::vector<int64_t>{s.shape[0]};
+    QP_CHECK(t->ne == want, "[gguf] {}: tensor '{}' has shape {} (ggml order), the metadata implies {}", path, name,
+             shape_str(t->ne), shape_str(want));
+    const int64_t heads = s.name.find("q_proj") != std::string::npos   ? cfg.num_heads
+                          : s.name.find("k_proj") != std::string::npos ? cfg.num_kv_heads
+                                                                       : 0;
+    const bool unpermute = permute && heads > 0;
+    const int64_t rows = matrix ? s.shape[0] : s.shape[0], row_elems = matrix ? s.shape[1] : 1;
+    const size_t row_bytes = size_t(t->nbytes / uint64_t(rows));
+    GgmlType qtype;
+    if (ggml_type_from_id(t->type, &qtype)) {
+      QP_CHECK(matrix, "[gguf] {}: tensor '{}' is {}; qpeft reads norms and biases in f32, f16 or bf16", path, name,
+               ggml_type_name(t->type));
+      if (unpermute) {
+        std::vector<uint8_t> bytes(t->data, t->data + t->nbytes);
+        permute_qk_rows(bytes.data(), heads, cfg.head_dim, row_bytes, true);
+        *s.frozen = std::make_shared<GgmlWeight>(GgmlWeight::from_bytes(qtype, rows, row_elems, std::move(bytes), s.name));
+      } else {
+        *s.frozen = std::make_shared<GgmlWeight>(GgmlWeight::from_bytes(
+            qtype, rows, row_elems, std::span<const uint8_t>(t->data, t->nbytes), keep, s.name));
+      }
+      return;
+    }
+    const DType dt = t->type == uint32_t(GgufTensorType::kF32)   ? DType::F32
+                     : t->type == uint32_t(GgufTensorType::kF16) ? DType::F16
+                                                                 : DType::BF16;
+    Tensor view = Tensor::from_storage(Storage::wrap(const_cast<uint8_t*>(t->data), t->nbytes, keep), 0, s.shape, dt);
+    if (unpermute) {
+      view = view.clone();
+      permute_qk_rows(static_cast<uint8_t*>(view.raw()), heads, cfg.head_dim, row_bytes, true);
+    }
+    if (!matrix) {
+      *s.vector = Var(view.to(DType::F32), false, s.name);
+    } else if (qf && s.linear) {
+      *s.frozen = std::make_shared<QuantizedWeight>(
+          QuantizedWeight::quantize(view, *qf, opt.quantize.block_size, opt.quantize.double_quant, s.name));
+    } else {
+      *s.frozen = std::make_shared<DenseWeight>(view, s.name);
+    }
+  });
+  model->finish_loading();
+  return model;
 }
 
 }  // namespace qpeft

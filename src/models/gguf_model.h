@@ -15,9 +15,12 @@
 #include <string>
 #include <vector>
 
+#include "models/checkpoint.h"
 #include "models/llama.h"
 
 namespace qpeft {
+
+class GgufFile;
 
 // How matrices are stored: f32, f16, bf16, q8_0, q4_0 or q4_k_m (llama.cpp's mix: q4_K, with
 // q6_K for the head and for attn_v / ffn_down in the first and last eighth of the layers and
@@ -34,6 +37,16 @@ struct GgufExportOptions {
 // GGUF file llama.cpp loads, written atomically. Byte-level BPE tokenizers only for now.
 void export_gguf_model(LlamaModel& model, const std::string& model_dir, const std::string& out,
                        const GgufExportOptions& opt);
+
+// A GGUF model file as a model: llama.cpp's llama or qwen2 layout (what export_gguf_model
+// writes, and what llama.cpp's converter writes for these architectures). f32/f16/bf16
+// matrices are used in place from the mapping (DenseWeight), q8_0/q4_0/q4_K/q5_K/q6_K ones as
+// GgmlWeight (quant/ggml_weight.h), also in place; q/k rows are put back in Hugging Face's
+// order (those weights are copied). opt.quantize quantizes the dense linear weights on load
+// (QLoRA on a GGUF base); ggml-quantized ones stay as they are.
+std::unique_ptr<LlamaModel> load_gguf_model(const std::string& path, const LoadOptions& opt);
+// The config the metadata describes, through ModelConfig::parse's checks and limits.
+ModelConfig gguf_model_config(const GgufFile& g);
 
 // GGUF tensor name of a Hugging Face checkpoint name ("" for one llama.cpp has no place for).
 std::string gguf_tensor_name(const std::string& hf_name);

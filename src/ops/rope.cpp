@@ -31,6 +31,14 @@ std::vector<double> rope_inv_freq(const RopeConfig& cfg) {
         f = (1.0 - smooth) * f / cfg.factor + smooth * f;
       }
     }
+  } else if (cfg.scaling_type == "factors") {
+    QP_CHECK(int64_t(cfg.freq_factors.size()) == half, "[rope] {} frequency factors for head_dim {} (need {})",
+             cfg.freq_factors.size(), cfg.head_dim, half);
+    for (int64_t i = 0; i < half; ++i) {
+      QP_CHECK(std::isfinite(cfg.freq_factors[size_t(i)]) && cfg.freq_factors[size_t(i)] > 0,
+               "[rope] frequency factor {} is {}; factors must be finite and positive", i, cfg.freq_factors[size_t(i)]);
+      inv[size_t(i)] /= cfg.freq_factors[size_t(i)];
+    }
   } else {
     QP_CHECK(cfg.scaling_type == "default", "[rope] unsupported rope scaling type '{}' (supported: llama3, linear)",
              cfg.scaling_type);

@@ -13,7 +13,10 @@ namespace qpeft {
 struct RopeConfig {
   int64_t head_dim = 0;
   double theta = 10000.0;
-  std::string scaling_type = "default";  // "default" | "llama3" | "linear"
+  std::string scaling_type = "default";  // "default" | "llama3" | "linear" | "factors"
+  // "factors": inverse frequency i divided by freq_factors[i] (head_dim / 2 of them), as
+  // llama.cpp applies a GGUF's rope_freqs tensor.
+  std::vector<double> freq_factors;
   double factor = 1.0;
   double low_freq_factor = 1.0;
   double high_freq_factor = 4.0;

@@ -37,10 +37,10 @@ void export_gguf_lora(LlamaModel& model, double lora_alpha, const std::string& o
       return b;
     };
     Var A = lora->A, B = lora->B;
-    w.add_tensor(name + ".lora_a", GgmlType::kF32, {in, r}, [A, r, in, bytes_of]() {
+    w.add_tensor(name + ".lora_a", GgufTensorType::kF32, {in, r}, [A, r, in, bytes_of]() {
       return bytes_of(A.value().f32(), r * in);
     });
-    w.add_tensor(name + ".lora_b", GgmlType::kF32, {r, outf}, [B, r, outf, fold, heads, permute, &cfg, bytes_of]() {
+    w.add_tensor(name + ".lora_b", GgufTensorType::kF32, {r, outf}, [B, r, outf, fold, heads, permute, &cfg, bytes_of]() {
       std::vector<float> b(B.value().f32(), B.value().f32() + outf * r);
       if (fold != 1.0)
         for (float& v : b) v = float(double(v) * fold);

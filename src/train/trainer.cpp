@@ -37,8 +37,7 @@ using Clock = std::chrono::steady_clock;
 Dataset load_dataset(const std::string& path, const std::string& model_dir, int64_t vocab_size,
                      const DataOptions& opt) {
   std::optional<Tokenizer> tok;
-  if (file_exists(model_dir + "/tokenizer.json") || file_exists(model_dir + "/tokenizer.model"))
-    tok = Tokenizer::load(model_dir);
+  if (has_tokenizer(model_dir)) tok = Tokenizer::load(model_dir);
   Dataset ds = load_jsonl(path, tok ? &*tok : nullptr, vocab_size, opt);
   if (ds.format == DataFormat::kChoice) {
     check_choice_examples(ds.choices, path, vocab_size);

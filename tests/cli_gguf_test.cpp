@@ -266,3 +266,40 @@ TEST_F(CliGguf, ABrokenGgufIsAOneLineError) {
   expect_one_line_error(run_cli("eval --model " + (*tmp_ / "cut.gguf") + " --data " + (*tmp_ / "text.jsonl")),
                         "runs past the end of the file");
 }
+
+TEST_F(CliGguf, GgufBasesWorkWithMergeAndExport) {
+  // The grouped-query model with Llama-3 RoPE scaling, through GGUF and back.
+  const std::string dir = *tmp_ / "gqa";
+  gen_fixtures::make_model_dir(dir);
+  const std::string gguf = *tmp_ / "gqa.gguf";
+  ASSERT_EQ(run_cli("export --model " + dir + " --dtype f32 --out " + gguf).status, 0);
+  // Re-exporting a GGUF source (its tokenizer and RoPE factors read from the file) gives the
+  // same model to llama.cpp.
+  RunResult again = run_cli("export --model " + gguf + " --dtype f32 --out " + (*tmp_ / "again.gguf"));
+  ASSERT_EQ(again.status, 0) << again.output;
+  auto model = load_model(dir);
+  expect_peer_agrees(dir, *tmp_ / "again.gguf", "", *model);
+  // A LoRA trained on the GGUF file merges into a Hugging Face directory with its tokenizer
+  // (the GGUF's RoPE factors have no config.json form: a model without scaling is used here).
+  const std::string plain = *tmp_ / "plain";
+  ASSERT_EQ(run_cli("init-model --preset tiny --layers 1 --dtype f32 --tokenizer " + dir + " --out " + plain).status, 0)
+      << "init-model";
+  const std::string plain_gguf = *tmp_ / "plain.gguf";
+  ASSERT_EQ(run_cli("export --model " + plain + " --dtype bf16 --out " + plain_gguf).status, 0);
+  write_file(*tmp_ / "d.jsonl", "{\"text\": \"the cat sat on the mat\"}\n{\"text\": \"then the dog ran\"}\n");
+  RunResult tr = run_cli("train --model " + plain_gguf + " --data " + (*tmp_ / "d.jsonl") + " --out " + (*tmp_ / "ad") +
+                         " --rank 2 --steps 2 --batch 2 --seq-len 16 --quiet");
+  ASSERT_EQ(tr.status, 0) << tr.output;
+  RunResult mg = run_cli("merge --model " + plain_gguf + " --adapter " + (*tmp_ / "ad") + " --out " + (*tmp_ / "merged"));
+  ASSERT_EQ(mg.status, 0) << mg.output;
+  EXPECT_TRUE(fs::exists(*tmp_ / "merged/tokenizer.json"));
+  RunResult ev1 = run_cli("eval --json --model " + (*tmp_ / "merged") + " --data " + (*tmp_ / "d.jsonl"));
+  RunResult ev2 = run_cli("eval --json --model " + plain_gguf + " --adapter " + (*tmp_ / "ad") + " --data " +
+                          (*tmp_ / "d.jsonl"));
+  ASSERT_EQ(ev1.status, 0) << ev1.output;
+  ASSERT_EQ(ev2.status, 0) << ev2.output;
+  auto loss_of = [](const std::string& out) {
+    return json::parse(out.substr(out.rfind('{', out.rfind("\"adapters\""))))["loss"].get<double>();
+  };
+  EXPECT_NEAR(loss_of(ev1.output), loss_of(ev2.output), 2e-3);  // merged into bf16: rounding
+}

@@ -1,5 +1,6 @@
 #include "models/checkpoint.h"
 
+#include "io/gguf.h"
 #include "io/gguf_tokenizer.h"
 #include "models/gguf_model.h"
 
@@ -241,6 +242,15 @@ void write_random_model(const ModelConfig& cfg, DType dtype, uint64_t seed, cons
 }
 
 void copy_tokenizer_files(const std::string& src_dir, const std::string& dst_dir) {
+  if (is_gguf_path(src_dir)) {
+    // A GGUF base: its tokenizer as the Hugging Face files (io/gguf_tokenizer.h).
+    auto g = GgufFile::open(src_dir);
+    if (!g->find("tokenizer.ggml.tokens")) return;
+    const GgufTokenizerFiles f = gguf_tokenizer_files(*g);
+    write_file_atomic(dst_dir + "/tokenizer.json", f.tokenizer_json);
+    write_file_atomic(dst_dir + "/tokenizer_config.json", f.tokenizer_config_json);
+    return;
+  }
   for (const char* f : {"tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
                         "generation_config.json"}) {
     std::string src = src_dir + "/" + f;

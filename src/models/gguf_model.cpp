@@ -59,9 +59,12 @@ std::string pre_tokenizer_name(const json& tok, const std::string& path) {
 }
 
 void add_tokenizer(GgufWriter& w, const ModelConfig& cfg, const std::string& model_dir) {
-  const std::string path = model_dir + "/tokenizer.json";
-  QP_CHECK(file_exists(path), "{}: no such file; GGUF export needs the model's Hugging Face tokenizer", path);
-  const json tok = parse_json(read_text_file(path), path);
+  // A GGUF source carries its tokenizer in its metadata: read it back as tokenizer.json.
+  const bool from_gguf = is_gguf_path(model_dir);
+  const std::string path = from_gguf ? model_dir : model_dir + "/tokenizer.json";
+  QP_CHECK(from_gguf || file_exists(path), "{}: no such file; GGUF export needs the model's Hugging Face tokenizer", path);
+  const json tok = parse_json(from_gguf ? gguf_tokenizer_files(*GgufFile::open(path)).tokenizer_json : read_text_file(path),
+                              path);
   const json& model = tok["model"];
   QP_CHECK(model.is_object() && model.value("type", "") == "BPE" && !model.value("byte_fallback", false),
            "{}: GGUF export supports byte-level BPE tokenizers (model.type BPE without byte_fallback); this one is {}",
@@ -226,7 +229,8 @@ void export_gguf_model(LlamaModel& model, const std::string& model_dir, const st
   const std::string arch = cfg.model_type == "qwen2" ? "qwen2" : "llama";
   GgufWriter w;
   w.set("general.architecture", GgufValue::str(arch));
-  w.set("general.name", GgufValue::str(opt.name.empty() ? std::filesystem::path(model_dir).filename().string() : opt.name));
+  w.set("general.name",
+        GgufValue::str(opt.name.empty() ? std::filesystem::path(model_dir).stem().string() : opt.name));
   w.set("general.file_type", GgufValue::u32(file_type(opt.dtype)));
   w.set("general.quantization_version", GgufValue::u32(2));
   auto key = [&](const std::string& k) { return arch + "." + k; };
@@ -275,8 +279,9 @@ void export_gguf_model(LlamaModel& model, const std::string& model_dir, const st
                    return encode_rows(t, type);
                  });
   });
-  if (cfg.rope.scaling_type == "llama3") {
-    // llama.cpp divides each frequency by its factor: unscaled / scaled inverse frequency.
+  if (cfg.rope.scaling_type == "llama3" || cfg.rope.scaling_type == "factors") {
+    // llama.cpp divides each frequency by its factor: unscaled / scaled inverse frequency (a
+    // GGUF source's own factors come back as they were read).
     RopeConfig plain = cfg.rope;
     plain.scaling_type = "default";
     const std::vector<double> base = rope_inv_freq(plain), scaled = rope_inv_freq(cfg.rope);

@@ -23,19 +23,6 @@ using nlohmann::json;
 
 namespace {
 
-std::string run(const std::string& cmd) {
-  std::string out;
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  if (!p) return "";
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
-  if (pclose(p) != 0) {
-    std::fprintf(stderr, "failed: %s\n%s\n", cmd.c_str(), out.c_str());
-    std::exit(1);
-  }
-  return out;
-}
 
 struct Run {
   double tokens_per_s = 0, allreduce_ms = 0, bytes = 0;
@@ -76,7 +63,7 @@ int main(int argc, char** argv) {
     else if (a == "--reps") reps = std::atoi(argv[i + 1]);
   }
   const std::string qpeft = (fs::canonical("/proc/self/exe").parent_path().parent_path() / "qpeft").string();
-  const std::string version = run(qpeft + " --version");
+  const std::string version = qpeft::bench::run_command(qpeft + " --version");
   if (version.find("Open MPI") == std::string::npos || std::system("command -v mpirun >/dev/null") != 0) {
     std::fprintf(stderr, "bench_data_parallel: %s was built without Open MPI, or mpirun is missing\n", qpeft.c_str());
     return 1;
@@ -86,7 +73,7 @@ int main(int argc, char** argv) {
 
   const std::string dir = (fs::temp_directory_path() / ("qpeft_bench_dp_" + std::to_string(getpid()))).string();
   fs::create_directories(dir);
-  run(qpeft + " init-model --preset " + preset + " --dtype bf16 --seed 1 --out " + dir + "/model");
+  qpeft::bench::run_command(qpeft + " init-model --preset " + preset + " --dtype bf16 --seed 1 --out " + dir + "/model");
   // Random token rows of 256 (the model's vocabulary is the preset's).
   const json cfg = json::parse(std::ifstream(dir + "/model/config.json"));
   const int64_t vocab = cfg["vocab_size"].get<int64_t>();
@@ -111,7 +98,7 @@ int main(int argc, char** argv) {
       const bool ranks = (k + r) % 2 == 0;
       const std::string out = dir + "/run", metrics = dir + "/m.jsonl";
       fs::remove_all(out);
-      run((ranks ? mpirun + qpeft + args + " --threads 1" : qpeft + args + " --threads 2") + " --out " + out +
+      qpeft::bench::run_command((ranks ? mpirun + qpeft + args + " --threads 1" : qpeft + args + " --threads 2") + " --out " + out +
           " --metrics " + metrics);
       (ranks ? two : one).push_back(read_metrics(metrics));
     }

@@ -102,6 +102,25 @@ inline void print_profile(const std::vector<profile::Entry>& rows, int steps, do
   std::printf("    profiled total %.1f ms/step of a %.1f ms median step\n", total / steps * 1e3, step_seconds * 1e3);
 }
 
+// Runs a shell command line and returns what it printed (stdout and stderr); exits the
+// benchmark with the command and its output when it fails.
+inline std::string run_command(const std::string& cmd) {
+  std::string out;
+  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+  if (!p) {
+    std::fprintf(stderr, "cannot run: %s\n", cmd.c_str());
+    std::exit(1);
+  }
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
+  if (pclose(p) != 0) {
+    std::fprintf(stderr, "failed: %s\n%s\n", cmd.c_str(), out.c_str());
+    std::exit(1);
+  }
+  return out;
+}
+
 inline double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];

@@ -189,15 +189,8 @@ void setup_merge(CLI::App& app) {
     if (emb && !quantized_base) base = emb->tensor().dtype();
     qpeft::SaveOptions opt;
     opt.dtype = a->dtype.empty() ? base : (a->dtype == "bf16" ? qpeft::DType::BF16 : a->dtype == "f16" ? qpeft::DType::F16 : qpeft::DType::F32);
-    opt.matrix = [](const qpeft::WeightSlot& s) -> qpeft::Tensor {
-      if (s.linear) return qpeft::merged_weight(*s.linear);
-      return qpeft::decode_to_f32(**s.frozen);
-    };
-    // (IA)³ scales the outputs of its layers, biases included.
-    opt.vector = [](const qpeft::WeightSlot& s) -> qpeft::Tensor {
-      if (s.linear) return qpeft::merged_bias(*s.linear);
-      return s.vector->value();
-    };
+    opt.matrix = qpeft::merged_slot_matrix;
+    opt.vector = qpeft::merged_slot_vector;
     opt.requantize = a->requantize;
     RequantStats stats;
     opt.on_quantized = [&stats](const qpeft::WeightSlot& s, const qpeft::QuantizedWeight& q, const qpeft::Tensor& exact) {

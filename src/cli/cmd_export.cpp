@@ -50,14 +50,8 @@ void setup(CLI::App& app) {
     qpeft::GgufExportOptions opt;
     opt.dtype = a->dtype;
     if (!a->adapter.empty()) {
-      opt.matrix = [](const qpeft::WeightSlot& s) -> qpeft::Tensor {
-        if (s.linear) return qpeft::merged_weight(*s.linear);
-        return qpeft::decode_to_f32(**s.frozen);
-      };
-      opt.vector = [](const qpeft::WeightSlot& s) -> qpeft::Tensor {
-        if (s.linear) return qpeft::merged_bias(*s.linear);
-        return s.vector->value();
-      };
+      opt.matrix = qpeft::merged_slot_matrix;
+      opt.vector = qpeft::merged_slot_vector;
       model->visit_linears([&](qpeft::Linear& l) { ia3 = ia3 || (l.adapter && !dynamic_cast<const qpeft::LoraAdapter*>(l.adapter.get())); });
     }
     qpeft::export_gguf_model(*model, a->model, a->out, opt);

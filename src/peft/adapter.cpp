@@ -51,6 +51,15 @@ Tensor merged_bias(const Linear& layer) {
   return b;
 }
 
+Tensor merged_slot_matrix(const WeightSlot& slot) {
+  return slot.linear ? merged_weight(*slot.linear) : decode_to_f32(**slot.frozen);
+}
+
+Tensor merged_slot_vector(const WeightSlot& slot) {
+  // (IA)³ scales the outputs of its layers, biases included.
+  return slot.linear ? merged_bias(*slot.linear) : slot.vector->value();
+}
+
 std::string first_dense_adapted_layer(LlamaModel& model) {
   std::string dense;
   model.visit_linears([&](Linear& l) {

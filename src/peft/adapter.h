@@ -40,5 +40,10 @@ std::string first_dense_adapted_layer(LlamaModel& model);
 Tensor merged_weight(const Linear& layer);
 // The same for its bias (f32 [out]); the layer must have one.
 Tensor merged_bias(const Linear& layer);
+// Any checkpoint slot's values with adapters folded in, f32: matrices (merged_weight, or the
+// stored weight decoded) and vectors (merged_bias, or the stored norm or bias). What merge and
+// export write.
+Tensor merged_slot_matrix(const WeightSlot& slot);
+Tensor merged_slot_vector(const WeightSlot& slot);
 
 }  // namespace qpeft

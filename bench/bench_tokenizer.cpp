@@ -54,7 +54,7 @@
 #include "core/file.h"
 #include "bench_sys.h"
 #include "core/thread_pool.h"
-#include "io/tokenizer.h"
+#include "text/tokenizer.h"
 
 namespace fs = std::filesystem;
 using qpeft::Tokenizer;

@@ -4,8 +4,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "io/chat_template.h"
-#include "io/tokenizer.h"
+#include "text/chat_template.h"
+#include "text/tokenizer.h"
 #include "models/checkpoint.h"
 #include "models/choice_eval.h"
 #include "models/generate.h"

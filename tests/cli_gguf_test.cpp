@@ -13,7 +13,7 @@
 
 #include "core/file.h"
 #include "gen_fixtures.h"
-#include "io/tokenizer.h"
+#include "text/tokenizer.h"
 #include "models/checkpoint.h"
 #include "models/generate.h"
 #include "peft/adapter_io.h"

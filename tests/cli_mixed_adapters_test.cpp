@@ -6,7 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "io/tokenizer.h"
+#include "text/tokenizer.h"
 #include "models/choice_eval.h"
 #include "models/generate.h"
 #include "train/trainer.h"

@@ -4,7 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "core/file.h"
-#include "io/tokenizer.h"
+#include "text/tokenizer.h"
 #include "models/checkpoint.h"
 #include "models/generate.h"
 #include "train/trainer.h"

@@ -9,7 +9,7 @@
 #include <set>
 
 #include "core/error.h"
-#include "io/tokenizer.h"
+#include "text/tokenizer.h"
 #include "models/checkpoint.h"
 #include "models/choice_eval.h"
 #include "models/generate.h"

@@ -6,7 +6,7 @@
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/file.h"
-#include "io/tokenizer.h"
+#include "text/tokenizer.h"
 #include "core/thread_pool.h"
 #include "models/checkpoint.h"
 

@@ -10,7 +10,7 @@
 #include "core/error.h"
 #include "core/file.h"
 #include "io/json_reader.h"
-#include "io/tokenizer.h"
+#include "text/tokenizer.h"
 
 namespace qpeft::cli {
 

@@ -9,8 +9,8 @@
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/file.h"
-#include "io/tokenizer.h"
-#include "io/tokenizer_train.h"
+#include "text/tokenizer.h"
+#include "text/tokenizer_train.h"
 
 namespace qpeft::cli {
 

@@ -1,7 +1,7 @@
 #include "models/checkpoint.h"
 
 #include "io/gguf.h"
-#include "io/gguf_tokenizer.h"
+#include "text/gguf_tokenizer.h"
 #include "models/gguf_model.h"
 
 #include <cmath>
@@ -243,7 +243,7 @@ void write_random_model(const ModelConfig& cfg, DType dtype, uint64_t seed, cons
 
 void copy_tokenizer_files(const std::string& src_dir, const std::string& dst_dir) {
   if (is_gguf_path(src_dir)) {
-    // A GGUF base: its tokenizer as the Hugging Face files (io/gguf_tokenizer.h).
+    // A GGUF base: its tokenizer as the Hugging Face files (text/gguf_tokenizer.h).
     auto g = GgufFile::open(src_dir);
     if (!g->find("tokenizer.ggml.tokens")) return;
     const GgufTokenizerFiles f = gguf_tokenizer_files(*g);

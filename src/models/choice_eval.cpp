@@ -4,7 +4,7 @@
 
 #include "core/error.h"
 #include "core/file.h"
-#include "io/tokenizer.h"
+#include "text/tokenizer.h"
 
 namespace qpeft {
 

@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "io/data_formats.h"
+#include "text/data_formats.h"
 #include "models/llama.h"
 
 namespace qpeft {

@@ -1,7 +1,7 @@
 #include "models/config.h"
 
 #include "io/gguf.h"
-#include "io/gguf_tokenizer.h"
+#include "text/gguf_tokenizer.h"
 #include "models/gguf_model.h"
 
 #include <nlohmann/json.hpp>

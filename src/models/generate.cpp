@@ -13,7 +13,7 @@
 #include "core/error.h"
 #include "core/file.h"
 #include "io/json_reader.h"
-#include "io/tokenizer.h"
+#include "text/tokenizer.h"
 #include "models/kv_cache.h"
 
 namespace qpeft {

@@ -11,9 +11,9 @@
 #include "core/file.h"
 #include "core/thread_pool.h"
 #include "io/gguf.h"
-#include "io/gguf_tokenizer.h"
+#include "text/gguf_tokenizer.h"
 #include "io/json_reader.h"
-#include "io/tokenizer.h"
+#include "text/tokenizer.h"
 #include "ops/rope.h"
 #include "quant/ggml_weight.h"
 

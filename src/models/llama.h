@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "io/data_formats.h"
+#include "text/data_formats.h"
 #include "models/config.h"
 #include "ops/autograd.h"
 #include "ops/linear.h"

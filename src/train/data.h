@@ -4,7 +4,7 @@
 #include <string>
 #include <vector>
 
-#include "io/data_formats.h"
+#include "text/data_formats.h"
 #include "ops/loss.h"
 
 namespace qpeft {

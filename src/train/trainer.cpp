@@ -19,7 +19,7 @@
 #include "core/thread_pool.h"
 #include "io/json_reader.h"
 #include "io/safetensors.h"
-#include "io/tokenizer.h"
+#include "text/tokenizer.h"
 #include "models/checkpoint.h"
 #include "models/choice_eval.h"
 #include "ops/linear.h"

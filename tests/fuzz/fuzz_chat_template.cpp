@@ -1,9 +1,9 @@
-// Chat templates (io/chat_template.h): the input is a template, optionally followed by a NUL and
+// Chat templates (text/chat_template.h): the input is a template, optionally followed by a NUL and
 // a JSON render context; it is parsed, then rendered for a fixed conversation and the context.
 #include <cstring>
 
 #include "fuzz_util.h"
-#include "io/chat_template.h"
+#include "text/chat_template.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view in = qpeft::fuzz::text_of(data, size);

@@ -1,8 +1,8 @@
-// JSON-lines training data in every format (io/data_formats.h), with a byte-level tokenizer
+// JSON-lines training data in every format (text/data_formats.h), with a byte-level tokenizer
 // that has a chat template (for "messages" lines) and two adapter names (for "adapter").
 #include "fuzz_util.h"
-#include "io/data_formats.h"
-#include "io/tokenizer.h"
+#include "text/data_formats.h"
+#include "text/tokenizer.h"
 
 namespace {
 

@@ -1,6 +1,6 @@
-// tokenizer.json (io/tokenizer.h): load, then encode and decode a fixed text.
+// tokenizer.json (text/tokenizer.h): load, then encode and decode a fixed text.
 #include "fuzz_util.h"
-#include "io/tokenizer.h"
+#include "text/tokenizer.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   qpeft::fuzz::refuse_only_with_error([&] {

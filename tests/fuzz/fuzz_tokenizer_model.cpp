@@ -1,6 +1,6 @@
-// SentencePiece tokenizer.model (io/tokenizer.h through libsentencepiece): load, encode, decode.
+// SentencePiece tokenizer.model (text/tokenizer.h through libsentencepiece): load, encode, decode.
 #include "fuzz_util.h"
-#include "io/tokenizer.h"
+#include "text/tokenizer.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string path = qpeft::fuzz::as_file(data, size, "tokenizer.model");

@@ -1,5 +1,5 @@
 // JSON-lines training data -> tokenized examples (formats in data_formats.h).
-#include "io/data_formats.h"
+#include "text/data_formats.h"
 
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -7,9 +7,9 @@
 #include "core/error.h"
 #include "core/file.h"
 #include "core/limits.h"
-#include "io/chat_template.h"
+#include "text/chat_template.h"
 #include "io/json_reader.h"
-#include "io/tokenizer.h"
+#include "text/tokenizer.h"
 
 namespace qpeft {
 

@@ -13,7 +13,7 @@
 
 #include "core/error.h"
 #include "core/file.h"
-#include "io/tokenizer.h"
+#include "text/tokenizer.h"
 #include "test_util.h"
 
 namespace {

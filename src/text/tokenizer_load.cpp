@@ -6,11 +6,11 @@
 #include "core/file.h"
 #include "core/limits.h"
 #include "io/json_reader.h"
-#include "io/tokenizer.h"
+#include "text/tokenizer.h"
 #include "io/gguf.h"
-#include "io/gguf_tokenizer.h"
-#include "io/tokenizer_impl.h"
-#include "io/tokenizer_unicode.h"
+#include "text/gguf_tokenizer.h"
+#include "text/tokenizer_impl.h"
+#include "text/tokenizer_unicode.h"
 
 namespace qpeft {
 namespace tok_detail {

@@ -6,9 +6,9 @@
 
 #include "core/error.h"
 #include "core/limits.h"
-#include "io/jinja.h"
+#include "text/jinja.h"
 #include "io/json_reader.h"
-#include "io/tokenizer_unicode.h"
+#include "text/tokenizer_unicode.h"
 
 namespace qpeft::jinja {
 

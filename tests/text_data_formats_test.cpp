@@ -2,9 +2,9 @@
 #include <gtest/gtest.h>
 
 #include "core/error.h"
-#include "io/chat_template.h"
-#include "io/data_formats.h"
-#include "io/tokenizer.h"
+#include "text/chat_template.h"
+#include "text/data_formats.h"
+#include "text/tokenizer.h"
 #include "tokenizer_fixtures.h"
 #include "test_util.h"
 

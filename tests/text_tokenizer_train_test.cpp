@@ -1,4 +1,4 @@
-// Byte-level BPE training (io/tokenizer_train.h) and `qpeft train-tokenizer`: merge order on
+// Byte-level BPE training (text/tokenizer_train.h) and `qpeft train-tokenizer`: merge order on
 // hand-made corpora (including HF tokenizers' own trainer test), determinism, vocabulary
 // size, round trips, and id-exact agreement with @huggingface/tokenizers on what it wrote.
 #include <gtest/gtest.h>
@@ -13,9 +13,9 @@
 
 #include "core/error.h"
 #include "core/file.h"
-#include "io/tokenizer.h"
-#include "io/tokenizer_train.h"
-#include "io/tokenizer_unicode.h"
+#include "text/tokenizer.h"
+#include "text/tokenizer_train.h"
+#include "text/tokenizer_unicode.h"
 #include "test_util.h"
 
 using qpeft::BpeTrainer;

@@ -1,11 +1,11 @@
 // ChatTemplate: tokenizer_config.json's chat_template through the Jinja subset.
-#include "io/chat_template.h"
+#include "text/chat_template.h"
 
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
-#include "io/jinja.h"
-#include "io/tokenizer.h"
+#include "text/jinja.h"
+#include "text/tokenizer.h"
 
 namespace qpeft {
 

@@ -1,6 +1,6 @@
 // Lenient UTF-8 and NFC (canonical decomposition, canonical ordering, canonical
 // composition; Hangul syllables algorithmically), following UAX #15.
-#include "io/tokenizer_unicode.h"
+#include "text/tokenizer_unicode.h"
 
 #include <algorithm>
 #include <vector>

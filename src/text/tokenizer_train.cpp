@@ -7,7 +7,7 @@
 //    its count) and queues every pair that gained occurrences, with the words where it did;
 //  - a pair merged twice (its words were queued in two entries) keeps its last rank, as
 //    HF's HashMap of merges does when the model is saved.
-#include "io/tokenizer_train.h"
+#include "text/tokenizer_train.h"
 
 #include <fmt/core.h>
 
@@ -17,9 +17,9 @@
 
 #include "core/error.h"
 #include "core/file.h"
-#include "io/chat_template.h"
-#include "io/tokenizer_impl.h"
-#include "io/tokenizer_unicode.h"
+#include "text/chat_template.h"
+#include "text/tokenizer_impl.h"
+#include "text/tokenizer_unicode.h"
 
 namespace qpeft {
 

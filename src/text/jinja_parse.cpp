@@ -6,7 +6,7 @@
 
 #include "core/error.h"
 #include "core/limits.h"
-#include "io/jinja.h"
+#include "text/jinja.h"
 
 namespace qpeft::jinja {
 

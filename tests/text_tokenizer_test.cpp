@@ -10,8 +10,8 @@
 #include "core/error.h"
 #include "core/file.h"
 #include "core/thread_pool.h"
-#include "io/tokenizer.h"
-#include "io/tokenizer_unicode.h"
+#include "text/tokenizer.h"
+#include "text/tokenizer_unicode.h"
 #include "tokenizer_fixtures.h"
 #include "test_util.h"
 

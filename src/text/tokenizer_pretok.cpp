@@ -4,8 +4,8 @@
 #include <cstring>
 
 #include "core/error.h"
-#include "io/tokenizer_impl.h"
-#include "io/tokenizer_unicode.h"
+#include "text/tokenizer_impl.h"
+#include "text/tokenizer_unicode.h"
 
 namespace qpeft::tok_detail {
 

@@ -29,7 +29,7 @@ bool has_tokenizer(const std::string& model_path);
 class Tokenizer {
  public:
   // path: a tokenizer.json, a SentencePiece tokenizer.model, a model directory holding
-  // one of them, or a GGUF file (io/gguf_tokenizer.h). tokenizer_config.json next to it, when present, supplies bos/eos/pad and
+  // one of them, or a GGUF file (text/gguf_tokenizer.h). tokenizer_config.json next to it, when present, supplies bos/eos/pad and
   // the chat template.
   static Tokenizer load(const std::string& path);
   // From the text of a tokenizer.json (and optionally of tokenizer_config.json); `origin`

@@ -1,7 +1,7 @@
 // Tokenizer: the encode pipeline (added tokens -> normalizer -> added tokens of normalized
 // content -> pre-tokenizer -> BPE -> post-processor) and decode, in the order HF tokenizers
 // applies them (tokenizer/added_vocabulary.rs, tokenizer/mod.rs).
-#include "io/tokenizer.h"
+#include "text/tokenizer.h"
 
 #include <atomic>
 #include <exception>
@@ -9,8 +9,8 @@
 
 #include "core/error.h"
 #include "core/thread_pool.h"
-#include "io/tokenizer_impl.h"
-#include "io/tokenizer_unicode.h"
+#include "text/tokenizer_impl.h"
+#include "text/tokenizer_unicode.h"
 
 namespace qpeft {
 namespace tok_detail {

@@ -7,8 +7,8 @@
 
 #include "core/error.h"
 #include "core/file.h"
-#include "io/tokenizer_impl.h"
-#include "io/tokenizer_unicode.h"
+#include "text/tokenizer_impl.h"
+#include "text/tokenizer_unicode.h"
 
 namespace qpeft::tok_detail {
 

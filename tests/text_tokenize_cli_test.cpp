@@ -6,7 +6,7 @@
 #include <string>
 
 #include "core/file.h"
-#include "io/tokenizer.h"
+#include "text/tokenizer.h"
 #include "test_util.h"
 #include "tokenizer_fixtures.h"
 

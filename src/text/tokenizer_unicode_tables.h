@@ -1,4 +1,4 @@
-// Internal: generated Unicode data (see scripts/gen_unicode_tables.py). Use io/tokenizer_unicode.h.
+// Internal: generated Unicode data (see scripts/gen_unicode_tables.py). Use text/tokenizer_unicode.h.
 #pragma once
 #include <cstddef>
 #include <cstdint>

@@ -12,8 +12,8 @@
 
 #include "core/error.h"
 #include "core/file.h"
-#include "io/chat_template.h"
-#include "io/tokenizer.h"
+#include "text/chat_template.h"
+#include "text/tokenizer.h"
 
 namespace {
 

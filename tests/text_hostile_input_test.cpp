@@ -8,10 +8,10 @@
 
 #include "core/error.h"
 #include "core/limits.h"
-#include "io/chat_template.h"
-#include "io/data_formats.h"
+#include "text/chat_template.h"
+#include "text/data_formats.h"
 #include "io/json_reader.h"
-#include "io/tokenizer.h"
+#include "text/tokenizer.h"
 #include "test_util.h"
 #include "tokenizer_fixtures.h"
 

@@ -8,7 +8,7 @@
 #include <string>
 #include <string_view>
 
-#include "io/tokenizer_unicode_tables.h"
+#include "text/tokenizer_unicode_tables.h"
 
 namespace qpeft::unicode {
 

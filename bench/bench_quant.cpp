@@ -1,5 +1,6 @@
 // Benchmark: fused NF4 (double-quant) GEMM through the FrozenWeight seam vs dense f32 sgemm
-// with the same driver, plus quantize / dequantize throughput.
+// with the same driver, plus quantize / dequantize throughput; and llama.cpp's Q4_K
+// (GgmlWeight, a GGUF base's format) against NF4 in the same run.
 //   build/bench/bench_quant [--threads 2] [--reps 3] [--shapes 4096x4096,11008x4096,4096x11008]
 //                           [--rows 256,512,1024,2048] [--tile R] [--panel-mb 8]
 #include <algorithm>
@@ -14,6 +15,7 @@
 #include "core/rng.h"
 #include "core/thread_pool.h"
 #include "ops/linear.h"
+#include "quant/ggml_weight.h"
 #include "quant/kernels.h"
 #include "quant/quantized_weight.h"
 #include "bench_sys.h"
@@ -105,9 +107,10 @@ int main(int argc, char** argv) {
                 (long long)N, (long long)K, q->bits_per_param(), (long long)q->row_tile(), wbytes / tq / 1e9,
                 wbytes / td / 1e9);
     auto dense = std::make_shared<DenseWeight>(w, "w");
-    std::printf("%6s | %-40s | %-40s\n", "M", "forward y = x W^T  GFLOP/s", "input grad dx = dy W  GFLOP/s");
-    std::printf("%6s | %9s %9s %7s %7s    | %9s %9s %7s %7s\n", "", "dense", "nf4", "ratio", "of OB", "dense", "nf4",
-                "ratio", "of OB");
+    auto q4k = std::make_shared<GgmlWeight>(GgmlWeight::quantize(w, GgmlType::Q4_K, "w"));
+    std::printf("%6s | %-58s | %-58s\n", "M", "forward y = x W^T  GFLOP/s", "input grad dx = dy W  GFLOP/s");
+    std::printf("%6s | %9s %9s %7s %7s %9s %7s    | %9s %9s %7s %7s %9s %7s\n", "", "dense", "nf4", "ratio", "of OB",
+                "q4_K", "/nf4", "dense", "nf4", "ratio", "of OB", "q4_K", "/nf4");
     for (int64_t M : rows) {
       Tensor x = random_tensor(M, K, 2, 1.0f), y = Tensor::empty({M, N});
       Tensor dy = random_tensor(M, N, 3, 1.0f), dx = Tensor::empty({M, K});
@@ -117,9 +120,16 @@ int main(int argc, char** argv) {
       auto [g_dense, g_q] = bench::interleaved_medians(
           reps, [&] { linear_input_grad(dy.f32(), M, *dense, dx.f32(), false); },
           [&] { linear_input_grad(dy.f32(), M, *q, dx.f32(), false); });
-      std::printf("%6lld | %9.1f %9.1f %6.2fx %7.3f    | %9.1f %9.1f %6.2fx %7.3f\n", (long long)M, flop / f_dense / 1e9,
-                  flop / f_q / 1e9, f_dense / f_q, flop / f_q / 1e9 / openblas, flop / g_dense / 1e9, flop / g_q / 1e9,
-                  g_dense / g_q, flop / g_q / 1e9 / openblas);
+      // Q4_K against NF4, timed alternately too.
+      auto [f_nf4, f_k] = bench::interleaved_medians(
+          reps, [&] { linear_forward(x.f32(), M, *q, y.f32()); }, [&] { linear_forward(x.f32(), M, *q4k, y.f32()); });
+      auto [g_nf4, g_k] = bench::interleaved_medians(
+          reps, [&] { linear_input_grad(dy.f32(), M, *q, dx.f32(), false); },
+          [&] { linear_input_grad(dy.f32(), M, *q4k, dx.f32(), false); });
+      std::printf("%6lld | %9.1f %9.1f %6.2fx %7.3f %9.1f %6.2fx    | %9.1f %9.1f %6.2fx %7.3f %9.1f %6.2fx\n",
+                  (long long)M, flop / f_dense / 1e9, flop / f_q / 1e9, f_dense / f_q, flop / f_q / 1e9 / openblas,
+                  flop / f_k / 1e9, f_nf4 / f_k, flop / g_dense / 1e9, flop / g_q / 1e9, g_dense / g_q,
+                  flop / g_q / 1e9 / openblas, flop / g_k / 1e9, g_nf4 / g_k);
       std::fflush(stdout);
     }
   }

@@ -22,7 +22,8 @@ for (let r = 0; r < opt.reps; ++r) {
   bestPrompt = Math.max(bestPrompt, opt.prompt / (now() - t0));
   t0 = now();
   let n = 0;
-  for await (const token of seq.evaluate([3], { temperature: 0 })) {
+  // yieldEogToken: an end-of-generation token does not end the timed run (qpeft: stop_on_eos off).
+  for await (const token of seq.evaluate([3], { temperature: 0, yieldEogToken: true })) {
     if (++n >= opt.generate) break;
   }
   bestGen = Math.max(bestGen, n / (now() - t0));

@@ -14,5 +14,7 @@ else
   # --omit=optional: node-llama-cpp lists a prebuilt library per platform and GPU; the CPU one for
   # linux-x64 is a direct dependency. --ignore-scripts: its postinstall would try to build
   # llama.cpp from source when no prebuilt fits (nothing else here has install scripts).
-  npm ci --no-audit --no-fund --omit=optional --ignore-scripts
+  # `npm install`, which follows package-lock.json, rather than `npm ci`: npm ci insists that the
+  # lock list every optional platform package of node-llama-cpp, which npm does not record.
+  npm install --no-audit --no-fund --omit=optional --ignore-scripts
 fi

@@ -51,19 +51,10 @@ GgmlWeight GgmlWeight::from_bytes(GgmlType type, int64_t rows, int64_t cols, std
 
 GgmlWeight GgmlWeight::from_bytes(GgmlType type, int64_t rows, int64_t cols, std::vector<uint8_t> data,
                                   std::string name) {
-  const GgmlTypeTraits& t = ggml_traits(type);
-  check_shape(t, rows, cols, data.size(), name);
+  // The borrowing constructor over a vector this weight owns (its storage is 2-aligned and stays put).
   auto owned = std::make_shared<const std::vector<uint8_t>>(std::move(data));
-  GgmlWeight w;
-  w.traits_ = &t;
-  w.rows_ = rows;
-  w.cols_ = cols;
-  w.row_bytes_ = ggml_row_bytes(t, cols);
-  w.row_tile_ = default_row_tile(cols);
-  w.data_ = owned->data();  // vector storage is 2-aligned and stays put
-  w.keep_alive_ = std::move(owned);
+  GgmlWeight w = from_bytes(type, rows, cols, std::span<const uint8_t>(*owned), owned, std::move(name));
   w.owned_ = true;
-  w.name_ = std::move(name);
   return w;
 }
 

@@ -30,6 +30,7 @@ for t in "${targets[@]}"; do
   mkdir -p "$work" "$findings"
   # A run stops at its first finding (crash, leak, timeout > 10 s, more than 2 GiB).
   start=$(date +%s)
+  touch "$work/.campaign-start"  # findings of earlier campaigns stay, and are not counted
   build-fuzz/fuzz/fuzz_"$t" -max_total_time="$secs" -runs="$runs" -rss_limit_mb=2048 -malloc_limit_mb=2048 -timeout=10 \
     -max_len=65536 -print_final_stats=1 -artifact_prefix="$findings/" "$work" "tests/fuzz/corpus/$t" \
     >"$log" 2>&1 || true
@@ -37,7 +38,7 @@ for t in "${targets[@]}"; do
   execs=$(grep -oE 'stat::number_of_executed_units: *[0-9]+' "$log" | grep -oE '[0-9]+$' | tail -1)
   cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -1 | grep -oE '[0-9]+' || echo 0)
   ft=$(grep -oE 'ft: [0-9]+' "$log" | tail -1 | grep -oE '[0-9]+' || echo 0)
-  n=$(find "$findings" -type f | wc -l)
+  n=$(find "$findings" -type f -newer "$work/.campaign-start" | wc -l)
   [ "$n" -gt 0 ] && found=1
   printf '%-16s %12s %8s %10s %8s %9s  %s\n' "$t" "${execs:-0}" "$took" "$(( ${execs:-0} / (took > 0 ? took : 1) ))" \
     "${cov:-0}" "${ft:-0}" "$n"

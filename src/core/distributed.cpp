@@ -157,6 +157,11 @@ void init_from_launcher(int* argc, char*** argv) {
 
 void finalize() {
 #ifdef QPEFT_HAVE_MPI
+#if defined(QPEFT_LSAN)
+  // The leak check runs here, while Open MPI's plugins (and what their threads allocated) are
+  // still loaded and reachable, instead of at exit, after MPI_Finalize has unloaded them.
+  if (g_started) __lsan_do_leak_check();
+#endif
   QPEFT_NOT_LEAK_CHECKED;
   if (g_started) MPI_Finalize();
 #endif

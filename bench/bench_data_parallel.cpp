@@ -16,6 +16,8 @@
 #include <nlohmann/json.hpp>
 
 #include "bench_sys.h"
+#include "bench_util.h"
+#include "models/config.h"
 #include "core/rng.h"
 
 namespace fs = std::filesystem;
@@ -109,6 +111,12 @@ int main(int argc, char** argv) {
     return qpeft::bench::median(x);
   };
   const double t1 = med(one, &Run::tokens_per_s), t2 = med(two, &Run::tokens_per_s);
+  // Against the machine: forward + input-gradient FLOP/s over OpenBLAS's own threaded sgemm.
+  const double anchor = qpeft::bench::openblas_threaded_sgemm_gflops(2);
+  const double flops_per_token = 2.0 * qpeft::bench::forward_flops_per_token(qpeft::ModelConfig::load(dir + "/model"), 256);
+  std::printf("\nOpenBLAS threaded sgemm %.1f GFLOP/s (2048^3, its own 2 threads): the machine's anchor\n", anchor);
+  std::printf("of OpenBLAS: 1 process x 2 threads %.3f, 2 ranks x 1 thread %.3f (forward + input-gradient FLOPs)\n",
+              flops_per_token * t1 / 1e9 / anchor, flops_per_token * t2 / 1e9 / anchor);
   const double ms = med(two, &Run::allreduce_ms), bytes = med(two, &Run::bytes);
   const double step_ms = 1e3 * 4 * 256 / t2;
   std::printf("\npreset %s, LoRA r 16 all-linear, batch 4 x 256, %d steps, medians of %d interleaved runs (steps 2..)\n",

@@ -3,7 +3,7 @@
 // build (tests/reference/llama_cpp_bench.mjs; run scripts/fetch-reference-data.sh first).
 // Both best of `reps`; 1 thread is the headline (node-llama-cpp's 2-thread decoding is
 // erratic on small VMs), 2 threads too.
-//   build/bench/bench_gguf [--model DIR] [--dtypes f32,bf16,q8_0,q4_k_m] [--prompt 128] [--generate 64] [--reps 3]
+//   build/bench/bench_gguf [--model DIR] [--dtypes f32,bf16,q8_0,q4_k_m] [--prompt 128] [--generate 64] [--reps 3] [--ggml-activations q8|f32]
 #include <unistd.h>
 
 #include <algorithm>
@@ -20,6 +20,7 @@
 #include "core/thread_pool.h"
 #include "models/checkpoint.h"
 #include "models/generate.h"
+#include "quant/ggml_weight.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -40,6 +41,7 @@ int main(int argc, char** argv) {
   qpeft::retain_freed_memory();
   std::string model_dir = std::string(QPEFT_SOURCE_DIR) + "/models/austen-tiny", dtypes = "f32,bf16,q8_0,q4_k_m";
   int prompt = 128, generate = 64, reps = 3;
+  std::string activations = "q8";
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
     if (a == "--model") model_dir = argv[i + 1];
@@ -47,7 +49,11 @@ int main(int argc, char** argv) {
     else if (a == "--prompt") prompt = std::atoi(argv[i + 1]);
     else if (a == "--generate") generate = std::atoi(argv[i + 1]);
     else if (a == "--reps") reps = std::atoi(argv[i + 1]);
+    else if (a == "--ggml-activations") activations = argv[i + 1];
   }
+  // As `qpeft generate`: llama.cpp's 8-bit products with its quantized blocks, unless f32.
+  const qpeft::GgmlActivationsScope products(activations == "f32" ? qpeft::GgmlActivations::F32
+                                                                   : qpeft::GgmlActivations::Q8);
   const std::string ref = std::string(QPEFT_SOURCE_DIR) + "/tests/reference";
   if (!fs::exists(ref + "/node_modules/node-llama-cpp")) {
     std::fprintf(stderr, "bench_gguf: run scripts/fetch-reference-data.sh first (node-llama-cpp)\n");
@@ -58,7 +64,7 @@ int main(int argc, char** argv) {
   const std::string dir = (fs::temp_directory_path() / ("qpeft_bench_gguf_" + std::to_string(getpid()))).string();
   fs::create_directories(dir);
   std::printf("\nmodel %s, prompt %d tokens, %d generated (greedy), best of %d; f32 KV cache, no flash attention in "
-              "llama.cpp\n", model_dir.c_str(), prompt, generate, reps);
+              "llama.cpp; qpeft's --ggml-activations %s\n", model_dir.c_str(), prompt, generate, reps, activations.c_str());
   std::printf("%-8s %7s | %12s %12s %6s | %12s %12s %6s\n", "dtype", "threads", "prompt qpeft", "llama.cpp", "ratio",
               "gen qpeft", "llama.cpp", "ratio");
   std::vector<int32_t> ids;

@@ -17,6 +17,7 @@
 #include "models/checkpoint.h"
 #include "models/generate.h"
 #include "peft/adapter_io.h"
+#include "quant/ggml_weight.h"
 #include "test_util.h"
 
 using namespace qpeft;
@@ -78,6 +79,14 @@ std::vector<std::vector<int32_t>> probe_sequences(const std::string& model_dir, 
   return seqs;
 }
 
+// How far llama.cpp's per-token log-likelihoods may be from qpeft's: every token within
+// `tol`, except at most `outliers` tokens, which must be within `outlier_tol`.
+struct Agreement {
+  double tol = 1e-4;
+  size_t outliers = 0;
+  double outlier_tol = 1e-4;
+};
+
 class CliGguf : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -89,19 +98,27 @@ class CliGguf : public ::testing::Test {
   // Exports `model_dir` (with `adapter` merged, or --lora-only) and checks llama.cpp against
   // qpeft's `model` on the probe sequences and a greedy continuation.
   void expect_peer_agrees(const std::string& model_dir, const std::string& gguf, const std::string& lora_gguf,
-                          LlamaModel& model, double tol = 1e-4) {
+                          LlamaModel& model, Agreement want = {}) {
     const auto seqs = probe_sequences(model_dir, model.config().vocab_size);
     const std::vector<int32_t> prompt(seqs[0].begin(), seqs[0].begin() + 6);
     const PeerResult peer = run_llama_cpp(*tmp_, gguf, lora_gguf, seqs, prompt, 24);
     ASSERT_EQ(peer.logprobs.size(), seqs.size());
     double worst = 0;
+    size_t tokens = 0, beyond = 0;
     for (size_t s = 0; s < seqs.size(); ++s) {
       const std::vector<double> ours = qpeft_logprobs(model, seqs[s]);
       ASSERT_EQ(ours.size(), peer.logprobs[s].size());
-      for (size_t t = 0; t < ours.size(); ++t) worst = std::max(worst, std::fabs(ours[t] - peer.logprobs[s][t]));
+      for (size_t t = 0; t < ours.size(); ++t) {
+        const double d = std::fabs(ours[t] - peer.logprobs[s][t]);
+        worst = std::max(worst, d);
+        beyond += d > want.tol;
+        ++tokens;
+      }
     }
-    std::printf("largest per-token log-likelihood difference against llama.cpp: %.3g\n", worst);
-    EXPECT_LE(worst, tol);
+    std::printf("largest per-token log-likelihood difference against llama.cpp: %.3g; %zu of %zu tokens beyond %.0e\n",
+                worst, beyond, tokens, want.tol);
+    EXPECT_LE(beyond, want.outliers);
+    EXPECT_LE(worst, std::max(want.tol, want.outlier_tol));
     EXPECT_EQ(qpeft_greedy(model, prompt, 24), peer.greedy);
   }
 
@@ -216,18 +233,49 @@ TEST_F(CliGguf, GgufFileEvaluatesAsTheOriginalDirectory) {
   EXPECT_EQ(gg.decode(hf.encode("Pride and Prejudice")), "Pride and Prejudice");
 }
 
+// qpeft on the same quantized weights (read back from the file), rounding the activations to
+// 8-bit blocks as llama.cpp's quantized products do (eval's and generate's default). Q4_K_M's
+// products (Q8_K activations) agree to 1e-4 everywhere. In q8_0 and q4_0 files (Q8_0
+// activations, blocks of 32) a few tokens differ by up to ~0.01: a float difference of an ulp
+// upstream moves an activation across a rounding boundary, one whole 8-bit code.
 TEST_F(CliGguf, QuantizedExportsAgreeWithLlamaCpp) {
   const std::string dir = std::string(QPEFT_TEST_DATA) + "/../../models/austen-tiny";
-  for (const char* dtype : {"q8_0", "q4_0", "q4_k_m"}) {
+  for (const char* dtype : {"q4_k_m", "q8_0", "q4_0"}) {
     SCOPED_TRACE(dtype);
     const std::string gguf = *tmp_ / (std::string("m.") + dtype + ".gguf");
     RunResult r = run_cli("export --model " + dir + " --dtype " + dtype + " --out " + gguf);
     ASSERT_EQ(r.status, 0) << r.output;
-    // qpeft on the same quantized weights (read back from the file) against llama.cpp, which
-    // also rounds the activations to 8 bits in its quantized products: hence the wider bound.
     auto model = load_model(gguf);
-    expect_peer_agrees(dir, gguf, "", *model, 0.05);
+    GgmlActivationsScope q8(GgmlActivations::Q8);
+    Agreement want;
+    // Of 48 tokens, 12 (q8_0) and 21 (q4_0) were seen beyond 1e-4, all within 0.009.
+    if (std::string(dtype) == "q8_0") want = {1e-4, 18, 0.02};
+    if (std::string(dtype) == "q4_0") want = {1e-4, 30, 0.02};
+    expect_peer_agrees(dir, gguf, "", *model, want);
   }
+}
+
+// eval (and generate) round the activations as llama.cpp does unless told --ggml-activations
+// f32, the products training computes: the two losses are close, not equal.
+TEST_F(CliGguf, EvalRoundsActivationsAsLlamaCppUnlessToldF32) {
+  const std::string dir = std::string(QPEFT_TEST_DATA) + "/../../models/austen-tiny";
+  const std::string gguf = *tmp_ / "m.q4_k_m.gguf";
+  ASSERT_EQ(run_cli("export --model " + dir + " --dtype q4_k_m --out " + gguf).status, 0);
+  write_file(*tmp_ / "d.jsonl", "{\"text\": \"It is a truth universally acknowledged, that a single man.\"}\n");
+  auto loss_of = [](const RunResult& r) {
+    return json::parse(r.output.substr(r.output.rfind('{', r.output.rfind("\"adapters\""))))["loss"].get<double>();
+  };
+  const RunResult q8 = run_cli("eval --json --model " + gguf + " --data " + (*tmp_ / "d.jsonl"));
+  const RunResult f32 = run_cli("eval --json --ggml-activations f32 --model " + gguf + " --data " + (*tmp_ / "d.jsonl"));
+  ASSERT_EQ(q8.status, 0) << q8.output;
+  ASSERT_EQ(f32.status, 0) << f32.output;
+  EXPECT_GT(std::fabs(loss_of(q8) - loss_of(f32)), 1e-6);
+  EXPECT_LT(std::fabs(loss_of(q8) - loss_of(f32)), 0.05);
+  const RunResult gen = run_cli("generate --model " + gguf + " --prompt 'It is a truth' --max-new-tokens 4");
+  EXPECT_EQ(gen.status, 0) << gen.output;
+  const RunResult bad = run_cli("eval --ggml-activations q4 --model " + gguf + " --data " + (*tmp_ / "d.jsonl"));
+  EXPECT_NE(bad.status, 0);
+  EXPECT_NE(bad.output.find("--ggml-activations: q4 not in {q8,f32}"), std::string::npos) << bad.output;
 }
 
 TEST_F(CliGguf, LoraTrainedOnAQ4KMBaseRunsInLlamaCpp) {
@@ -253,8 +301,8 @@ TEST_F(CliGguf, LoraTrainedOnAQ4KMBaseRunsInLlamaCpp) {
   ASSERT_EQ(ex.status, 0) << ex.output;
   std::string note;
   auto model = load_model_with_adapter(base, *tmp_ / "lora", "none", &note);
-  // As for the quantized exports (llama.cpp's 8-bit activations), on a sharper trained model.
-  expect_peer_agrees(dir, base, *tmp_ / "lora.gguf", *model, 0.1);
+  GgmlActivationsScope q8(GgmlActivations::Q8);  // as for the quantized exports
+  expect_peer_agrees(dir, base, *tmp_ / "lora.gguf", *model, {1e-4, 2, 1e-3});  // one token at 2.3e-4 seen
 }
 
 TEST_F(CliGguf, ABrokenGgufIsAOneLineError) {

@@ -445,6 +445,212 @@ TEST(GgmlWeight, LinearForwardAndInputGradMatchDequantized) {
   }
 }
 
+// ---- 8-bit activations and dot products (llama.cpp's products) ----
+
+// One weight row against one activation row.
+float dot1(GgmlVecDotFn f, const void* w, const void* a, int64_t n) {
+  float out = 0;
+  f(w, a, 0, 1, n, &out, 1);
+  return out;
+}
+
+// The activation blocks of row x (n a multiple of 256) for type t, and their values.
+std::vector<uint8_t> activations_of(const GgmlTypeTraits& t, const std::vector<float>& x) {
+  std::vector<uint8_t> a(x.size() / size_t(t.activation_block) * t.activation_block_bytes);
+  t.quantize_activations(x.data(), int64_t(x.size()), a.data());
+  return a;
+}
+
+std::vector<float> activation_values(const GgmlTypeTraits& t, const std::vector<uint8_t>& a, int64_t n) {
+  std::vector<float> v(static_cast<size_t>(n));
+  if (t.activation_block == 32) {
+    const auto* b = reinterpret_cast<const GgmlBlockQ8_0*>(a.data());
+    for (int64_t i = 0; i < n; ++i) v[size_t(i)] = float(b[i / 32].qs[i % 32]) * f16_to_f32(b[i / 32].d);
+  } else {
+    const auto* b = reinterpret_cast<const GgmlBlockQ8_K*>(a.data());
+    for (int64_t i = 0; i < n; ++i) v[size_t(i)] = float(b[i / 256].qs[i % 256]) * b[i / 256].d;
+  }
+  return v;
+}
+
+// Q8_0: d = f16(max / 127), codes x · 127 / max rounded half to even (llama.cpp's AVX2 build;
+// roundf would differ on ties). Q8_K: the scale is -127 over the largest-magnitude value, codes
+// capped at 127, bsums the sums of 16, an all-zero block all zero.
+TEST(GgmlDot, ActivationBlocksAreLlamaCpps) {
+  std::vector<float> x(32, 0.0f);
+  x[0] = 127.0f / 64;  // max: 127 / max = 64 exactly
+  x[1] = 2.5f / 64;    // a tie: 2
+  x[2] = 3.5f / 64;    // a tie: 4
+  x[3] = -2.5f / 64;   // -2
+  x[4] = -1.0f;        // -64
+  GgmlBlockQ8_0 q{};
+  ggml_quantize_activations_q8_0(x.data(), 32, &q);
+  EXPECT_EQ(q.d, f32_to_f16(1.0f / 64));
+  EXPECT_EQ(q.qs[0], 127);
+  EXPECT_EQ(q.qs[1], 2);
+  EXPECT_EQ(q.qs[2], 4);
+  EXPECT_EQ(q.qs[3], -2);
+  EXPECT_EQ(q.qs[4], -64);
+  EXPECT_EQ(q.qs[5], 0);
+
+  std::vector<float> y(512, 0.0f);
+  for (int j = 0; j < 256; ++j) y[size_t(j)] = float(j % 17) - 8.0f;
+  y[100] = -127.0f;  // the largest magnitude, negative: scale -127 / -127 = 1
+  y[101] = 2.5f;     // a tie: 2
+  std::vector<GgmlBlockQ8_K> k(2);
+  ggml_quantize_activations_q8_K(y.data(), 512, k.data());
+  EXPECT_EQ(k[0].d, 1.0f);
+  for (int j = 0; j < 256; ++j)
+    if (j != 101) {
+      ASSERT_EQ(k[0].qs[j], int(y[size_t(j)])) << j;
+    }
+  EXPECT_EQ(k[0].qs[101], 2);
+  for (int g = 0; g < 16; ++g) {
+    int sum = 0;
+    for (int j = 0; j < 16; ++j) sum += k[0].qs[16 * g + j];
+    EXPECT_EQ(k[0].bsums[g], sum) << g;
+  }
+  EXPECT_EQ(k[1].d, 0.0f);  // the second block is all zero
+  for (int j = 0; j < 256; ++j) ASSERT_EQ(k[1].qs[j], 0);
+  // A positive maximum flips the codes' sign (llama.cpp's -127 / max), not the values.
+  for (float& v : y) v = -v;
+  ggml_quantize_activations_q8_K(y.data(), 256, k.data());
+  EXPECT_EQ(k[0].d, -1.0f);
+  EXPECT_EQ(k[0].qs[100], -127);
+  EXPECT_EQ(k[0].qs[101], 2);  // -2.5 · -1 = 2.5 → 2 (a tie), the value 2 · d = -2
+}
+
+// Every SIMD dot product gives the reference's bits: random weight bytes (sane scales) against
+// activations of Gaussian rows, and against raw random activation codes; 1, 2, 3 and 7 blocks.
+TEST(GgmlDot, SimdMatchesReferenceBitForBit) {
+  uint64_t seed = 300;
+  for (const GgmlTypeTraits& t : ggml_all_types())
+    for (int64_t blocks : {1, 2, 3, 7}) {
+      const int64_t n = blocks * t.block;
+      const auto w = random_blocks(t, blocks, ++seed);
+      std::vector<float> x = gaussian(((n + 255) / 256) * 256, ++seed, 3.0f);
+      x.resize(size_t(n));
+      std::vector<std::vector<uint8_t>> acts = {activations_of(t, x)};
+      std::vector<uint8_t> raw = acts[0];
+      Rng r(++seed);
+      if (t.activation_block == 32) {
+        for (int64_t i = 0; i < n / 32; ++i)
+          for (int j = 0; j < 32; ++j) reinterpret_cast<GgmlBlockQ8_0*>(raw.data())[i].qs[j] = int8_t(int(r.below(255)) - 127);
+      } else {
+        for (int64_t i = 0; i < n / 256; ++i) {
+          auto& b = reinterpret_cast<GgmlBlockQ8_K*>(raw.data())[i];
+          for (int j = 0; j < 256; ++j) b.qs[j] = int8_t(int(r.below(255)) - 127);
+          for (int g = 0; g < 16; ++g) {
+            int sum = 0;
+            for (int j = 0; j < 16; ++j) sum += b.qs[16 * g + j];
+            b.bsums[g] = int16_t(sum);
+          }
+        }
+      }
+      acts.push_back(raw);
+      for (const auto& a : acts) {
+        const float want = dot1(ggml_kernels_ref().vec_dot[t.index], w.data(), a.data(), n);
+        ASSERT_TRUE(std::isfinite(want)) << t.name;
+        for (const GgmlKernels* k : tables())
+          EXPECT_EQ(bits_of(dot1(k->vec_dot[t.index], w.data(), a.data(), n)), bits_of(want))
+              << k->isa << " " << t.name << " " << blocks << " blocks";
+      }
+    }
+}
+
+// Many activation rows at once (kernels unpack the weight once per group of rows) give each
+// row's own bits, on every table; out_stride is honoured.
+TEST(GgmlDot, ManyRowsAtOnceGiveEachRowsBits) {
+  for (const GgmlTypeTraits& t : ggml_all_types()) {
+    const int64_t n = 2 * kGgmlSuperBlock, rows = 19;  // two groups of 8 and a short one
+    const auto w = random_blocks(t, n / t.block, 700 + t.index);
+    const int64_t row_bytes = n / t.activation_block * int64_t(t.activation_block_bytes);
+    std::vector<uint8_t> acts(size_t(rows * row_bytes));
+    const std::vector<float> x = gaussian(rows * n, 800 + t.index, 1.5f);
+    for (int64_t r = 0; r < rows; ++r) t.quantize_activations(x.data() + r * n, n, acts.data() + r * row_bytes);
+    for (const GgmlKernels* k : tables()) {
+      std::vector<float> out(size_t(rows * 3), -7.0f);
+      k->vec_dot[t.index](w.data(), acts.data(), row_bytes, rows, n, out.data(), 3);
+      for (int64_t r = 0; r < rows; ++r) {
+        const float want = dot1(ggml_kernels_ref().vec_dot[t.index], w.data(), acts.data() + r * row_bytes, n);
+        EXPECT_EQ(bits_of(out[size_t(3 * r)]), bits_of(want)) << k->isa << " " << t.name << " row " << r;
+        EXPECT_EQ(out[size_t(3 * r + 1)], -7.0f) << k->isa << " " << t.name << " wrote between rows";
+      }
+    }
+  }
+}
+
+// The reference dot product is the product of the decoded weight and decoded activations.
+TEST(GgmlDot, DotIsTheProductOfTheDecodedBlocks) {
+  for (const GgmlTypeTraits& t : ggml_all_types())
+    for (int64_t blocks : {1, 3}) {
+      const int64_t n = blocks * t.block;
+      const auto w = random_blocks(t, blocks, 400 + blocks);
+      std::vector<float> x = gaussian(((n + 255) / 256) * 256, 500 + blocks, 2.0f);
+      x.resize(size_t(n));
+      const auto a = activations_of(t, x);
+      const std::vector<float> wv = dequantize_ref(t, w, n), av = activation_values(t, a, n);
+      double want = 0, scale = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        want += double(wv[size_t(i)]) * av[size_t(i)];
+        scale += std::fabs(double(wv[size_t(i)]) * av[size_t(i)]);
+      }
+      // The activations are within half a code of x (Q8_0: plus d's f16 rounding, 127 · 2^-11 codes).
+      for (int64_t i = 0; i < n; ++i) {
+        const double bound =
+            t.activation_block == 32 ? 0.57 * f16_to_f32(reinterpret_cast<const GgmlBlockQ8_0*>(a.data())[i / 32].d)
+                                     : 0.5 * std::fabs(reinterpret_cast<const GgmlBlockQ8_K*>(a.data())[i / 256].d);
+        ASSERT_LE(std::fabs(av[size_t(i)] - x[size_t(i)]), bound + 1e-7) << t.name << " " << i;
+      }
+      EXPECT_NEAR(dot1(t.vec_dot, w.data(), a.data(), n), want, 1e-5 * scale + 1e-6) << t.name;
+    }
+}
+
+// With GgmlActivations::Q8, linear's forward is the dot of each weight row with the rounded
+// input rows (any thread count gives those bits), close to the f32 product; its input gradient
+// stays the f32 product.
+TEST(GgmlWeight, Q8ActivationsMultiplyAsLlamaCpp) {
+  for (const GgmlTypeTraits& t : ggml_all_types()) {
+    const int64_t M = 3, N = 21, K = 512;
+    auto w = std::make_shared<GgmlWeight>(GgmlWeight::quantize(random_matrix(N, K, 61), t.type, "w"));
+    const Tensor xt = random_matrix(M, K, 62, 1.0f);
+    std::vector<float> y_f32(size_t(M * N)), y_q8(size_t(M * N));
+    linear_forward(xt.f32(), M, *w, y_f32.data());
+    Graph g;
+    Var x(xt, true, "x");
+    Var y;
+    {
+      GgmlActivationsScope q8(GgmlActivations::Q8);
+      EXPECT_EQ(ggml_activations(), GgmlActivations::Q8);
+      y = linear(g, x, w);
+    }
+    EXPECT_EQ(ggml_activations(), GgmlActivations::F32);
+    std::memcpy(y_q8.data(), y.value().f32(), y_q8.size() * sizeof(float));
+    double diff = 0, norm = 0;
+    for (int64_t m = 0; m < M; ++m) {
+      const auto a = activations_of(t, std::vector<float>(xt.f32() + m * K, xt.f32() + (m + 1) * K));
+      for (int64_t n = 0; n < N; ++n) {
+        const float want = dot1(t.vec_dot, w->bytes().data() + n * w->row_bytes(), a.data(), K);
+        ASSERT_EQ(bits_of(y_q8[size_t(m * N + n)]), bits_of(want)) << t.name << " " << m << " " << n;
+        diff += std::pow(y_q8[size_t(m * N + n)] - y_f32[size_t(m * N + n)], 2);
+        norm += std::pow(y_f32[size_t(m * N + n)], 2);
+      }
+    }
+    EXPECT_GT(diff, 0.0) << t.name << ": the activations were not rounded";
+    EXPECT_LT(std::sqrt(diff / norm), 0.02) << t.name;
+    // The input gradient is the f32 product with the decoded weight.
+    Tensor dy = random_matrix(M, N, 63, 1.0f);
+    g.backward(y, dy);
+    const Tensor deq = w->dequantize();
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t k = 0; k < K; k += 37) {
+        double s = 0;
+        for (int64_t n = 0; n < N; ++n) s += double(dy.f32()[m * N + n]) * deq.f32()[n * K + k];
+        EXPECT_NEAR(x.grad().f32()[m * K + k], s, 1e-5 * (1 + std::fabs(s))) << t.name;
+      }
+  }
+}
+
 // Borrowed bytes stay alive through the owner; bf16/f16 input quantizes as its f32 values.
 TEST(GgmlWeight, BorrowedBytesAndHalfInputs) {
   const GgmlTypeTraits& t = ggml_traits(GgmlType::Q4_K);

@@ -28,6 +28,7 @@ struct EvalArgs {
   int64_t batch = 4, seq_len = 2048;
   int threads = 0;
   std::string compute_dtype = "f32";
+  std::string ggml_activations = "q8";
 };
 
 // {"NAME": {...}} per adapter of the examples, in the order given (then __base__).
@@ -56,6 +57,7 @@ void setup_eval(CLI::App& app) {
   cmd->add_option("--seq-len", a->seq_len, "Maximum tokens per sequence")->check(CLI::Range(2, 1 << 20));
   cmd->add_option("--threads", a->threads, "Threads (0 = all cores)")->check(qpeft::cli::kThreadsRange);
   qpeft::cli::add_compute_dtype_option(cmd, &a->compute_dtype);
+  qpeft::cli::add_ggml_activations_option(cmd, &a->ggml_activations);
   cmd->add_option("--metric", a->metric, "loss (loss and perplexity) or choice (accuracy by rank classification on "
                   "{\"prompt\", \"choices\", \"answer\"} lines)")
       ->check(CLI::IsMember({"loss", "choice"}));
@@ -66,6 +68,7 @@ void setup_eval(CLI::App& app) {
   cmd->callback([a] {
     qpeft::set_num_threads(a->threads);
     qpeft::cli::apply_compute_dtype(a->compute_dtype);
+    qpeft::cli::apply_ggml_activations(a->ggml_activations);
     std::vector<std::string> names;
     auto model = qpeft::cli::load_model_with_adapters_for_command(a->model, a->adapters, a->base_quant, &names);
     qpeft::DataOptions dopt;

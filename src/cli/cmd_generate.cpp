@@ -34,6 +34,7 @@ struct GenerateArgs {
   bool chat = false, ignore_eos = false;
   int threads = 0;
   std::string compute_dtype = "f32";
+  std::string ggml_activations = "q8";
 };
 
 std::vector<int32_t> encode_prompt(const qpeft::Tokenizer& tok, const std::string& prompt, bool chat) {
@@ -78,6 +79,7 @@ std::vector<PromptLine> read_prompts(const std::string& path, const std::vector<
 void run_generate(const GenerateArgs& a) {
   qpeft::set_num_threads(a.threads);
   qpeft::cli::apply_compute_dtype(a.compute_dtype);
+  qpeft::cli::apply_ggml_activations(a.ggml_activations);
   QP_CHECK(a.has_prompt != !a.prompts.empty(), "{}",
            a.has_prompt ? "--prompt and --prompts exclude each other; give one"
                         : "give --prompt TEXT, or --prompts FILE of {\"prompt\", \"adapter\"} lines");
@@ -196,6 +198,7 @@ void setup_generate(CLI::App& app) {
   cmd->add_flag("--ignore-eos", a->ignore_eos, "Keep going past EOS until --max-new-tokens");
   cmd->add_option("--threads", a->threads, "Threads (0 = all cores)")->check(qpeft::cli::kThreadsRange);
   qpeft::cli::add_compute_dtype_option(cmd, &a->compute_dtype);
+  qpeft::cli::add_ggml_activations_option(cmd, &a->ggml_activations);
   cmd->callback([a, prompt, prompt_adapter, cmd] {
     a->has_prompt = prompt->count() > 0;
     a->has_max_new_tokens = cmd->count("--max-new-tokens") > 0;

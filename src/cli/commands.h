@@ -42,6 +42,10 @@ void add_compute_dtype_option(CLI::App* cmd, std::string* value);
 // Sets the linear compute dtype --compute-dtype names for the rest of the command; says on
 // stderr when bf16 falls back to f32 here.
 void apply_compute_dtype(const std::string& value);
+// --ggml-activations q8|f32 for the commands that only run the model forward (eval, generate);
+// train always multiplies llama.cpp's blocks in f32.
+void add_ggml_activations_option(CLI::App* cmd, std::string* value);
+void apply_ggml_activations(const std::string& value);
 
 // An adapter index's name: names[i], or "__base__".
 std::string adapter_name(const std::vector<std::string>& names, int32_t index);

@@ -6,6 +6,7 @@
 #include "ops/linear.h"
 #include "peft/adapter_io.h"
 #include "peft/mixed_adapter.h"
+#include "quant/ggml_weight.h"
 
 namespace qpeft::cli {
 
@@ -27,6 +28,18 @@ void apply_compute_dtype(const std::string& value) {
   std::string note;
   set_linear_compute_dtype(value == "bf16" ? DType::BF16 : DType::F32, &note);
   if (!note.empty()) std::fprintf(stderr, "qpeft: %s\n", note.c_str());
+}
+
+void add_ggml_activations_option(CLI::App* cmd, std::string* value) {
+  cmd->add_option("--ggml-activations", *value,
+                  "Products with llama.cpp-quantized weights (a GGUF's q8_0, q4_0, q4_K, q5_K, q6_K): q8 rounds the "
+                  "input to 8-bit blocks and multiplies in integers, as llama.cpp does (its numbers and speed); f32 "
+                  "multiplies the decoded weights in f32, as training does")
+      ->check(CLI::IsMember({"q8", "f32"}));
+}
+
+void apply_ggml_activations(const std::string& value) {
+  set_ggml_activations(value == "q8" ? GgmlActivations::Q8 : GgmlActivations::F32);
 }
 
 std::unique_ptr<LlamaModel> load_model_for_command(const std::string& model, const std::string& adapter,

@@ -215,6 +215,7 @@ DType linear_compute_dtype() { return g_compute_dtype; }
 // y[M, N] = x[M, K] Wᵀ. Each thread owns an equal, contiguous share of the output columns
 // (weight rows), so every weight row is decoded exactly once, and decodes it in panels.
 void linear_forward(const float* x, int64_t M, const FrozenWeight& w, float* y) {
+  if (w.own_forward(x, M, y)) return;
   if (g_compute_dtype == DType::BF16) return linear_forward_bf16(x, M, w, y);
   const int64_t N = w.rows(), K = w.cols();
   pool().run([&](int ith, int nth) {

@@ -29,6 +29,10 @@ class FrozenWeight {
   virtual int64_t row_tile() const { return 64; }
   virtual bool is_f32() const { return false; }
   virtual bool is_bf16() const { return false; }  // decode_rows_bf16 returns the weight itself
+  // y[M, rows] = x[M, cols] Wᵀ by a product of the weight's own, threaded on pool(), for a
+  // weight and mode that have one (GgmlWeight's 8-bit products); false leaves the product to
+  // linear_forward's decode-and-sgemm path.
+  virtual bool own_forward(const float* x, int64_t M, float* y) const { return false; }
   virtual std::string describe() const = 0;  // "model.layers.0.self_attn.q_proj.weight bf16[256, 256]"
 };
 

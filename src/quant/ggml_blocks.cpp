@@ -367,21 +367,187 @@ void quantize_q6_K(const float* x, int64_t n, void* blocks) {
   }
 }
 
+
+// ---- Activation blocks and dot products (llama.cpp's 8-bit products) ----
+
+// Round half to even, as ggml's nearest_int and _mm256_round_ps(_MM_ROUND_NEAREST) do.
+inline int round_even(float v) { return int(std::nearbyint(v)); }
+
+// The float combination every table shares (ggml_blocks_simd.inc repeats these expressions).
+// Rounding the activations to 8 bits turns float-order differences upstream into whole-code
+// flips downstream, so where llama.cpp's x86 kernels fix an order, these follow it:
+//   Q8_0: 8 lanes, lane l summing bytes 4l..4l+3 of every block, acc_l = fma(d_w·d_a, isum_l,
+//         acc_l), then its hsum_float_8 ((hi + lo) halves, then pairs); as its vec_dot and tinyBLAS.
+//   Q4_0: sum = fma(isum, d_w·d_a, sum) block after block; as its repacked 8x8 kernels.
+//   Q4_K / Q5_K, per block: sum += (d_w·d_a)·Σ sc·isum - (dmin_w·d_a)·Σ m·bsum
+//   Q6_K, per block:        sum += (d_w·d_a)·Σ sc·isum
+
+float vec_dot_q8_0_row(const void* w, const void* a, int64_t n) {
+  const auto* x = static_cast<const GgmlBlockQ8_0*>(w);
+  const auto* y = static_cast<const GgmlBlockQ8_0*>(a);
+  float acc[8] = {};
+  for (int64_t i = 0; i < n / 32; ++i) {
+    const float d = f16_to_f32(x[i].d) * f16_to_f32(y[i].d);
+    for (int l = 0; l < 8; ++l) {
+      int32_t isum = 0;
+      for (int j = 4 * l; j < 4 * l + 4; ++j) isum += int32_t(x[i].qs[j]) * y[i].qs[j];
+      acc[l] = std::fma(d, float(isum), acc[l]);
+    }
+  }
+  return ggml_hsum8(acc);
+}
+
+float vec_dot_q4_0_row(const void* w, const void* a, int64_t n) {
+  const auto* x = static_cast<const GgmlBlockQ4_0*>(w);
+  const auto* y = static_cast<const GgmlBlockQ8_0*>(a);
+  float sum = 0;
+  for (int64_t i = 0; i < n / 32; ++i) {
+    int32_t isum = 0;
+    for (int j = 0; j < 16; ++j)
+      isum += ((x[i].qs[j] & 15) - 8) * y[i].qs[j] + ((x[i].qs[j] >> 4) - 8) * y[i].qs[j + 16];
+    sum = std::fma(float(isum), f16_to_f32(x[i].d) * f16_to_f32(y[i].d), sum);
+  }
+  return sum;
+}
+
+float vec_dot_q4_K_row(const void* w, const void* a, int64_t n) {
+  const auto* x = static_cast<const GgmlBlockQ4_K*>(w);
+  const auto* y = static_cast<const GgmlBlockQ8_K*>(a);
+  float sum = 0;
+  for (int64_t i = 0; i < n / kGgmlSuperBlock; ++i) {
+    int32_t isum = 0;
+    for (int c = 0; c < 4; ++c) {
+      uint8_t sc_lo, sc_hi, m;
+      ggml_scale_min_k4(2 * c, x[i].scales, &sc_lo, &m);
+      ggml_scale_min_k4(2 * c + 1, x[i].scales, &sc_hi, &m);
+      int32_t lo = 0, hi = 0;
+      for (int l = 0; l < 32; ++l) {
+        lo += (x[i].qs[32 * c + l] & 15) * y[i].qs[64 * c + l];
+        hi += (x[i].qs[32 * c + l] >> 4) * y[i].qs[64 * c + 32 + l];
+      }
+      isum += int32_t(sc_lo) * lo + int32_t(sc_hi) * hi;
+    }
+    const float d = f16_to_f32(x[i].d) * y[i].d, dmin = f16_to_f32(x[i].dmin) * y[i].d;
+    sum += d * float(isum) - dmin * float(ggml_k4_min_sum(x[i].scales, y[i].bsums));
+  }
+  return sum;
+}
+
+float vec_dot_q5_K_row(const void* w, const void* a, int64_t n) {
+  const auto* x = static_cast<const GgmlBlockQ5_K*>(w);
+  const auto* y = static_cast<const GgmlBlockQ8_K*>(a);
+  float sum = 0;
+  for (int64_t i = 0; i < n / kGgmlSuperBlock; ++i) {
+    int32_t isum = 0;
+    for (int c = 0; c < 4; ++c) {
+      uint8_t sc_lo, sc_hi, m;
+      ggml_scale_min_k4(2 * c, x[i].scales, &sc_lo, &m);
+      ggml_scale_min_k4(2 * c + 1, x[i].scales, &sc_hi, &m);
+      const int lo_bit = 1 << (2 * c), hi_bit = 2 << (2 * c);
+      int32_t lo = 0, hi = 0;
+      for (int l = 0; l < 32; ++l) {
+        const uint8_t q = x[i].qs[32 * c + l], h = x[i].qh[l];
+        lo += ((q & 15) + ((h & lo_bit) ? 16 : 0)) * y[i].qs[64 * c + l];
+        hi += ((q >> 4) + ((h & hi_bit) ? 16 : 0)) * y[i].qs[64 * c + 32 + l];
+      }
+      isum += int32_t(sc_lo) * lo + int32_t(sc_hi) * hi;
+    }
+    const float d = f16_to_f32(x[i].d) * y[i].d, dmin = f16_to_f32(x[i].dmin) * y[i].d;
+    sum += d * float(isum) - dmin * float(ggml_k4_min_sum(x[i].scales, y[i].bsums));
+  }
+  return sum;
+}
+
+float vec_dot_q6_K_row(const void* w, const void* a, int64_t n) {
+  const auto* x = static_cast<const GgmlBlockQ6_K*>(w);
+  const auto* y = static_cast<const GgmlBlockQ8_K*>(a);
+  float sum = 0;
+  for (int64_t i = 0; i < n / kGgmlSuperBlock; ++i) {
+    int32_t isum = 0;
+    for (int h = 0; h < 2; ++h) {
+      const uint8_t* ql = x[i].ql + 64 * h;
+      const uint8_t* qh = x[i].qh + 32 * h;
+      const int8_t* q8 = y[i].qs + 128 * h;
+      const int8_t* sc = x[i].scales + 8 * h;
+      for (int l = 0; l < 32; ++l) {
+        const int q0 = ((ql[l] & 15) | (qh[l] & 3) << 4) - 32;
+        const int q1 = ((ql[l + 32] & 15) | (qh[l] >> 2 & 3) << 4) - 32;
+        const int q2 = ((ql[l] >> 4) | (qh[l] >> 4 & 3) << 4) - 32;
+        const int q3 = ((ql[l + 32] >> 4) | (qh[l] >> 6 & 3) << 4) - 32;
+        const int s = l / 16;  // values 32k + l use scale 2k + l / 16
+        isum += sc[s] * q0 * q8[l] + sc[2 + s] * q1 * q8[32 + l] + sc[4 + s] * q2 * q8[64 + l] +
+                sc[6 + s] * q3 * q8[96 + l];
+      }
+    }
+    sum += (f16_to_f32(x[i].d) * y[i].d) * float(isum);
+  }
+  return sum;
+}
+
+// The references' multi-row form: each row alone.
+template <float (*Row)(const void*, const void*, int64_t)>
+void vec_dot_rows_ref(const void* w, const void* a, int64_t a_row_bytes, int64_t rows, int64_t n, float* out,
+                      int64_t out_stride) {
+  for (int64_t r = 0; r < rows; ++r) out[r * out_stride] = Row(w, static_cast<const uint8_t*>(a) + r * a_row_bytes, n);
+}
+
 constexpr GgmlKernels kRef = {"scalar",
                               {dequantize_q8_0_ref, dequantize_q4_0_ref, dequantize_q4_K_ref, dequantize_q5_K_ref,
-                               dequantize_q6_K_ref}};
+                               dequantize_q6_K_ref},
+                              {vec_dot_rows_ref<vec_dot_q8_0_row>, vec_dot_rows_ref<vec_dot_q4_0_row>, vec_dot_rows_ref<vec_dot_q4_K_row>,
+                               vec_dot_rows_ref<vec_dot_q5_K_row>, vec_dot_rows_ref<vec_dot_q6_K_row>}};
 
 constexpr std::array<GgmlTypeTraits, kGgmlTypeCount> kTypes = {{
-    {"q8_0", GgmlType::Q8_0, 0, 32, sizeof(GgmlBlockQ8_0), dequantize_q8_0_ref, quantize_q8_0, nullptr},
-    {"q4_0", GgmlType::Q4_0, 1, 32, sizeof(GgmlBlockQ4_0), dequantize_q4_0_ref, quantize_q4_0, nullptr},
-    {"q4_K", GgmlType::Q4_K, 2, kGgmlSuperBlock, sizeof(GgmlBlockQ4_K), dequantize_q4_K_ref, quantize_q4_K, nullptr},
-    {"q5_K", GgmlType::Q5_K, 3, kGgmlSuperBlock, sizeof(GgmlBlockQ5_K), dequantize_q5_K_ref, quantize_q5_K, nullptr},
-    {"q6_K", GgmlType::Q6_K, 4, kGgmlSuperBlock, sizeof(GgmlBlockQ6_K), dequantize_q6_K_ref, quantize_q6_K, nullptr},
+    {"q8_0", GgmlType::Q8_0, 0, 32, sizeof(GgmlBlockQ8_0), dequantize_q8_0_ref, quantize_q8_0,
+     32, sizeof(GgmlBlockQ8_0), ggml_quantize_activations_q8_0, nullptr, nullptr},
+    {"q4_0", GgmlType::Q4_0, 1, 32, sizeof(GgmlBlockQ4_0), dequantize_q4_0_ref, quantize_q4_0,
+     32, sizeof(GgmlBlockQ8_0), ggml_quantize_activations_q8_0, nullptr, nullptr},
+    {"q4_K", GgmlType::Q4_K, 2, kGgmlSuperBlock, sizeof(GgmlBlockQ4_K), dequantize_q4_K_ref, quantize_q4_K,
+     kGgmlSuperBlock, sizeof(GgmlBlockQ8_K), ggml_quantize_activations_q8_K, nullptr, nullptr},
+    {"q5_K", GgmlType::Q5_K, 3, kGgmlSuperBlock, sizeof(GgmlBlockQ5_K), dequantize_q5_K_ref, quantize_q5_K,
+     kGgmlSuperBlock, sizeof(GgmlBlockQ8_K), ggml_quantize_activations_q8_K, nullptr, nullptr},
+    {"q6_K", GgmlType::Q6_K, 4, kGgmlSuperBlock, sizeof(GgmlBlockQ6_K), dequantize_q6_K_ref, quantize_q6_K,
+     kGgmlSuperBlock, sizeof(GgmlBlockQ8_K), ggml_quantize_activations_q8_K, nullptr, nullptr},
 }};
 
 }  // namespace
 
 const GgmlKernels& ggml_kernels_ref() { return kRef; }
+
+void ggml_quantize_activations_q8_0(const float* x, int64_t n, void* blocks) {
+  auto* y = static_cast<GgmlBlockQ8_0*>(blocks);
+  for (int64_t i = 0; i < n / 32; ++i, x += 32) {
+    float amax = 0;
+    for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[j]));
+    y[i].d = f32_to_f16(amax / 127.f);
+    const float id = amax != 0.0f ? 127.f / amax : 0.0f;
+    for (int j = 0; j < 32; ++j) y[i].qs[j] = int8_t(round_even(x[j] * id));
+  }
+}
+
+void ggml_quantize_activations_q8_K(const float* x, int64_t n, void* blocks) {
+  auto* y = static_cast<GgmlBlockQ8_K*>(blocks);
+  for (int64_t i = 0; i < n / kGgmlSuperBlock; ++i, x += kGgmlSuperBlock) {
+    float amax = 0, max = 0;
+    for (int j = 0; j < kGgmlSuperBlock; ++j)
+      if (std::fabs(x[j]) > amax) {
+        amax = std::fabs(x[j]);
+        max = x[j];
+      }
+    if (amax == 0) {
+      std::memset(&y[i], 0, sizeof(GgmlBlockQ8_K));
+      continue;
+    }
+    const float iscale = -127.f / max;
+    for (int j = 0; j < kGgmlSuperBlock; ++j) y[i].qs[j] = int8_t(std::min(127, round_even(iscale * x[j])));
+    for (int g = 0; g < 16; ++g) {
+      int sum = 0;
+      for (int j = 0; j < 16; ++j) sum += y[i].qs[16 * g + j];
+      y[i].bsums[g] = int16_t(sum);
+    }
+    y[i].d = 1 / iscale;
+  }
+}
 
 const GgmlKernels* ggml_kernels_avx2() { return cpu_has_avx2() ? detail::ggml_avx2_table() : nullptr; }
 
@@ -402,7 +568,10 @@ const GgmlKernels& ggml_kernels() {
 std::span<const GgmlTypeTraits> ggml_all_types() {
   static const std::array<GgmlTypeTraits, kGgmlTypeCount> types = [] {
     std::array<GgmlTypeTraits, kGgmlTypeCount> t = kTypes;
-    for (GgmlTypeTraits& e : t) e.dequantize = ggml_kernels().dequantize[e.index];
+    for (GgmlTypeTraits& e : t) {
+      e.dequantize = ggml_kernels().dequantize[e.index];
+      e.vec_dot = ggml_kernels().vec_dot[e.index];
+    }
     return t;
   }();
   return types;

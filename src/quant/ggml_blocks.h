@@ -67,6 +67,16 @@ static_assert(sizeof(GgmlBlockQ4_K) == 144);
 static_assert(sizeof(GgmlBlockQ5_K) == 176);
 static_assert(sizeof(GgmlBlockQ6_K) == 210);
 
+// llama.cpp's CPU products with these weights first round their f32 input to 8-bit blocks —
+// Q8_0 for Q8_0/Q4_0 weights, Q8_K for the K-quants — then multiply in integers. Q8_K:
+// value[j] = qs[j] · d, with bsums[g] = Σ qs[16g .. 16g + 16).
+struct GgmlBlockQ8_K {
+  float d;
+  int8_t qs[256];
+  int16_t bsums[16];
+};
+static_assert(sizeof(GgmlBlockQ8_K) == 292);
+
 // The 6-bit scale and min of sub-block j (0..7) of a Q4_K/Q5_K block: sub-blocks 0..3 sit in
 // the low 6 bits of scales[j] and scales[j + 4]; 4..7 take their low 4 bits from the nibbles of
 // scales[j + 4] and their top 2 bits from the top bits of scales[j - 4] and scales[j].
@@ -80,15 +90,49 @@ inline void ggml_scale_min_k4(int j, const uint8_t* scales, uint8_t* sc, uint8_t
   }
 }
 
+// Σ_j m_j · (bsums[2j] + bsums[2j + 1]): a Q4_K/Q5_K block's mins against the sums of its
+// Q8_K activations over each sub-block of 32.
+inline int32_t ggml_k4_min_sum(const uint8_t* scales, const int16_t* bsums) {
+  int32_t s = 0;
+  for (int j = 0; j < 8; ++j) {
+    uint8_t sc, m;
+    ggml_scale_min_k4(j, scales, &sc, &m);
+    s += int32_t(m) * (bsums[2 * j] + bsums[2 * j + 1]);
+  }
+  return s;
+}
+
+// llama.cpp's hsum_float_8 of 8 lane sums: (hi + lo) halves, then (0 + 2, 1 + 3), then the two.
+inline float ggml_hsum8(const float* acc) {
+  const float r0 = acc[4] + acc[0], r1 = acc[5] + acc[1], r2 = acc[6] + acc[2], r3 = acc[7] + acc[3];
+  return (r0 + r2) + (r1 + r3);
+}
+
 // Dequantizes n elements (n a multiple of the type's block) from n / block blocks into out [n].
 using GgmlDequantizeFn = void (*)(const void* blocks, int64_t n, float* out);
 // Quantizes x [n] (n a multiple of the block; finite values) into n / block blocks.
 using GgmlQuantizeFn = void (*)(const float* x, int64_t n, void* blocks);
 
-// One dequantizer per type, indexed by GgmlTypeTraits::index.
+// Rounds x [n] (finite) into n / block activation blocks, as llama.cpp's x86 build does.
+//   Q8_0: d = f16(max|x| / 127), q = round-half-even(x · (127 / max|x|)).
+//   Q8_K: s = -127 / (the value of largest magnitude), q = min(127, round-half-even(x · s)), d = 1 / s.
+void ggml_quantize_activations_q8_0(const float* x, int64_t n, void* blocks);
+void ggml_quantize_activations_q8_K(const float* x, int64_t n, void* blocks);
+using GgmlQuantizeActivationsFn = void (*)(const float* x, int64_t n, void* blocks);
+
+// One weight row against `rows` activation rows: out[r · out_stride] = Σ over n elements of
+// weight · activation row r, from n / block weight blocks and the activation blocks of row r
+// (at activations + r · activation_row_bytes). The integer sums per block (and per scale) are
+// exact; they are combined in f32 in the same order by every table, and for every row count,
+// so all give the same bits. Several rows share the weight's unpacking (prompts, evaluation).
+using GgmlVecDotFn = void (*)(const void* weight_blocks, const void* activations, int64_t activation_row_bytes,
+                              int64_t rows, int64_t n, float* out, int64_t out_stride);
+
+// One dequantizer and one dot product per type, indexed by GgmlTypeTraits::index.
 struct GgmlKernels {
   const char* isa;  // "scalar", "avx2", "avx512"
   GgmlDequantizeFn dequantize[kGgmlTypeCount];
+  GgmlVecDotFn vec_dot[kGgmlTypeCount];
 };
 
 const GgmlKernels& ggml_kernels();      // the fastest this CPU supports, capped by QPEFT_QUANT_ISA
@@ -105,7 +149,12 @@ struct GgmlTypeTraits {
   size_t block_bytes;
   GgmlDequantizeFn dequantize_ref;
   GgmlQuantizeFn quantize;
+  // The activation blocks llama.cpp multiplies this type with (Q8_0 or Q8_K).
+  int64_t activation_block;
+  size_t activation_block_bytes;
+  GgmlQuantizeActivationsFn quantize_activations;
   GgmlDequantizeFn dequantize;  // ggml_kernels()'s, chosen at the first call
+  GgmlVecDotFn vec_dot;         // likewise
 };
 
 std::span<const GgmlTypeTraits> ggml_all_types();  // q8_0, q4_0, q4_K, q5_K, q6_K

@@ -3,6 +3,9 @@
 // (codes are small integers, exact in f32; K-quants multiply then subtract, no FMA).
 #include <immintrin.h>
 
+#include <algorithm>
+#include <cmath>
+
 #include "core/dtype.h"
 #include "quant/ggml_blocks.h"
 

@@ -6,6 +6,9 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 
+#include <algorithm>
+#include <cmath>
+
 #include "core/dtype.h"
 #include "quant/ggml_blocks.h"
 

@@ -1,6 +1,7 @@
 #include "quant/ggml_weight.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 
 #include "core/error.h"
@@ -9,6 +10,8 @@
 namespace qpeft {
 
 namespace {
+
+std::atomic<GgmlActivations> g_activations{GgmlActivations::F32};
 
 // Rows per tile: about 256K elements (1 MiB of f32), at least one row.
 int64_t default_row_tile(int64_t cols) { return std::max<int64_t>(1, 262144 / std::max<int64_t>(1, cols)); }
@@ -104,6 +107,28 @@ Tensor GgmlWeight::dequantize() const {
     }
   });
   return t;
+}
+
+void set_ggml_activations(GgmlActivations a) { g_activations = a; }
+GgmlActivations ggml_activations() { return g_activations; }
+
+// y[M, rows_] = x[M, cols_] Wᵀ: every input row rounded once to the type's activation blocks
+// (rows split over threads), then each thread takes an equal share of the weight rows and dots
+// each with all input rows (the kernel unpacks the weight row once per group of inputs).
+bool GgmlWeight::own_forward(const float* x, int64_t M, float* y) const {
+  if (g_activations.load(std::memory_order_relaxed) != GgmlActivations::Q8) return false;
+  const GgmlTypeTraits& t = *traits_;
+  const int64_t act_row_bytes = cols_ / t.activation_block * int64_t(t.activation_block_bytes);
+  std::vector<uint8_t> act(size_t(M * act_row_bytes));
+  pool().parallel_for(M, [&](int64_t m0, int64_t m1) {
+    for (int64_t m = m0; m < m1; ++m) t.quantize_activations(x + m * cols_, cols_, act.data() + m * act_row_bytes);
+  });
+  const int64_t N = rows_, K = cols_;
+  pool().run([&](int ith, int nth) {
+    const int64_t n0 = N * ith / nth, n1 = N * (ith + 1) / nth;
+    for (int64_t r = n0; r < n1; ++r) t.vec_dot(data_ + r * row_bytes_, act.data(), act_row_bytes, M, K, y + r, N);
+  });
+  return true;
 }
 
 std::string GgmlWeight::describe() const { return fmt::format("{} {}[{}, {}]", name_, traits_->name, rows_, cols_); }

@@ -17,6 +17,27 @@
 
 namespace qpeft {
 
+// What products with GgmlWeights do with their f32 input, process-wide (as the compute dtype):
+//   F32 — decode the weight to f32 panels and multiply in f32 (training: gradients flow here);
+//   Q8  — round each input row to llama.cpp's 8-bit blocks (Q8_0 / Q8_K) and multiply in
+//         integers, as llama.cpp's CPU products do: its numbers, and its speed when decoding.
+// Input gradients always multiply in f32.
+enum class GgmlActivations { F32, Q8 };
+void set_ggml_activations(GgmlActivations a);
+GgmlActivations ggml_activations();
+
+// set_ggml_activations for a scope; the previous mode comes back at its end.
+class GgmlActivationsScope {
+ public:
+  explicit GgmlActivationsScope(GgmlActivations a) : previous_(ggml_activations()) { set_ggml_activations(a); }
+  ~GgmlActivationsScope() { set_ggml_activations(previous_); }
+  GgmlActivationsScope(const GgmlActivationsScope&) = delete;
+  GgmlActivationsScope& operator=(const GgmlActivationsScope&) = delete;
+
+ private:
+  GgmlActivations previous_;
+};
+
 class GgmlWeight final : public FrozenWeight {
  public:
   // Wraps `data` (rows · cols / block blocks of `type`). With an owner (e.g. the MappedFile the
@@ -36,6 +57,7 @@ class GgmlWeight final : public FrozenWeight {
   const float* decode_rows(int64_t r0, int64_t r1, float* scratch) const override;
   int64_t row_tile() const override { return row_tile_; }
   std::string describe() const override;  // "blk.0.attn_q.weight q4_K[4096, 4096]"
+  bool own_forward(const float* x, int64_t M, float* y) const override;  // GgmlActivations::Q8 only
 
   void set_row_tile(int64_t rows);
   Tensor dequantize() const;  // f32 [out, in]

@@ -24,6 +24,7 @@
 #include "models/choice_eval.h"
 #include "ops/linear.h"
 #include "peft/adapter_io.h"
+#include "quant/ggml_weight.h"
 #include "train/data_parallel.h"
 #include "train/optimizer.h"
 #include "train/schedule.h"
@@ -399,6 +400,8 @@ TrainResult train(const TrainOptions& opt) {
            opt.batch, world, world);
   std::string compute_note;
   const ComputeDtypeScope compute(opt.compute_dtype, &compute_note);
+  // Gradients flow through f32 products: llama.cpp's 8-bit rounding is for inference only.
+  const GgmlActivationsScope ggml_f32(GgmlActivations::F32);
   if (!compute_note.empty() && root) std::fprintf(stderr, "qpeft: %s\n", compute_note.c_str());
 
   // Before any work: the output directory must take files, and what an interrupted run left

@@ -410,8 +410,10 @@ float vec_dot_q4_0_row(const void* w, const void* a, int64_t n) {
   return sum;
 }
 
-float vec_dot_q4_K_row(const void* w, const void* a, int64_t n) {
-  const auto* x = static_cast<const GgmlBlockQ4_K*>(w);
+// Q4_K and Q5_K: code(block, c, l, high) is the code of value 64c + 32·high + l.
+template <class Block, class Code>
+float vec_dot_k4_row(const void* w, const void* a, int64_t n, Code code) {
+  const auto* x = static_cast<const Block*>(w);
   const auto* y = static_cast<const GgmlBlockQ8_K*>(a);
   float sum = 0;
   for (int64_t i = 0; i < n / kGgmlSuperBlock; ++i) {
@@ -422,8 +424,8 @@ float vec_dot_q4_K_row(const void* w, const void* a, int64_t n) {
       ggml_scale_min_k4(2 * c + 1, x[i].scales, &sc_hi, &m);
       int32_t lo = 0, hi = 0;
       for (int l = 0; l < 32; ++l) {
-        lo += (x[i].qs[32 * c + l] & 15) * y[i].qs[64 * c + l];
-        hi += (x[i].qs[32 * c + l] >> 4) * y[i].qs[64 * c + 32 + l];
+        lo += code(x[i], c, l, false) * y[i].qs[64 * c + l];
+        hi += code(x[i], c, l, true) * y[i].qs[64 * c + 32 + l];
       }
       isum += int32_t(sc_lo) * lo + int32_t(sc_hi) * hi;
     }
@@ -433,29 +435,17 @@ float vec_dot_q4_K_row(const void* w, const void* a, int64_t n) {
   return sum;
 }
 
+float vec_dot_q4_K_row(const void* w, const void* a, int64_t n) {
+  return vec_dot_k4_row<GgmlBlockQ4_K>(w, a, n, [](const GgmlBlockQ4_K& b, int c, int l, bool high) {
+    return high ? b.qs[32 * c + l] >> 4 : b.qs[32 * c + l] & 15;
+  });
+}
+
 float vec_dot_q5_K_row(const void* w, const void* a, int64_t n) {
-  const auto* x = static_cast<const GgmlBlockQ5_K*>(w);
-  const auto* y = static_cast<const GgmlBlockQ8_K*>(a);
-  float sum = 0;
-  for (int64_t i = 0; i < n / kGgmlSuperBlock; ++i) {
-    int32_t isum = 0;
-    for (int c = 0; c < 4; ++c) {
-      uint8_t sc_lo, sc_hi, m;
-      ggml_scale_min_k4(2 * c, x[i].scales, &sc_lo, &m);
-      ggml_scale_min_k4(2 * c + 1, x[i].scales, &sc_hi, &m);
-      const int lo_bit = 1 << (2 * c), hi_bit = 2 << (2 * c);
-      int32_t lo = 0, hi = 0;
-      for (int l = 0; l < 32; ++l) {
-        const uint8_t q = x[i].qs[32 * c + l], h = x[i].qh[l];
-        lo += ((q & 15) + ((h & lo_bit) ? 16 : 0)) * y[i].qs[64 * c + l];
-        hi += ((q >> 4) + ((h & hi_bit) ? 16 : 0)) * y[i].qs[64 * c + 32 + l];
-      }
-      isum += int32_t(sc_lo) * lo + int32_t(sc_hi) * hi;
-    }
-    const float d = f16_to_f32(x[i].d) * y[i].d, dmin = f16_to_f32(x[i].dmin) * y[i].d;
-    sum += d * float(isum) - dmin * float(ggml_k4_min_sum(x[i].scales, y[i].bsums));
-  }
-  return sum;
+  return vec_dot_k4_row<GgmlBlockQ5_K>(w, a, n, [](const GgmlBlockQ5_K& b, int c, int l, bool high) {
+    const int low4 = high ? b.qs[32 * c + l] >> 4 : b.qs[32 * c + l] & 15;
+    return low4 + ((b.qh[l] >> (2 * c + int(high))) & 1) * 16;
+  });
 }
 
 float vec_dot_q6_K_row(const void* w, const void* a, int64_t n) {

@@ -36,43 +36,36 @@ void dequantize_q4_0_ref(const void* blocks, int64_t n, float* out) {
   }
 }
 
-// out [n] from n / 256 blocks.
-void dequantize_q4_K_ref(const void* blocks, int64_t n, float* out) {
-  const auto* b = static_cast<const GgmlBlockQ4_K*>(blocks);
+// The codes of Q4_K and Q5_K blocks, shared by their dequantizers and dot products: the code of
+// value 64c + 32·high + l (c < 4, l < 32).
+int q4_K_code(const GgmlBlockQ4_K& b, int c, int l, bool high) {
+  return high ? b.qs[32 * c + l] >> 4 : b.qs[32 * c + l] & 15;
+}
+int q5_K_code(const GgmlBlockQ5_K& b, int c, int l, bool high) {
+  const int low4 = high ? b.qs[32 * c + l] >> 4 : b.qs[32 * c + l] & 15;
+  return low4 + ((b.qh[l] >> (2 * c + int(high))) & 1) * 16;
+}
+
+// Q4_K / Q5_K: out [n] from n / 256 blocks.
+template <class Block, int (*Code)(const Block&, int, int, bool)>
+void dequantize_k4_ref(const void* blocks, int64_t n, float* out) {
+  const auto* b = static_cast<const Block*>(blocks);
   for (int64_t i = 0; i < n / kGgmlSuperBlock; ++i) {
     const float d = f16_to_f32(b[i].d), dmin = f16_to_f32(b[i].dmin);
-    const uint8_t* q = b[i].qs;
-    for (int c = 0; c < 4; ++c, q += 32, out += 64) {
+    for (int c = 0; c < 4; ++c, out += 64) {
       uint8_t sc, m;
       ggml_scale_min_k4(2 * c, b[i].scales, &sc, &m);
       const float d1 = d * float(sc), m1 = dmin * float(m);
       ggml_scale_min_k4(2 * c + 1, b[i].scales, &sc, &m);
       const float d2 = d * float(sc), m2 = dmin * float(m);
-      for (int l = 0; l < 32; ++l) out[l] = d1 * float(q[l] & 15) - m1;
-      for (int l = 0; l < 32; ++l) out[32 + l] = d2 * float(q[l] >> 4) - m2;
+      for (int l = 0; l < 32; ++l) out[l] = d1 * float(Code(b[i], c, l, false)) - m1;
+      for (int l = 0; l < 32; ++l) out[32 + l] = d2 * float(Code(b[i], c, l, true)) - m2;
     }
   }
 }
 
-// out [n] from n / 256 blocks.
-void dequantize_q5_K_ref(const void* blocks, int64_t n, float* out) {
-  const auto* b = static_cast<const GgmlBlockQ5_K*>(blocks);
-  for (int64_t i = 0; i < n / kGgmlSuperBlock; ++i) {
-    const float d = f16_to_f32(b[i].d), dmin = f16_to_f32(b[i].dmin);
-    const uint8_t* q = b[i].qs;
-    const uint8_t* qh = b[i].qh;
-    for (int c = 0; c < 4; ++c, q += 32, out += 64) {
-      uint8_t sc, m;
-      ggml_scale_min_k4(2 * c, b[i].scales, &sc, &m);
-      const float d1 = d * float(sc), m1 = dmin * float(m);
-      ggml_scale_min_k4(2 * c + 1, b[i].scales, &sc, &m);
-      const float d2 = d * float(sc), m2 = dmin * float(m);
-      const int lo_bit = 1 << (2 * c), hi_bit = 2 << (2 * c);
-      for (int l = 0; l < 32; ++l) out[l] = d1 * float((q[l] & 15) + ((qh[l] & lo_bit) ? 16 : 0)) - m1;
-      for (int l = 0; l < 32; ++l) out[32 + l] = d2 * float((q[l] >> 4) + ((qh[l] & hi_bit) ? 16 : 0)) - m2;
-    }
-  }
-}
+constexpr GgmlDequantizeFn dequantize_q4_K_ref = dequantize_k4_ref<GgmlBlockQ4_K, q4_K_code>;
+constexpr GgmlDequantizeFn dequantize_q5_K_ref = dequantize_k4_ref<GgmlBlockQ5_K, q5_K_code>;
 
 // out [n] from n / 256 blocks.
 void dequantize_q6_K_ref(const void* blocks, int64_t n, float* out) {
@@ -410,7 +403,7 @@ float vec_dot_q4_0_row(const void* w, const void* a, int64_t n) {
   return sum;
 }
 
-// Q4_K and Q5_K: code(block, c, l, high) is the code of value 64c + 32·high + l.
+// Q4_K and Q5_K (code: q4_K_code or q5_K_code).
 template <class Block, class Code>
 float vec_dot_k4_row(const void* w, const void* a, int64_t n, Code code) {
   const auto* x = static_cast<const Block*>(w);
@@ -436,16 +429,11 @@ float vec_dot_k4_row(const void* w, const void* a, int64_t n, Code code) {
 }
 
 float vec_dot_q4_K_row(const void* w, const void* a, int64_t n) {
-  return vec_dot_k4_row<GgmlBlockQ4_K>(w, a, n, [](const GgmlBlockQ4_K& b, int c, int l, bool high) {
-    return high ? b.qs[32 * c + l] >> 4 : b.qs[32 * c + l] & 15;
-  });
+  return vec_dot_k4_row<GgmlBlockQ4_K>(w, a, n, q4_K_code);
 }
 
 float vec_dot_q5_K_row(const void* w, const void* a, int64_t n) {
-  return vec_dot_k4_row<GgmlBlockQ5_K>(w, a, n, [](const GgmlBlockQ5_K& b, int c, int l, bool high) {
-    const int low4 = high ? b.qs[32 * c + l] >> 4 : b.qs[32 * c + l] & 15;
-    return low4 + ((b.qh[l] >> (2 * c + int(high))) & 1) * 16;
-  });
+  return vec_dot_k4_row<GgmlBlockQ5_K>(w, a, n, q5_K_code);
 }
 
 float vec_dot_q6_K_row(const void* w, const void* a, int64_t n) {
@@ -484,8 +472,9 @@ void vec_dot_rows_ref(const void* w, const void* a, int64_t a_row_bytes, int64_t
 constexpr GgmlKernels kRef = {"scalar",
                               {dequantize_q8_0_ref, dequantize_q4_0_ref, dequantize_q4_K_ref, dequantize_q5_K_ref,
                                dequantize_q6_K_ref},
-                              {vec_dot_rows_ref<vec_dot_q8_0_row>, vec_dot_rows_ref<vec_dot_q4_0_row>, vec_dot_rows_ref<vec_dot_q4_K_row>,
-                               vec_dot_rows_ref<vec_dot_q5_K_row>, vec_dot_rows_ref<vec_dot_q6_K_row>}};
+                              {vec_dot_rows_ref<vec_dot_q8_0_row>, vec_dot_rows_ref<vec_dot_q4_0_row>,
+                               vec_dot_rows_ref<vec_dot_q4_K_row>, vec_dot_rows_ref<vec_dot_q5_K_row>,
+                               vec_dot_rows_ref<vec_dot_q6_K_row>}};
 
 constexpr std::array<GgmlTypeTraits, kGgmlTypeCount> kTypes = {{
     {"q8_0", GgmlType::Q8_0, 0, 32, sizeof(GgmlBlockQ8_0), dequantize_q8_0_ref, quantize_q8_0,

@@ -13,6 +13,7 @@
 
 #include "core/error.h"
 #include "core/file.h"
+#include "text/sentencepiece_vocab.h"
 #include "text/tokenizer.h"
 #include "test_util.h"
 
@@ -167,6 +168,74 @@ TEST(TokenizerSpm, TokenizeCliTakesTokenizerModel) {
   std::string want;
   for (size_t i = 0; i < ids.size(); ++i) want += (i ? " " : "") + std::to_string(ids[i]);
   EXPECT_EQ(out, want + "\n");
+}
+
+}  // namespace
+
+// The vocabulary and settings GGUF export writes (text/sentencepiece_vocab.h), and the
+// ModelProto GGUF import builds from them.
+namespace {
+
+using qpeft::SentencePieceVocab;
+
+TEST(SentencePieceVocab, ReadsPiecesScoresTypesAndSettings) {
+  const SentencePieceVocab v = qpeft::read_sentencepiece_vocab(qpeft::read_text_file(kModel), kModel);
+  ASSERT_EQ(v.pieces.size(), 512u);
+  ASSERT_EQ(v.scores.size(), 512u);
+  ASSERT_EQ(v.types.size(), 512u);
+  EXPECT_EQ(v.pieces[0], "<unk>");
+  EXPECT_EQ(v.types[0], 2);  // unknown
+  EXPECT_EQ(v.pieces[1], "<s>");
+  EXPECT_EQ(v.types[1], 3);  // control
+  EXPECT_EQ(v.pieces[3], "<0x00>");
+  EXPECT_EQ(v.types[3], 6);  // byte
+  EXPECT_EQ(v.types[259], 1);
+  // spm_train scores BPE merges by their order: 0, -1, -2, ...
+  EXPECT_EQ(v.scores[259], -0.0f);
+  EXPECT_EQ(v.scores[260], -1.0f);
+  EXPECT_EQ(v.scores[261], -2.0f);
+  EXPECT_TRUE(v.bpe);
+  EXPECT_TRUE(v.byte_fallback);
+  EXPECT_EQ(v.normalizer, "identity");
+  EXPECT_TRUE(v.add_dummy_prefix);
+  EXPECT_TRUE(v.remove_extra_whitespaces);
+  const Tokenizer t = Tokenizer::load(kModel);
+  for (int32_t id = 0; id < 512; ++id) ASSERT_EQ(v.pieces[size_t(id)], t.id_to_token(id)) << id;
+}
+
+TEST(SentencePieceVocab, WrittenBackItEncodesAsTheOriginal) {
+  const SentencePieceVocab v = qpeft::read_sentencepiece_vocab(qpeft::read_text_file(kModel), kModel);
+  const std::string proto = qpeft::sentencepiece_model_proto(v);
+  const SentencePieceVocab again = qpeft::read_sentencepiece_vocab(proto, "rewritten");
+  EXPECT_EQ(again.pieces, v.pieces);
+  EXPECT_EQ(again.scores, v.scores);
+  EXPECT_EQ(again.types, v.types);
+  EXPECT_EQ(again.remove_extra_whitespaces, v.remove_extra_whitespaces);
+  const Tokenizer original = Tokenizer::load(kModel), rewritten = Tokenizer::from_sentencepiece(proto);
+  const std::vector<std::string> lines = corpus_lines();
+  for (size_t i = 0; i < lines.size(); ++i)
+    ASSERT_EQ(rewritten.encode(lines[i], false), original.encode(lines[i], false)) << "line " << i << ": " << lines[i];
+}
+
+TEST(SentencePieceVocab, KeepingSpacesSplitsRunsOfThem) {
+  SentencePieceVocab v = qpeft::read_sentencepiece_vocab(qpeft::read_text_file(kModel), kModel);
+  v.remove_extra_whitespaces = false;
+  const Tokenizer collapsing = Tokenizer::load(kModel), keeping = Tokenizer::from_sentencepiece(qpeft::sentencepiece_model_proto(v));
+  const std::string text = "  two  spaces ";
+  EXPECT_EQ(collapsing.decode(collapsing.encode(text)), "two spaces");
+  EXPECT_GT(keeping.encode(text).size(), collapsing.encode(text).size());
+  EXPECT_EQ(keeping.decode(keeping.encode(text)), text);
+  EXPECT_EQ(keeping.encode("one space"), collapsing.encode("one space"));
+}
+
+TEST(SentencePieceVocab, MalformedProtobufIsAClearError) {
+  const std::string bytes = qpeft::read_text_file(kModel);
+  for (size_t cut : {size_t(1), size_t(7), bytes.size() / 2}) {
+    const std::string e = error_of([&] { qpeft::read_sentencepiece_vocab(std::string_view(bytes).substr(0, cut), "cut.model"); });
+    EXPECT_NE(e.find("cut.model"), std::string::npos) << e;
+    EXPECT_NE(e.find("malformed"), std::string::npos) << e;
+  }
+  EXPECT_NE(error_of([] { qpeft::read_sentencepiece_vocab("", "empty.model"); }).find("no pieces"), std::string::npos);
 }
 
 }  // namespace

@@ -247,7 +247,10 @@ void copy_tokenizer_files(const std::string& src_dir, const std::string& dst_dir
     auto g = GgufFile::open(src_dir);
     if (!g->find("tokenizer.ggml.tokens")) return;
     const GgufTokenizerFiles f = gguf_tokenizer_files(*g);
-    write_file_atomic(dst_dir + "/tokenizer.json", f.tokenizer_json);
+    if (f.sentencepiece_model.empty())
+      write_file_atomic(dst_dir + "/tokenizer.json", f.tokenizer_json);
+    else
+      write_file_atomic(dst_dir + "/tokenizer.model", f.sentencepiece_model);
     write_file_atomic(dst_dir + "/tokenizer_config.json", f.tokenizer_config_json);
     return;
   }

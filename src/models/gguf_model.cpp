@@ -2,6 +2,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <regex>
@@ -13,6 +15,7 @@
 #include "io/gguf.h"
 #include "text/gguf_tokenizer.h"
 #include "io/json_reader.h"
+#include "text/sentencepiece_vocab.h"
 #include "text/tokenizer.h"
 #include "ops/rope.h"
 #include "quant/ggml_weight.h"
@@ -58,18 +61,13 @@ std::string pre_tokenizer_name(const json& tok, const std::string& path) {
        path, pattern.empty() ? "(none)" : json(pattern).dump());
 }
 
-void add_tokenizer(GgufWriter& w, const ModelConfig& cfg, const std::string& model_dir) {
-  // A GGUF source carries its tokenizer in its metadata: read it back as tokenizer.json.
-  const bool from_gguf = is_gguf_path(model_dir);
-  const std::string path = from_gguf ? model_dir : model_dir + "/tokenizer.json";
-  QP_CHECK(from_gguf || file_exists(path), "{}: no such file; GGUF export needs the model's Hugging Face tokenizer", path);
-  const json tok = parse_json(from_gguf ? gguf_tokenizer_files(*GgufFile::open(path)).tokenizer_json : read_text_file(path),
-                              path);
+// Byte-level BPE (tokenizer.json) as tokenizer.ggml.model "gpt2".
+void add_byte_level_bpe_vocab(GgufWriter& w, const json& tok, int64_t n, const std::string& path) {
   const json& model = tok["model"];
   QP_CHECK(model.is_object() && model.value("type", "") == "BPE" && !model.value("byte_fallback", false),
-           "{}: GGUF export supports byte-level BPE tokenizers (model.type BPE without byte_fallback); this one is {}",
+           "{}: GGUF export supports byte-level BPE tokenizers (model.type BPE without byte_fallback) and SentencePiece "
+           "tokenizer.model files; this one is {}",
            path, model.is_object() ? model.value("type", "?") : "?");
-  const int64_t n = cfg.vocab_size;
   std::vector<std::string> tokens(static_cast<size_t>(n));
   std::vector<int32_t> types(static_cast<size_t>(n), kUnused);
   for (const auto& [piece, id] : model["vocab"].items()) {
@@ -97,15 +95,70 @@ void add_tokenizer(GgufWriter& w, const ModelConfig& cfg, const std::string& mod
   w.set("tokenizer.ggml.tokens", GgufValue::str_array(std::move(tokens)));
   w.set("tokenizer.ggml.token_type", GgufValue::i32_array(std::move(types)));
   w.set("tokenizer.ggml.merges", GgufValue::str_array(std::move(merges)));
+}
+
+// A SentencePiece model as tokenizer.ggml.model "llama", as llama.cpp's converter writes it:
+// pieces, scores, types and add_space_prefix. llama.cpp's tokenizer is SentencePiece's BPE with
+// identity normalization that keeps every space; other models load but split some text
+// differently there, which is said once on stderr.
+void add_sentencepiece_vocab(GgufWriter& w, std::string_view model_proto, int64_t n, const std::string& path) {
+  SentencePieceVocab v = read_sentencepiece_vocab(model_proto, path);
+  QP_CHECK(int64_t(v.pieces.size()) <= n, "{}: the SentencePiece model has {} pieces, more than the model's vocabulary of {}",
+           path, v.pieces.size(), n);
+  std::vector<std::string> differences;
+  if (!v.bpe) differences.push_back("it is not a BPE model (llama.cpp merges pieces by score, as SentencePiece's BPE does)");
+  if (v.normalizer != "identity") differences.push_back("its normalizer is " + v.normalizer + " (llama.cpp normalizes nothing)");
+  if (v.remove_extra_whitespaces) differences.push_back("it collapses runs of spaces (llama.cpp keeps them)");
+  for (const std::string& d : differences)
+    std::fprintf(stderr, "warning: %s: llama.cpp will split some text differently from this tokenizer: %s\n", path.c_str(),
+                 d.c_str());
+  for (int64_t i = int64_t(v.pieces.size()); i < n; ++i) {
+    v.pieces.push_back(fmt::format("[PAD{}]", i));
+    v.scores.push_back(0.0f);
+    v.types.push_back(kUnused);
+  }
+  const auto unk = std::find(v.types.begin(), v.types.end(), 2);
+  w.set("tokenizer.ggml.model", GgufValue::str("llama"));
+  w.set("tokenizer.ggml.add_space_prefix", GgufValue::boolean(v.add_dummy_prefix));
+  w.set("tokenizer.ggml.tokens", GgufValue::str_array(std::move(v.pieces)));
+  w.set("tokenizer.ggml.scores", GgufValue::f32_array(std::move(v.scores)));
+  if (unk != v.types.end()) w.set("tokenizer.ggml.unknown_token_id", GgufValue::u32(uint32_t(unk - v.types.begin())));
+  w.set("tokenizer.ggml.token_type", GgufValue::i32_array(std::move(v.types)));
+}
+
+void add_tokenizer(GgufWriter& w, const ModelConfig& cfg, const std::string& model_dir) {
+  // A GGUF source carries its tokenizer in its metadata; a directory has tokenizer.json, or a
+  // SentencePiece tokenizer.model (taken over a tokenizer.json that converts it to byte-fallback BPE).
+  const bool from_gguf = is_gguf_path(model_dir);
+  const std::string json_path = from_gguf ? model_dir : model_dir + "/tokenizer.json";
+  const std::string spm_path = from_gguf ? model_dir : model_dir + "/tokenizer.model";
+  std::string tokenizer_json, model_proto;
+  if (from_gguf) {
+    GgufTokenizerFiles f = gguf_tokenizer_files(*GgufFile::open(model_dir));
+    tokenizer_json = std::move(f.tokenizer_json);
+    model_proto = std::move(f.sentencepiece_model);
+  } else {
+    if (file_exists(json_path)) tokenizer_json = read_text_file(json_path);
+    const bool json_is_byte_level =
+        !tokenizer_json.empty() && !parse_json(tokenizer_json, json_path)["model"].value("byte_fallback", false);
+    if (!json_is_byte_level && file_exists(spm_path)) model_proto = read_text_file(spm_path);
+    QP_CHECK(!tokenizer_json.empty() || !model_proto.empty(),
+             "{}: no tokenizer.json or tokenizer.model; GGUF export needs the model's Hugging Face tokenizer", model_dir);
+  }
+  if (!model_proto.empty())
+    add_sentencepiece_vocab(w, model_proto, cfg.vocab_size, spm_path);
+  else
+    add_byte_level_bpe_vocab(w, parse_json(tokenizer_json, json_path), cfg.vocab_size, json_path);
   const Tokenizer t = Tokenizer::load(model_dir);
   if (cfg.bos_token_id >= 0) w.set("tokenizer.ggml.bos_token_id", GgufValue::u32(uint32_t(cfg.bos_token_id)));
   if (!cfg.eos_token_ids.empty()) w.set("tokenizer.ggml.eos_token_id", GgufValue::u32(uint32_t(cfg.eos_token_ids[0])));
   if (cfg.pad_token_id >= 0) w.set("tokenizer.ggml.padding_token_id", GgufValue::u32(uint32_t(cfg.pad_token_id)));
-  // What the tokenizer's post-processor does, as encode(add_special) shows it.
+  // What the tokenizer adds around a text, as encode(add_special) shows it.
   const std::vector<int32_t> with = t.encode("a", true), without = t.encode("a", false);
   const bool adds_bos = with.size() > without.size() && t.bos_id() >= 0 && with.front() == t.bos_id();
+  const bool adds_eos = with.size() > without.size() && t.eos_id() >= 0 && with.back() == t.eos_id();
   w.set("tokenizer.ggml.add_bos_token", GgufValue::boolean(adds_bos));
-  w.set("tokenizer.ggml.add_eos_token", GgufValue::boolean(false));
+  w.set("tokenizer.ggml.add_eos_token", GgufValue::boolean(adds_eos));
   if (!t.chat_template().empty()) w.set("tokenizer.chat_template", GgufValue::str(t.chat_template()));
 }
 

@@ -2,8 +2,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+
 #include "core/error.h"
 #include "io/gguf.h"
+#include "text/sentencepiece_vocab.h"
 
 namespace qpeft {
 
@@ -24,17 +27,38 @@ const char* split_pattern(const std::string& pre) {
   return nullptr;
 }
 
-}  // namespace
+// tokenizer.ggml.model "llama": llama.cpp's SentencePiece tokenizer merges pieces by score as
+// SentencePiece's BPE does, falls back to <0xXX> byte pieces, and never collapses spaces.
+std::string sentencepiece_model_of(const GgufFile& g, const std::vector<std::string>& tokens, const GgufValue* types) {
+  SentencePieceVocab v;
+  v.pieces = tokens;
+  v.types.assign(tokens.size(), 1);
+  if (types)
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      const int64_t t = types->ints[i];
+      QP_CHECK(t >= 1 && t <= 6, "[gguf] {}: tokenizer.ggml.token_type[{}] is {}, not one of 1..6 (normal, unknown, control, "
+               "user-defined, unused, byte)", g.path(), i, t);
+      v.types[i] = int32_t(t);
+    }
+  v.scores.assign(tokens.size(), 0.0f);
+  if (g.find("tokenizer.ggml.scores")) {
+    const auto& scores = g.get_array("tokenizer.ggml.scores", GgufType::kFloat32).floats;
+    QP_CHECK(scores.size() == tokens.size(), "[gguf] {}: {} token scores for {} tokens", g.path(), scores.size(),
+             tokens.size());
+    for (size_t i = 0; i < tokens.size(); ++i) v.scores[i] = float(scores[i]);
+  }
+  const auto unknown = std::count(v.types.begin(), v.types.end(), 2);
+  QP_CHECK(unknown == 1, "[gguf] {}: a SentencePiece (llama) tokenizer needs exactly one unknown token "
+           "(tokenizer.ggml.token_type 2); this one has {}", g.path(), unknown);
+  v.bpe = true;
+  v.byte_fallback = std::count(v.types.begin(), v.types.end(), 6) > 0;
+  v.add_dummy_prefix = !g.find("tokenizer.ggml.add_space_prefix") || g.get_bool("tokenizer.ggml.add_space_prefix");
+  v.remove_extra_whitespaces = false;
+  return sentencepiece_model_proto(v);
+}
 
-GgufTokenizerFiles gguf_tokenizer_files(const GgufFile& g) {
-  const std::string model = g.get_string("tokenizer.ggml.model");
-  QP_CHECK(model == "gpt2", "[gguf] {}: tokenizer.ggml.model is '{}'; qpeft reads byte-level BPE (gpt2) tokenizers from "
-           "GGUF files", g.path(), model);
-  const auto& tokens = g.get_array("tokenizer.ggml.tokens", GgufType::kString).strings;
-  const GgufValue* types = g.find("tokenizer.ggml.token_type");
-  if (types) types = &g.get_array("tokenizer.ggml.token_type", GgufType::kInt32);
-  QP_CHECK(!types || types->ints.size() == tokens.size(), "[gguf] {}: {} token types for {} tokens", g.path(),
-           types ? types->ints.size() : 0, tokens.size());
+// tokenizer.ggml.model "gpt2" as a tokenizer.json.
+json byte_level_bpe_json(const GgufFile& g, const std::vector<std::string>& tokens, const GgufValue* types) {
   json vocab = json::object(), added = json::array();
   for (size_t i = 0; i < tokens.size(); ++i) {
     const int64_t type = types ? types->ints[i] : 1;
@@ -60,12 +84,32 @@ GgufTokenizerFiles gguf_tokenizer_files(const GgufFile& g) {
              "qwen2, gpt-2)", g.path(), pre);
     pre_tokenizer = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}};
   }
-  json tok = {{"version", "1.0"},
-              {"added_tokens", added},
-              {"normalizer", nullptr},
-              {"pre_tokenizer", pre_tokenizer},
-              {"decoder", {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}}},
-              {"model", {{"type", "BPE"}, {"byte_fallback", false}, {"vocab", vocab}, {"merges", merges}}}};
+  return {{"version", "1.0"},
+          {"added_tokens", added},
+          {"normalizer", nullptr},
+          {"pre_tokenizer", pre_tokenizer},
+          {"decoder", {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}}},
+          {"model", {{"type", "BPE"}, {"byte_fallback", false}, {"vocab", vocab}, {"merges", merges}}}};
+}
+
+}  // namespace
+
+GgufTokenizerFiles gguf_tokenizer_files(const GgufFile& g) {
+  const std::string model = g.get_string("tokenizer.ggml.model");
+  QP_CHECK(model == "gpt2" || model == "llama", "[gguf] {}: tokenizer.ggml.model is '{}'; qpeft reads byte-level BPE "
+           "(gpt2) and SentencePiece (llama) tokenizers from GGUF files", g.path(), model);
+  const auto& tokens = g.get_array("tokenizer.ggml.tokens", GgufType::kString).strings;
+  const GgufValue* types = g.find("tokenizer.ggml.token_type");
+  if (types) types = &g.get_array("tokenizer.ggml.token_type", GgufType::kInt32);
+  QP_CHECK(!types || types->ints.size() == tokens.size(), "[gguf] {}: {} token types for {} tokens", g.path(),
+           types ? types->ints.size() : 0, tokens.size());
+  const bool spm = model == "llama";
+  GgufTokenizerFiles files;
+  json tok;
+  if (spm)
+    files.sentencepiece_model = sentencepiece_model_of(g, tokens, types);
+  else
+    tok = byte_level_bpe_json(g, tokens, types);
   auto token_of = [&](const char* key) -> std::string {
     if (!g.find(key)) return "";
     const uint64_t id = g.get_uint(key);
@@ -74,9 +118,11 @@ GgufTokenizerFiles gguf_tokenizer_files(const GgufFile& g) {
     return tokens[size_t(id)];
   };
   const std::string bos = token_of("tokenizer.ggml.bos_token_id"), eos = token_of("tokenizer.ggml.eos_token_id"),
-                    pad = token_of("tokenizer.ggml.padding_token_id");
-  const bool add_bos = g.find("tokenizer.ggml.add_bos_token") && g.get_bool("tokenizer.ggml.add_bos_token");
-  if (add_bos && !bos.empty()) {
+                    pad = token_of("tokenizer.ggml.padding_token_id"), unk = token_of("tokenizer.ggml.unknown_token_id");
+  // llama.cpp's defaults when the keys are absent: BOS for SentencePiece, none for gpt2.
+  const bool add_bos = g.find("tokenizer.ggml.add_bos_token") ? g.get_bool("tokenizer.ggml.add_bos_token") : spm;
+  const bool add_eos = g.find("tokenizer.ggml.add_eos_token") && g.get_bool("tokenizer.ggml.add_eos_token");
+  if (!spm && add_bos && !bos.empty()) {
     const int64_t bos_id = int64_t(g.get_uint("tokenizer.ggml.bos_token_id"));
     tok["post_processor"] = {
         {"type", "TemplateProcessing"},
@@ -85,12 +131,17 @@ GgufTokenizerFiles gguf_tokenizer_files(const GgufFile& g) {
                               {{"Sequence", {{"id", "B"}, {"type_id", 1}}}}})},
         {"special_tokens", {{bos, {{"id", bos}, {"ids", {bos_id}}, {"tokens", {bos}}}}}}};
   }
-  json cfg = {{"add_bos_token", add_bos}, {"add_eos_token", false}};
+  // A SentencePiece tokenizer adds BOS/EOS from the config (as transformers' LlamaTokenizer);
+  // byte-level BPE from the post-processor above.
+  json cfg = {{"add_bos_token", add_bos}, {"add_eos_token", spm && add_eos}};
   if (!bos.empty()) cfg["bos_token"] = bos;
   if (!eos.empty()) cfg["eos_token"] = eos;
   if (!pad.empty()) cfg["pad_token"] = pad;
+  if (spm && !unk.empty()) cfg["unk_token"] = unk;
   if (g.find("tokenizer.chat_template")) cfg["chat_template"] = g.get_string("tokenizer.chat_template");
-  return {tok.dump(), cfg.dump()};
+  if (!spm) files.tokenizer_json = tok.dump();
+  files.tokenizer_config_json = cfg.dump();
+  return files;
 }
 
 }  // namespace qpeft

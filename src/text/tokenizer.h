@@ -36,6 +36,9 @@ class Tokenizer {
   // names the source in error messages.
   static Tokenizer from_json(std::string_view tokenizer_json, std::string_view config_json = {},
                              const std::string& origin = "tokenizer.json");
+  // From a serialized SentencePiece ModelProto (the bytes of a tokenizer.model).
+  static Tokenizer from_sentencepiece(std::string_view model_proto, std::string_view config_json = {},
+                                      const std::string& origin = "tokenizer.model");
 
   Tokenizer(Tokenizer&&) noexcept;
   Tokenizer& operator=(Tokenizer&&) noexcept;

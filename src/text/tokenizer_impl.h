@@ -211,4 +211,7 @@ TokenizerConfig parse_tokenizer_config(std::string_view text, const std::string&
 std::unique_ptr<TokenizerImpl> load_tokenizer_json(std::string_view text, std::string_view config_text, const std::string& origin);
 // A SentencePiece tokenizer.model (BPE) converted as transformers' LlamaConverter does.
 std::unique_ptr<TokenizerImpl> load_sentencepiece_model(const std::string& path, std::string_view config_text);
+// The same from a serialized ModelProto; `origin` names it in errors.
+std::unique_ptr<TokenizerImpl> load_sentencepiece_proto(std::string_view model_proto, const std::string& origin,
+                                                        std::string_view config_text);
 }  // namespace qpeft::tok_detail

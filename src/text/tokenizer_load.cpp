@@ -615,6 +615,11 @@ Tokenizer Tokenizer::from_json(std::string_view tokenizer_json, std::string_view
   return Tokenizer(tok_detail::load_tokenizer_json(tokenizer_json, config_json, origin));
 }
 
+Tokenizer Tokenizer::from_sentencepiece(std::string_view model_proto, std::string_view config_json,
+                                        const std::string& origin) {
+  return Tokenizer(tok_detail::load_sentencepiece_proto(model_proto, origin, config_json));
+}
+
 bool has_tokenizer(const std::string& model_path) {
   if (is_gguf_path(model_path))
     return file_exists(model_path) && GgufFile::open(model_path)->find("tokenizer.ggml.tokens") != nullptr;
@@ -624,6 +629,7 @@ bool has_tokenizer(const std::string& model_path) {
 Tokenizer Tokenizer::load(const std::string& path) {
   if (is_gguf_path(path) && file_exists(path)) {
     const GgufTokenizerFiles f = gguf_tokenizer_files(*GgufFile::open(path));
+    if (!f.sentencepiece_model.empty()) return from_sentencepiece(f.sentencepiece_model, f.tokenizer_config_json, path);
     return from_json(f.tokenizer_json, f.tokenizer_config_json, path);
   }
   std::string file = path;

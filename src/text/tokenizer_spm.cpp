@@ -5,8 +5,11 @@
 
 #include <unordered_set>
 
+#include <cstring>
+
 #include "core/error.h"
 #include "core/file.h"
+#include "text/sentencepiece_vocab.h"
 #include "text/tokenizer_impl.h"
 #include "text/tokenizer_unicode.h"
 
@@ -71,18 +74,18 @@ struct WireReader {
     }
     return false;
   }
-  // Skips or returns (as [*data, *data + *len)) the field's payload; false if malformed.
-  // Groups (wire types 3 and 4, deprecated but still parsed by protobuf) are skipped whole.
+  // Reads one field: a varint's value goes to *len; a fixed64, fixed32 or length-delimited
+  // payload is [*data, *data + *len). False if malformed. Groups (wire types 3 and 4,
+  // deprecated but still parsed by protobuf) are skipped whole.
   bool field(uint64_t* number, int* wire, const uint8_t** data, uint64_t* len, int depth = 0) {
     uint64_t key = 0;
     if (!varint(&key)) return false;
     *number = key >> 3;
     *wire = int(key & 7);
-    uint64_t v = 0;
     switch (*wire) {
-      case 0: return varint(&v);
-      case 1: if (end - p < 8) return false; p += 8; return true;
-      case 5: if (end - p < 4) return false; p += 4; return true;
+      case 0: return varint(len);
+      case 1: if (end - p < 8) return false; *data = p; *len = 8; p += 8; return true;
+      case 5: if (end - p < 4) return false; *data = p; *len = 4; p += 4; return true;
       case 2:
         if (!varint(len) || *len > uint64_t(end - p)) return false;
         *data = p;
@@ -143,11 +146,15 @@ void check_sentencepiece_pieces(const std::string& path, std::string_view bytes)
 }  // namespace
 
 std::unique_ptr<TokenizerImpl> load_sentencepiece_model(const std::string& path, std::string_view config_text) {
+  return load_sentencepiece_proto(read_text_file(path), path, config_text);
+}
+
+std::unique_ptr<TokenizerImpl> load_sentencepiece_proto(std::string_view bytes, const std::string& path,
+                                                        std::string_view config_text) {
   auto t = std::make_unique<TokenizerImpl>();
   t->source = path;
   t->spm.reset(new SpmModel);
   sentencepiece::SentencePieceProcessor& sp = t->spm->sp;
-  std::string bytes = read_text_file(path);
   check_sentencepiece_pieces(path, bytes);
   auto st = sp.LoadFromSerializedProto(bytes);
   if (!st.ok())
@@ -187,3 +194,118 @@ std::unique_ptr<TokenizerImpl> load_sentencepiece_model(const std::string& path,
 }
 
 }  // namespace qpeft::tok_detail
+
+namespace qpeft {
+
+using tok_detail::WireReader;
+
+SentencePieceVocab read_sentencepiece_vocab(std::string_view model_proto, const std::string& origin) {
+  auto malformed = [&](const char* where) {
+    fail("[tokenizer] {}: the SentencePiece model's protobuf is malformed ({}); expected a tokenizer.model written by "
+         "spm_train / sentencepiece", origin, where);
+  };
+  // Each submessage's fields, in order: (number, wire type, payload or varint value).
+  struct Field {
+    uint64_t number = 0, len = 0;
+    int wire = 0;
+    const uint8_t* data = nullptr;
+    std::string_view bytes() const { return {reinterpret_cast<const char*>(data), size_t(len)}; }
+  };
+  auto fields_of = [&](const uint8_t* begin, const uint8_t* end, const char* what) {
+    std::vector<Field> out;
+    WireReader r{begin, end};
+    while (r.p < r.end) {
+      Field f;
+      if (!r.field(&f.number, &f.wire, &f.data, &f.len)) malformed(what);
+      out.push_back(f);
+    }
+    return out;
+  };
+  const auto* begin = reinterpret_cast<const uint8_t*>(model_proto.data());
+  SentencePieceVocab v;
+  v.bpe = false;  // proto2 default: UNIGRAM
+  for (const Field& top : fields_of(begin, begin + model_proto.size(), "ModelProto")) {
+    if (top.wire != 2) continue;
+    if (top.number == 1) {  // SentencePiece {piece = 1, score = 2, type = 3}
+      std::string piece;
+      float score = 0;
+      int32_t type = 1;  // NORMAL
+      for (const Field& f : fields_of(top.data, top.data + top.len, "a piece")) {
+        if (f.number == 1 && f.wire == 2) piece = std::string(f.bytes());
+        if (f.number == 2 && f.wire == 5) std::memcpy(&score, f.data, 4);
+        if (f.number == 3 && f.wire == 0) type = int32_t(f.len);
+      }
+      if (type < 1 || type > 6) fail("[tokenizer] {}: piece {} of the SentencePiece model has type {}, not one of 1..6", origin, v.pieces.size(), type);
+      v.pieces.push_back(std::move(piece));
+      v.scores.push_back(score);
+      v.types.push_back(type);
+    } else if (top.number == 2) {  // TrainerSpec {model_type = 3, byte_fallback = 35}
+      for (const Field& f : fields_of(top.data, top.data + top.len, "trainer_spec")) {
+        if (f.number == 3 && f.wire == 0) v.bpe = f.len == 2;
+        if (f.number == 35 && f.wire == 0) v.byte_fallback = f.len != 0;
+      }
+    } else if (top.number == 3) {  // NormalizerSpec {name = 1, add_dummy_prefix = 3, remove_extra_whitespaces = 4}
+      for (const Field& f : fields_of(top.data, top.data + top.len, "normalizer_spec")) {
+        if (f.number == 1 && f.wire == 2) v.normalizer = std::string(f.bytes());
+        if (f.number == 3 && f.wire == 0) v.add_dummy_prefix = f.len != 0;
+        if (f.number == 4 && f.wire == 0) v.remove_extra_whitespaces = f.len != 0;
+      }
+    }
+  }
+  QP_CHECK(!v.pieces.empty(), "[tokenizer] {}: the SentencePiece model has no pieces", origin);
+  return v;
+}
+
+namespace {
+
+void put_varint(std::string& out, uint64_t v) {
+  while (v >= 0x80) {
+    out.push_back(char(uint8_t(v) | 0x80));
+    v >>= 7;
+  }
+  out.push_back(char(v));
+}
+void put_varint_field(std::string& out, int number, uint64_t v) {
+  put_varint(out, uint64_t(number) << 3);
+  put_varint(out, v);
+}
+void put_bytes_field(std::string& out, int number, std::string_view bytes) {
+  put_varint(out, (uint64_t(number) << 3) | 2);
+  put_varint(out, bytes.size());
+  out.append(bytes);
+}
+
+}  // namespace
+
+std::string sentencepiece_model_proto(const SentencePieceVocab& v) {
+  QP_CHECK(v.scores.size() == v.pieces.size() && v.types.size() == v.pieces.size(),
+           "sentencepiece_model_proto: {} pieces, {} scores, {} types", v.pieces.size(), v.scores.size(), v.types.size());
+  std::string out, msg;
+  int64_t unk = -1;
+  for (size_t i = 0; i < v.pieces.size(); ++i) {
+    msg.clear();
+    put_bytes_field(msg, 1, v.pieces[i]);
+    put_varint(msg, (2 << 3) | 5);
+    char score[4];
+    std::memcpy(score, &v.scores[i], 4);
+    msg.append(score, 4);
+    put_varint_field(msg, 3, uint64_t(v.types[i]));
+    put_bytes_field(out, 1, msg);
+    if (v.types[i] == 2 && unk < 0) unk = int64_t(i);
+  }
+  msg.clear();
+  put_varint_field(msg, 3, v.bpe ? 2 : 1);
+  put_varint_field(msg, 4, v.pieces.size());
+  put_varint_field(msg, 35, v.byte_fallback);
+  if (unk >= 0) put_varint_field(msg, 40, uint64_t(unk));
+  put_bytes_field(out, 2, msg);
+  msg.clear();
+  put_bytes_field(msg, 1, "identity");
+  put_varint_field(msg, 3, v.add_dummy_prefix);
+  put_varint_field(msg, 4, v.remove_extra_whitespaces);
+  put_varint_field(msg, 5, 1);  // escape_whitespaces: spaces become U+2581
+  put_bytes_field(out, 3, msg);
+  return out;
+}
+
+}  // namespace qpeft

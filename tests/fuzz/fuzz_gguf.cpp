@@ -1,7 +1,9 @@
-// GGUF files (io/gguf.h): open, then the typed look-ups a model load makes and every tensor's
-// bytes (whose ranges the reader checked).
+// GGUF files (io/gguf.h): open, then the typed look-ups a model load makes, every tensor's
+// bytes (whose ranges the reader checked), and the tokenizer (text/gguf_tokenizer.h: gpt2's
+// tokenizer.json, llama's SentencePiece model) with an encode and a decode.
 #include "fuzz_util.h"
 #include "io/gguf.h"
+#include "text/tokenizer.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string path = qpeft::fuzz::as_file(data, size, "model.gguf");
@@ -20,6 +22,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     for (const auto& t : g->tensors())
       for (uint64_t i = 0; i < t.nbytes; i += 4096) sum += t.data[i];
     if (sum == 1) std::fprintf(stderr, " ");  // keep the reads
+  });
+  qpeft::fuzz::refuse_only_with_error([&] {
+    qpeft::Tokenizer t = qpeft::Tokenizer::load(path);
+    (void)t.decode(t.encode("Hello, world!  123 \xC3\xA9", /*add_special=*/true));
   });
   return 0;
 }

@@ -1,8 +1,9 @@
 // llama.cpp (node-llama-cpp's prebuilt CPU build) as the reference: per-position log-probabilities
 // of given token sequences and greedy continuations.
 //   node llama_cpp_eval.mjs MODEL.gguf [--lora LORA.gguf] --input IN.json --output OUT.json
-// IN.json: {"sequences": [[ids...], ...], "generate": {"prompt": [ids...], "tokens": N}}
-// OUT.json: {"logprobs": [[lp of ids[t+1] given ids[..t], ...], ...], "greedy": [ids...]}
+// IN.json: {"sequences": [[ids...], ...], "generate": {"prompt": [ids...], "tokens": N}, "tokenize": [texts...]}
+// OUT.json: {"logprobs": [[lp of ids[t+1] given ids[..t], ...], ...], "greedy": [ids...],
+//            "tokens": [[ids of each text, no BOS/EOS, special tokens not parsed], ...]}
 import fs from "node:fs";
 import { getLlama } from "node-llama-cpp";
 
@@ -34,7 +35,7 @@ async function logitsOf(seq, tokens) {
     return dense;
   });
 }
-const out = { logprobs: [], greedy: [] };
+const out = { logprobs: [], greedy: [], tokens: (input.tokenize ?? []).map((t) => Array.from(model.tokenize(t, false))) };
 for (const ids of input.sequences ?? []) {
   const seq = context.getSequence();
   const all = await logitsOf(seq, ids);

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 
 #include "core/error.h"
 #include "grad_check.h"
@@ -146,6 +147,54 @@ TEST(OpsValues, LinearBf16TilesMatchF32) {
   linear_input_grad(dy.f32(), 7, wb, d1.f32(), false);
   linear_input_grad(dy.f32(), 7, wf, d2.f32(), false);
   for (int64_t i = 0; i < d1.numel(); ++i) EXPECT_NEAR(d1.f32()[i], d2.f32()[i], 1e-4);
+}
+
+// Decoding (M ≤ DenseWeight::kFusedRows) multiplies bf16 rows in place (VecKernels::bf16_gemv):
+// the f32 product of the same values to float rounding, across a tile edge
+// (64 rows) and an odd K included.
+TEST(OpsValues, Bf16WeightFusedDecodeProductMatchesF32) {
+  Tensor w = random_tensor({133, 77}, 21).to(DType::BF16);
+  DenseWeight wb(w, "wb"), wf(w.to(DType::F32), "wf");
+  for (int64_t M = 1; M <= DenseWeight::kFusedRows + 1; ++M) {
+    Tensor x = random_tensor({M, 77}, 22 + M);
+    Tensor yb = Tensor::empty({M, 133}), yf = Tensor::empty({M, 133});
+    EXPECT_EQ(wb.own_forward(x.f32(), M, yb.f32()), M <= DenseWeight::kFusedRows) << M;
+    linear_forward(x.f32(), M, wb, yb.f32());
+    linear_forward(x.f32(), M, wf, yf.f32());
+    for (int64_t i = 0; i < yb.numel(); ++i) ASSERT_NEAR(yb.f32()[i], yf.f32()[i], 2e-5f * (1 + std::fabs(yf.f32()[i]))) << M << " " << i;
+    if (M == 1) {  // each row is its own dot: the same bits for the first input row of a batch
+      Tensor x2 = Tensor::empty({2, 77});
+      std::memcpy(x2.f32(), x.f32(), 77 * sizeof(float));
+      std::memcpy(x2.f32() + 77, x.f32(), 77 * sizeof(float));
+      Tensor y2 = Tensor::empty({2, 133});
+      linear_forward(x2.f32(), 2, wb, y2.f32());
+      for (int64_t i = 0; i < 133; ++i) ASSERT_EQ(y2.f32()[i], yb.f32()[i]) << i;
+    }
+  }
+  // Not in the bf16 compute dtype, which rounds the input to bf16 too.
+  ComputeDtypeScope bf16(DType::BF16);
+  if (linear_compute_dtype() == DType::BF16) {
+    Tensor x = random_tensor({1, 77}, 30), y = Tensor::empty({1, 133});
+    EXPECT_FALSE(wb.own_forward(x.f32(), 1, y.f32()));
+  }
+}
+
+// RMSNorm takes llama.cpp's float steps (ggml's CPU rms_norm): squares rounded to float and
+// summed in double, the mean rounded to float, 1/sqrt in float, then (x · scale) · w. The same
+// bits, so llama.cpp's 8-bit products see the same inputs (tests/cli_gguf_test.cpp).
+TEST(OpsValues, RmsNormTakesLlamaCppsFloatSteps) {
+  const int64_t n = 333;
+  Tensor x = random_tensor({5, n}, 41), w = random_tensor({n}, 42);
+  Graph g(false);
+  const Tensor y = rms_norm(g, Var(x, false), Var(w, false), 1e-5f).value();
+  for (int64_t r = 0; r < 5; ++r) {
+    const float* xr = x.f32() + r * n;
+    double sum = 0;
+    for (int64_t i = 0; i < n; ++i) sum += double(xr[i] * xr[i]);
+    const float mean = float(sum / double(n));
+    const float scale = 1.0f / sqrtf(mean + 1e-5f);
+    for (int64_t i = 0; i < n; ++i) ASSERT_EQ(y.f32()[r * n + i], xr[i] * scale * w.f32()[i]) << r << " " << i;
+  }
 }
 
 TEST(OpsValues, RopeLlama3FrequenciesAndRotation) {

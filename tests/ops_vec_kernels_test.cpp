@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <limits>
 #include <string>
 #include <vector>
@@ -142,13 +143,15 @@ TEST(VecKernels, RmsNormRowsMatchReferenceAndDouble) {
       const std::string what = std::string(k->name) + " n=" + std::to_string(n);
       std::vector<float> x = random_values(rng, n, -3.0f, 3.0f), w = random_values(rng, n, 0.5f, 1.5f);
       std::vector<float> dy = random_values(rng, n, -1.0f, 1.0f);
-      double ss = 0, d3 = 0, mag3 = 0;
+      double ss = 0, ss_exact = 0, d3 = 0, mag3 = 0;
       for (int64_t i = 0; i < n; ++i) {
-        ss += double(x[size_t(i)]) * x[size_t(i)];
+        ss += double(x[size_t(i)] * x[size_t(i)]);  // squares rounded to float, as llama.cpp's
+        ss_exact += double(x[size_t(i)]) * x[size_t(i)];
         d3 += double(dy[size_t(i)]) * w[size_t(i)] * x[size_t(i)];
         mag3 += std::abs(double(dy[size_t(i)]) * w[size_t(i)] * x[size_t(i)]);
       }
       ASSERT_NEAR(k->sum_squares(x.data(), n), ss, 1e-12 * ss + 1e-30) << what;
+      ASSERT_NEAR(k->sum_squares(x.data(), n), ss_exact, 1e-7 * ss_exact + 1e-30) << what;
       ASSERT_NEAR(k->dot3(dy.data(), w.data(), x.data(), n), d3, 1e-7 * mag3 + 1e-30) << what;
       ASSERT_NEAR(k->dot3(dy.data(), w.data(), x.data(), n), ref.dot3(dy.data(), w.data(), x.data(), n),
                   1e-12 * mag3 + 1e-30) << what;
@@ -200,6 +203,44 @@ TEST(VecKernels, RopeRotateMatchesReferenceBitForBit) {
             EXPECT_NEAR(y[0], a * cs - b * si, 1e-6) << what;
           }
         }
+    }
+  }
+}
+
+TEST(VecKernels, Bf16GemvMatchesReferenceBitForBitAndDouble) {
+  // One summation order for every table (16 lanes, a fixed reduction): the same bits.
+  const VecKernels& ref = vec_kernels_reference();
+  Rng rng(6);
+  for (const VecKernels* k : tables()) {
+    for (int64_t K : sizes()) {
+      if (K > 4099) continue;
+      for (int64_t rows : {1, 3, 4, 5, 9}) {
+        const std::string what = std::string(k->name) + " K=" + std::to_string(K) + " rows=" + std::to_string(rows);
+        std::vector<uint16_t> w(size_t(rows * K));
+        for (uint16_t& v : w) {
+          const float f = float(rng.normal());
+          uint32_t bits;
+          std::memcpy(&bits, &f, 4);
+          v = uint16_t(bits >> 16);
+        }
+        std::vector<float> x = random_values(rng, K, -2.0f, 2.0f);
+        std::vector<float> y(size_t(rows) + 16, 1234.5f), yr(y);
+        k->bf16_gemv(w.data(), rows, K, x.data(), y.data());
+        ref.bf16_gemv(w.data(), rows, K, x.data(), yr.data());
+        expect_sentinels(y, rows, what);
+        for (int64_t r = 0; r < rows; ++r) {
+          ASSERT_EQ(y[size_t(r)], yr[size_t(r)]) << what << " r=" << r;
+          double want = 0, scale = 0;
+          for (int64_t i = 0; i < K; ++i) {
+            const uint32_t bits = uint32_t(w[size_t(r * K + i)]) << 16;
+            float wf;
+            std::memcpy(&wf, &bits, 4);
+            want += double(wf) * double(x[size_t(i)]);
+            scale += std::fabs(double(wf) * double(x[size_t(i)]));
+          }
+          ASSERT_NEAR(y[size_t(r)], want, 1e-6 * scale + 1e-30) << what << " r=" << r;
+        }
+      }
     }
   }
 }

@@ -12,6 +12,7 @@
 #include "core/scratch.h"
 #include "core/thread_pool.h"
 #include "ops/onednn_gemm.h"
+#include "ops/vec_math.h"
 
 namespace qpeft {
 
@@ -211,6 +212,24 @@ DType set_linear_compute_dtype(DType dt, std::string* note) {
 }
 
 DType linear_compute_dtype() { return g_compute_dtype; }
+
+// y[M, N] = x[M, K] Wᵀ for M ≤ kFusedRows: each thread takes an equal share of the weight rows
+// and, a tile of 64 rows at a time (in cache for the next input row), dots them with each input row.
+bool DenseWeight::own_forward(const float* x, int64_t M, float* y) const {
+  if (!is_bf16() || M > kFusedRows || g_compute_dtype != DType::F32) return false;
+  const int64_t N = rows(), K = cols();
+  const uint16_t* w = static_cast<const uint16_t*>(t_.raw());
+  const auto gemv = vec_kernels().bf16_gemv;
+  pool().run([&](int ith, int nth) {
+    int64_t n0, n1;
+    split_rows(N, ith, nth, &n0, &n1);
+    for (int64_t p0 = n0; p0 < n1; p0 += 64) {
+      const int64_t p1 = std::min(n1, p0 + 64);
+      for (int64_t m = 0; m < M; ++m) gemv(w + p0 * K, p1 - p0, K, x + m * K, y + m * N + p0);
+    }
+  });
+  return true;
+}
 
 // y[M, N] = x[M, K] Wᵀ. Each thread owns an equal, contiguous share of the output columns
 // (weight rows), so every weight row is decoded exactly once, and decodes it in panels.

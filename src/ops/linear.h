@@ -49,6 +49,10 @@ class DenseWeight final : public FrozenWeight {
   const uint16_t* decode_rows_bf16(int64_t r0, int64_t r1, uint16_t* scratch) const override;
   bool is_f32() const override { return t_.dtype() == DType::F32; }
   bool is_bf16() const override { return t_.dtype() == DType::BF16; }
+  // bf16 with up to kFusedRows input rows (decoding) in the f32 compute dtype: the rows of the
+  // weight are read once, as bf16, into fused dot products (VecKernels::bf16_gemv).
+  bool own_forward(const float* x, int64_t M, float* y) const override;
+  static constexpr int64_t kFusedRows = 4;
   std::string describe() const override;
   const Tensor& tensor() const { return t_; }
 

@@ -24,7 +24,9 @@ Var rms_norm(Graph& g, const Var& x, const Var& w, float eps) {
   pool().parallel_for(rows, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const float* xr = xp + r * n;
-      const float rs = float(1.0 / std::sqrt(vk.sum_squares(xr, n) / double(n) + eps));
+      // llama.cpp's float steps (its CPU rms_norm): the mean rounded to float, then 1/sqrt in float.
+      const float mean = float(vk.sum_squares(xr, n) / double(n));
+      const float rs = 1.0f / std::sqrt(mean + eps);
       (*rstd)[r] = rs;
       vk.scale_mul(xr, rs, wp, yp + r * n, n);
     }

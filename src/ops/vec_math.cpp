@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <cstring>
 
 #include "core/cpu.h"
 
@@ -60,7 +61,7 @@ void ref_silu_mul_backward(const float* g, const float* u, const float* dy, floa
 
 double ref_sum_squares(const float* x, int64_t n) {
   double acc = 0;
-  for (int64_t i = 0; i < n; ++i) acc += double(x[i]) * double(x[i]);
+  for (int64_t i = 0; i < n; ++i) acc += double(x[i] * x[i]);
   return acc;
 }
 
@@ -92,9 +93,26 @@ void ref_rope_rotate(const float* x1, const float* x2, const float* c, const flo
   }
 }
 
+void ref_bf16_gemv(const uint16_t* w, int64_t rows, int64_t K, const float* x, float* y) {
+  for (int64_t r = 0; r < rows; ++r) {
+    float lane[16] = {};
+    const uint16_t* wr = w + r * K;
+    for (int64_t k = 0; k < K; ++k) {
+      const uint32_t bits = uint32_t(wr[k]) << 16;
+      float wk;
+      std::memcpy(&wk, &bits, 4);
+      lane[k % 16] = std::fma(wk, x[k], lane[k % 16]);
+    }
+    for (int h = 8; h >= 1; h /= 2)
+      for (int j = 0; j < h; ++j) lane[j] += lane[j + h];
+    y[r] = lane[0];
+  }
+}
+
 const VecKernels kReference = {"reference",       ref_max,           ref_exp_shift_sum,     ref_scale,
                                ref_silu_mul,      ref_silu_mul_backward, ref_sum_squares,   ref_scale_mul,
-                               ref_dot3,          ref_rms_norm_backward, ref_add_scaled_product, ref_rope_rotate};
+                               ref_dot3,          ref_rms_norm_backward, ref_add_scaled_product, ref_rope_rotate,
+                               ref_bf16_gemv};
 
 }  // namespace
 

@@ -19,7 +19,8 @@ struct VecKernels {
   // Its backward, accumulating: dg[i] += dy·u·σ(g)·(1 + g(1 − σ(g))), du[i] += dy·silu(g).
   // dg or du may be null (not wanted).
   void (*silu_mul_backward)(const float* g, const float* u, const float* dy, float* dg, float* du, int64_t n);
-  // RMSNorm rows. Σ x[i]² in double.
+  // RMSNorm rows. Σ x[i]² of the squares rounded to float (as llama.cpp and PyTorch's f32
+  // square them), summed in double.
   double (*sum_squares)(const float* x, int64_t n);
   // y[i] = x[i] · s · w[i]
   void (*scale_mul)(const float* x, float s, const float* w, float* y, int64_t n);
@@ -34,6 +35,11 @@ struct VecKernels {
   // when accumulate.
   void (*rope_rotate)(const float* x1, const float* x2, const float* c, const float* s, float sign, int64_t n,
                       bool accumulate, float* y1, float* y2);
+  // y[r] = Σ_k w[r, k] · x[k] for a bf16 weight w [rows, K] and one f32 row x [K] (decoding a
+  // token: each weight row read once, as bf16). Every table sums in the same order, so all give
+  // the same bits: 16 lanes, lane j fused-multiply-adding k ≡ j (mod 16), then lanes added
+  // (j, j+8), (j, j+4), (j, j+2), (j, j+1).
+  void (*bf16_gemv)(const uint16_t* w, int64_t rows, int64_t K, const float* x, float* y);
 };
 
 const VecKernels& vec_kernels();            // the selected kernels

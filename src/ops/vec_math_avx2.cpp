@@ -113,12 +113,12 @@ double avx2_sum_squares(const float* x, int64_t n) {
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
     const __m256 v = _mm256_loadu_ps(x + i);
-    const __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v)), hi = _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
-    a = _mm256_fmadd_pd(lo, lo, a);
-    b = _mm256_fmadd_pd(hi, hi, b);
+    const __m256 sq = _mm256_mul_ps(v, v);
+    a = _mm256_add_pd(a, _mm256_cvtps_pd(_mm256_castps256_ps128(sq)));
+    b = _mm256_add_pd(b, _mm256_cvtps_pd(_mm256_extractf128_ps(sq, 1)));
   }
   double acc = hsum4(_mm256_add_pd(a, b));
-  for (; i < n; ++i) acc += double(x[i]) * double(x[i]);
+  for (; i < n; ++i) acc += double(x[i] * x[i]);
   return acc;
 }
 
@@ -184,9 +184,45 @@ void avx2_rope_rotate(const float* x1, const float* x2, const float* c, const fl
   vec_kernels_reference().rope_rotate(x1 + i, x2 + i, c + i, s + i, sign, n - i, accumulate, y1 + i, y2 + i);
 }
 
+inline __m256 bf16x8(const uint16_t* p) {
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
+}
+
+// Lanes 0..7 in lo, 8..15 in hi, added (j, j+8), (j, j+4), (j, j+2), (j, j+1) as the reference adds them.
+inline float reduce16(__m256 lo, __m256 hi) {
+  const __m256 h = _mm256_add_ps(lo, hi);
+  __m128 q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+  q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+  q = _mm_add_ss(q, _mm_movehdup_ps(q));
+  return _mm_cvtss_f32(q);
+}
+
+// 16 lanes as two vectors of 8; a tail of K is copied, zero-padded, to 16 values.
+void avx2_bf16_gemv(const uint16_t* w, int64_t rows, int64_t K, const float* x, float* y) {
+  const int64_t body = K / 16 * 16, tail = K - body;
+  alignas(32) float xt[16] = {};
+  for (int64_t k = 0; k < tail; ++k) xt[k] = x[body + k];
+  for (int64_t r = 0; r < rows; ++r) {
+    const uint16_t* wr = w + r * K;
+    __m256 lo = _mm256_setzero_ps(), hi = lo;
+    for (int64_t k = 0; k < body; k += 16) {
+      lo = _mm256_fmadd_ps(bf16x8(wr + k), _mm256_loadu_ps(x + k), lo);
+      hi = _mm256_fmadd_ps(bf16x8(wr + k + 8), _mm256_loadu_ps(x + k + 8), hi);
+    }
+    if (tail) {
+      alignas(32) uint16_t wt[16] = {};
+      for (int64_t k = 0; k < tail; ++k) wt[k] = wr[body + k];
+      lo = _mm256_fmadd_ps(bf16x8(wt), _mm256_load_ps(xt), lo);
+      hi = _mm256_fmadd_ps(bf16x8(wt + 8), _mm256_load_ps(xt + 8), hi);
+    }
+    y[r] = reduce16(lo, hi);
+  }
+}
+
 const VecKernels kAvx2 = {"avx2",           avx2_max,           avx2_exp_shift_sum,     avx2_scale,
                           avx2_silu_mul,    avx2_silu_mul_backward, avx2_sum_squares,   avx2_scale_mul,
-                          avx2_dot3,        avx2_rms_norm_backward, avx2_add_scaled_product, avx2_rope_rotate};
+                          avx2_dot3,        avx2_rms_norm_backward, avx2_add_scaled_product, avx2_rope_rotate,
+                          avx2_bf16_gemv};
 
 }  // namespace
 

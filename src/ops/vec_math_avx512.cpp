@@ -104,8 +104,9 @@ double avx512_sum_squares(const float* x, int64_t n) {
   __m512d a = _mm512_setzero_pd(), b = _mm512_setzero_pd();
   for (int64_t i = 0; i < n; i += 16) {
     const __m512 v = _mm512_maskz_loadu_ps(tail_mask(n - i), x + i);
-    a = _mm512_fmadd_pd(lo_pd(v), lo_pd(v), a);
-    b = _mm512_fmadd_pd(hi_pd(v), hi_pd(v), b);
+    const __m512 sq = _mm512_mul_ps(v, v);
+    a = _mm512_add_pd(a, lo_pd(sq));
+    b = _mm512_add_pd(b, hi_pd(sq));
   }
   return _mm512_reduce_add_pd(_mm512_add_pd(a, b));
 }
@@ -168,9 +169,35 @@ void avx512_rope_rotate(const float* x1, const float* x2, const float* c, const 
   }
 }
 
+inline __m512 bf16x16(__m256i bits) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16)); }
+
+// Lanes added (j, j+8), (j, j+4), (j, j+2), (j, j+1), as the reference adds them.
+inline float reduce16(__m512 v) {
+  __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+  __m128 q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+  q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+  q = _mm_add_ss(q, _mm_movehdup_ps(q));
+  return _mm_cvtss_f32(q);
+}
+
+// One row at a time, plain loads but for the tail (masked loads stall the stream from memory).
+void avx512_bf16_gemv(const uint16_t* w, int64_t rows, int64_t K, const float* x, float* y) {
+  const int64_t body = K / 16 * 16;
+  const __mmask16 m = tail_mask(K - body);
+  for (int64_t r = 0; r < rows; ++r) {
+    const uint16_t* wr = w + r * K;
+    __m512 a = _mm512_setzero_ps();
+    for (int64_t k = 0; k < body; k += 16)
+      a = _mm512_fmadd_ps(bf16x16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(wr + k))), _mm512_loadu_ps(x + k), a);
+    if (body < K) a = _mm512_fmadd_ps(bf16x16(_mm256_maskz_loadu_epi16(m, wr + body)), _mm512_maskz_loadu_ps(m, x + body), a);
+    y[r] = reduce16(a);
+  }
+}
+
 const VecKernels kAvx512 = {"avx512",          avx512_max,           avx512_exp_shift_sum,     avx512_scale,
                             avx512_silu_mul,   avx512_silu_mul_backward, avx512_sum_squares,   avx512_scale_mul,
-                            avx512_dot3,       avx512_rms_norm_backward, avx512_add_scaled_product, avx512_rope_rotate};
+                            avx512_dot3,       avx512_rms_norm_backward, avx512_add_scaled_product, avx512_rope_rotate,
+                            avx512_bf16_gemv};
 
 }  // namespace
 

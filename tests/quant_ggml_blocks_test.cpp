@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <cstddef>
 #include <cstdio>
 #include <cstring>
@@ -648,6 +649,28 @@ TEST(GgmlWeight, Q8ActivationsMultiplyAsLlamaCpp) {
         for (int64_t n = 0; n < N; ++n) s += double(dy.f32()[m * N + n]) * deq.f32()[n * K + k];
         EXPECT_NEAR(x.grad().f32()[m * K + k], s, 1e-5 * (1 + std::fabs(s))) << t.name;
       }
+  }
+}
+
+// A NaN or infinity in the input has no 8-bit code: the product falls back to f32 and carries it
+// (NaN where the input row had one, ±inf or NaN where it had an infinity), other rows unchanged.
+TEST(GgmlWeight, Q8ActivationsPassNonFiniteInputsThroughF32) {
+  for (const GgmlTypeTraits& t : ggml_all_types()) {
+    const int64_t M = 3, N = 5, K = 256;
+    const GgmlWeight w = GgmlWeight::quantize(random_matrix(N, K, 71), t.type, "w");
+    Tensor x = random_matrix(M, K, 72, 1.0f);
+    std::vector<float> clean(size_t(M * N)), y(size_t(M * N));
+    GgmlActivationsScope q8(GgmlActivations::Q8);
+    linear_forward(x.f32(), M, w, clean.data());
+    for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
+      x.f32()[1 * K + 17] = bad;
+      EXPECT_FALSE(w.own_forward(x.f32(), M, y.data())) << t.name;
+      linear_forward(x.f32(), M, w, y.data());
+      for (int64_t n = 0; n < N; ++n) {
+        EXPECT_FALSE(std::isfinite(y[size_t(N + n)])) << t.name << " " << n;
+        EXPECT_NEAR(y[size_t(n)], clean[size_t(n)], 0.05 * (1 + std::fabs(clean[size_t(n)]))) << t.name;
+      }
+    }
   }
 }
 

@@ -1,6 +1,7 @@
 #include "quant/ggml_weight.h"
 
 #include <algorithm>
+#include <cmath>
 #include <atomic>
 #include <cstring>
 
@@ -117,6 +118,10 @@ GgmlActivations ggml_activations() { return g_activations; }
 // each with all input rows (the kernel unpacks the weight row once per group of inputs).
 bool GgmlWeight::own_forward(const float* x, int64_t M, float* y) const {
   if (g_activations.load(std::memory_order_relaxed) != GgmlActivations::Q8) return false;
+  // A NaN or infinity has no 8-bit code: such an input takes the f32 product, which carries it.
+  bool finite = true;
+  for (int64_t i = 0; i < M * cols_; ++i) finite &= std::isfinite(x[i]);
+  if (!finite) return false;
   const GgmlTypeTraits& t = *traits_;
   const int64_t act_row_bytes = cols_ / t.activation_block * int64_t(t.activation_block_bytes);
   std::vector<uint8_t> act(size_t(M * act_row_bytes));

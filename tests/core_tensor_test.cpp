@@ -1,7 +1,10 @@
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstring>
+#include <thread>
 #include <vector>
 #include <limits>
 
@@ -61,6 +64,32 @@ TEST(Tensor, ViewsShareStorage) {
   EXPECT_THROW(t.rows(2, 4), Error);
   Tensor b = t.to(DType::BF16);
   EXPECT_EQ(b.to_vector()[1], 2.0f);
+}
+
+// Back-to-back short jobs (picked up while the threads spin) mixed with gaps and jobs longer
+// than the spin (the threads go to sleep and are woken): every thread runs every job exactly
+// once, in order, and a worker's error reaches the caller without losing the next job.
+TEST(ThreadPool, ShortAndLongJobsSpinningAndSleeping) {
+  for (int threads : {2, 3, 5}) {
+    ThreadPool p(threads);
+    std::vector<std::atomic<int>> runs(static_cast<size_t>(threads));
+    for (int job = 0; job < 3000; ++job) {
+      const bool pause = job % 97 == 0, long_job = job % 89 == 0;
+      if (pause) std::this_thread::sleep_for(std::chrono::microseconds(300));
+      p.run([&](int ith, int nth) {
+        ASSERT_EQ(nth, threads);
+        if (long_job && ith == nth - 1) std::this_thread::sleep_for(std::chrono::microseconds(400));
+        runs[size_t(ith)].fetch_add(1);
+      });
+      for (int t = 0; t < threads; ++t) ASSERT_EQ(runs[size_t(t)].load(), job + 1) << "thread " << t << " job " << job;
+      if (job % 500 == 250) {
+        EXPECT_THROW(p.run([](int ith, int) {
+          if (ith == 1) throw Error("worker boom");
+        }),
+                     Error);
+      }
+    }
+  }
 }
 
 TEST(ThreadPool, RunsEveryChunkOnceAndPropagatesErrors) {

@@ -132,23 +132,23 @@ void add_tokenizer(GgufWriter& w, const ModelConfig& cfg, const std::string& mod
   const bool from_gguf = is_gguf_path(model_dir);
   const std::string json_path = from_gguf ? model_dir : model_dir + "/tokenizer.json";
   const std::string spm_path = from_gguf ? model_dir : model_dir + "/tokenizer.model";
-  std::string tokenizer_json, model_proto;
+  json tok;  // null unless there is a tokenizer.json
+  std::string model_proto;
   if (from_gguf) {
     GgufTokenizerFiles f = gguf_tokenizer_files(*GgufFile::open(model_dir));
-    tokenizer_json = std::move(f.tokenizer_json);
+    if (!f.tokenizer_json.empty()) tok = parse_json(f.tokenizer_json, json_path);
     model_proto = std::move(f.sentencepiece_model);
   } else {
-    if (file_exists(json_path)) tokenizer_json = read_text_file(json_path);
-    const bool json_is_byte_level =
-        !tokenizer_json.empty() && !parse_json(tokenizer_json, json_path)["model"].value("byte_fallback", false);
+    if (file_exists(json_path)) tok = parse_json(read_text_file(json_path), json_path);
+    const bool json_is_byte_level = !tok.is_null() && !tok["model"].value("byte_fallback", false);
     if (!json_is_byte_level && file_exists(spm_path)) model_proto = read_text_file(spm_path);
-    QP_CHECK(!tokenizer_json.empty() || !model_proto.empty(),
+    QP_CHECK(!tok.is_null() || !model_proto.empty(),
              "{}: no tokenizer.json or tokenizer.model; GGUF export needs the model's Hugging Face tokenizer", model_dir);
   }
   if (!model_proto.empty())
     add_sentencepiece_vocab(w, model_proto, cfg.vocab_size, spm_path);
   else
-    add_byte_level_bpe_vocab(w, parse_json(tokenizer_json, json_path), cfg.vocab_size, json_path);
+    add_byte_level_bpe_vocab(w, tok, cfg.vocab_size, json_path);
   const Tokenizer t = Tokenizer::load(model_dir);
   if (cfg.bos_token_id >= 0) w.set("tokenizer.ggml.bos_token_id", GgufValue::u32(uint32_t(cfg.bos_token_id)));
   if (!cfg.eos_token_ids.empty()) w.set("tokenizer.ggml.eos_token_id", GgufValue::u32(uint32_t(cfg.eos_token_ids[0])));

@@ -1,8 +1,8 @@
 #include "quant/ggml_weight.h"
 
 #include <algorithm>
-#include <cmath>
 #include <atomic>
+#include <cmath>
 #include <cstring>
 
 #include "core/error.h"

@@ -7,7 +7,7 @@
 #     seeds 42 and 1) and review-text continuation (held-out perplexity).
 # Usage: scripts/loftq-experiments.sh [ppl|sentiment|text|all] [SENTIMENT_STEPS] [MODEL]
 #   MODEL defaults to models/austen-tiny; the deeper test model of docs/loftq.md is built by
-#   `scripts/build-default-model.sh 1000 12 runs/austen-deep` (its results go to runs/loftq-austen-deep).
+#   `scripts/build-default-model.sh austen-tiny 1000 12 runs/austen-deep` (its results go to runs/loftq-austen-deep).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-all}

@@ -208,3 +208,25 @@ TEST(Cli, Ia3TrainEvalMergeResumeEndToEnd) {
   expect_one_line_error(run_cli("train" + common + " --out " + (tmp / "x") + " --targets k_proj --feedforward-modules "
                                 "down_proj"), "subset");
 }
+
+TEST(Cli, InitModelShapeFlags) {
+  TempDir tmp("cli_init_shape");
+  RunResult init = run_cli("init-model --preset tiny --hidden-size 96 --intermediate-size 160 --heads 6 --kv-heads 2 "
+                           "--layers 2 --tie-embeddings --dtype f32 --seed 1 --out " + (tmp / "m"));
+  ASSERT_EQ(init.status, 0) << init.output;
+  auto cfg = nlohmann::json::parse(read_file(tmp / "m/config.json"));
+  EXPECT_EQ(cfg["hidden_size"], 96);
+  EXPECT_EQ(cfg["intermediate_size"], 160);
+  EXPECT_EQ(cfg["num_attention_heads"], 6);
+  EXPECT_EQ(cfg["num_key_value_heads"], 2);
+  EXPECT_EQ(cfg["head_dim"], 16);
+  EXPECT_EQ(cfg["num_hidden_layers"], 2);
+  EXPECT_EQ(cfg["tie_word_embeddings"], true);
+  // The model it wrote loads and trains a step.
+  write_file(tmp / "data.jsonl", repetitive_jsonl(2, 8, 96, 1));
+  RunResult tr = run_cli("train --method full --model " + (tmp / "m") + " --data " + (tmp / "data.jsonl") +
+                         " --out " + (tmp / "run") + " --steps 1 --batch 1 --seq-len 16");
+  EXPECT_EQ(tr.status, 0) << tr.output;
+  expect_one_line_error(run_cli("init-model --preset tiny --heads 5 --out " + (tmp / "bad")), "--heads 5");
+  expect_one_line_error(run_cli("init-model --preset tiny --heads 4 --kv-heads 3 --out " + (tmp / "bad")), "--kv-heads 3");
+}

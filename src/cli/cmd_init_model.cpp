@@ -18,7 +18,8 @@ struct InitArgs {
   bool double_quant = false;
   uint64_t seed = 0;
   double init_std = 0.02;
-  int64_t layers = 0;
+  int64_t layers = 0, hidden = 0, intermediate = 0, heads = 0, kv_heads = 0;
+  bool tie_embeddings = false;
   std::string tokenizer;
   int threads = 0;
 };
@@ -31,6 +32,14 @@ void setup(CLI::App& app) {
       ->check(CLI::IsMember({"tiny", "small", "1b", "7b"}));
   cmd->add_option("--layers", args->layers, "Number of decoder layers (default: the preset's)")
       ->check(CLI::Range(1, 1024));
+  cmd->add_option("--hidden-size", args->hidden, "Hidden size (default: the preset's; head_dim = hidden / heads)")
+      ->check(CLI::Range(8, 65536));
+  cmd->add_option("--intermediate-size", args->intermediate, "MLP width (default: the preset's)")
+      ->check(CLI::Range(8, 262144));
+  cmd->add_option("--heads", args->heads, "Attention heads (default: the preset's)")->check(CLI::Range(1, 1024));
+  cmd->add_option("--kv-heads", args->kv_heads, "Key/value heads, grouped-query attention when fewer than --heads")
+      ->check(CLI::Range(1, 1024));
+  cmd->add_flag("--tie-embeddings", args->tie_embeddings, "Share the token embedding with the output head");
   cmd->add_option("--dtype", args->dtype, "Storage dtype of the weights")->check(CLI::IsMember({"bf16", "f32"}));
   cmd->add_option("--seed", args->seed, "Random seed");
   cmd->add_option("--out", args->out, "Output directory")->required();
@@ -49,6 +58,18 @@ void setup(CLI::App& app) {
     qpeft::set_num_threads(args->threads);
     qpeft::ModelConfig cfg = qpeft::ModelConfig::preset(args->preset);
     if (args->layers > 0) cfg.num_layers = args->layers;
+    if (args->hidden > 0) cfg.hidden_size = args->hidden;
+    if (args->intermediate > 0) cfg.intermediate_size = args->intermediate;
+    if (args->heads > 0) cfg.num_heads = args->heads;
+    cfg.num_kv_heads = args->kv_heads > 0 ? args->kv_heads : (args->heads > 0 ? args->heads : cfg.num_kv_heads);
+    if (args->tie_embeddings) cfg.tie_word_embeddings = true;
+    QP_CHECK(cfg.hidden_size % cfg.num_heads == 0, "--hidden-size {} is not a multiple of --heads {}", cfg.hidden_size,
+             cfg.num_heads);
+    QP_CHECK(cfg.num_heads % cfg.num_kv_heads == 0, "--heads {} is not a multiple of --kv-heads {}", cfg.num_heads,
+             cfg.num_kv_heads);
+    cfg.head_dim = cfg.hidden_size / cfg.num_heads;
+    QP_CHECK(cfg.head_dim % 2 == 0, "head_dim {} (--hidden-size / --heads) must be even for RoPE", cfg.head_dim);
+    cfg.rope.head_dim = cfg.head_dim;
     std::string tok_dir;
     if (!args->tokenizer.empty()) {
       tok_dir = qpeft::dir_exists(args->tokenizer) ? args->tokenizer

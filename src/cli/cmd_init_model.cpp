@@ -60,8 +60,8 @@ void setup(CLI::App& app) {
     if (args->layers > 0) cfg.num_layers = args->layers;
     if (args->hidden > 0) cfg.hidden_size = args->hidden;
     if (args->intermediate > 0) cfg.intermediate_size = args->intermediate;
-    if (args->heads > 0) cfg.num_heads = args->heads;
-    cfg.num_kv_heads = args->kv_heads > 0 ? args->kv_heads : (args->heads > 0 ? args->heads : cfg.num_kv_heads);
+    if (args->heads > 0) cfg.num_heads = cfg.num_kv_heads = args->heads;  // plain multi-head unless --kv-heads
+    if (args->kv_heads > 0) cfg.num_kv_heads = args->kv_heads;
     if (args->tie_embeddings) cfg.tie_word_embeddings = true;
     QP_CHECK(cfg.hidden_size % cfg.num_heads == 0, "--hidden-size {} is not a multiple of --heads {}", cfg.hidden_size,
              cfg.num_heads);

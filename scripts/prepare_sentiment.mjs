@@ -9,6 +9,7 @@
 // Usage: node scripts/prepare_sentiment.mjs SENTIMENT_PACKAGE_DIR OUT_DIR [TEST_FRACTION]
 import fs from "node:fs";
 import path from "node:path";
+import { seededShuffle } from "./seeded_shuffle.mjs";
 
 const [pkg, out, frac = "0.2"] = process.argv.slice(2);
 if (!pkg || !out) {
@@ -23,18 +24,7 @@ for (const source of ["amazon", "imdb", "yelp"]) {
     if (text && (r.class === 0 || r.class === 1)) rows.push({ text, label: r.class, source });
   }
 }
-// Seeded Fisher-Yates (mulberry32): the same split on every machine.
-let seed = 20261123;
-const rand = () => {
-  seed = (seed + 0x6d2b79f5) | 0;
-  let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-  t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-};
-for (let i = rows.length - 1; i > 0; i--) {
-  const j = Math.floor(rand() * (i + 1));
-  [rows[i], rows[j]] = [rows[j], rows[i]];
-}
+seededShuffle(rows, 20261123);
 const nTest = Math.round(rows.length * Number(frac));
 const test = rows.slice(0, nTest), train = rows.slice(nTest);
 const choices = [" negative", " positive"];

@@ -1,7 +1,8 @@
-// The State of the Union and Moby-Dick part of the corpus (scripts/corpus-stdlib.mjs, issue 15):
-// deterministic (two runs give the same bytes, and the bytes docs/corpus.md records), held-out
-// documents kept out of training, and a clear error for a missing source. Reads the npm
-// tarballs scripts/fetch-reference-data.sh unpacks into tests/reference/datasets.
+// The State of the Union and Moby-Dick part of the corpus (scripts/corpus-stdlib.mjs, issue 15)
+// and the main job's SpamAssassin splits (scripts/prepare_spam.mjs): deterministic (two runs
+// give the same bytes, and the bytes docs/corpus.md records), held-out documents kept out of
+// training, and a clear error for a missing source. Reads the npm tarballs
+// scripts/fetch-reference-data.sh unpacks into tests/reference/datasets.
 #include <gtest/gtest.h>
 
 #include <set>
@@ -87,4 +88,43 @@ TEST_F(CliCorpus, AMissingSourceIsAClearError) {
                                 kDatasets + "/datasets-moby-dick' '" + std::string(*tmp_ / "out") + "' 2>&1");
   EXPECT_NE(r.status, 0);
   EXPECT_NE(r.output.find("nowhere"), std::string::npos) << r.output;
+}
+
+// docs/corpus.md, "The main job's labelled emails".
+TEST_F(CliCorpus, SpamAssassinSplitsAreDeterministicBalancedAndDisjoint) {
+  if (!file_exists(kDatasets + "/datasets-spam-assassin/package.json"))
+    GTEST_SKIP() << "tests/reference/datasets has no datasets-spam-assassin: run scripts/fetch-reference-data.sh";
+  const std::string a = *tmp_ / "spam_a", b = *tmp_ / "spam_b";
+  const auto prepare = [&](const std::string& out) {
+    return run_shell("node '" + kRoot + "/scripts/prepare_spam.mjs' '" + kDatasets + "/datasets-spam-assassin' '" + out +
+                     "' 2>&1");
+  };
+  const RunResult ra = prepare(a), rb = prepare(b);
+  ASSERT_EQ(ra.status, 0) << ra.output;
+  ASSERT_EQ(rb.status, 0) << rb.output;
+  EXPECT_NE(ra.output.find("4104 ham, 1754 spam -> train 2400, validation 400, test 600"), std::string::npos) << ra.output;
+  const std::pair<const char*, const char*> expected[] = {
+      {"/train_choice.jsonl", "0b009258059cd71e4e2793f2d7f5359153a46270ed0491af9273544bfabc2331"},
+      {"/validation.jsonl", "924dc9281f4ad54f220cae42b78e55d50052c69d915783c581cc61f8269a94d9"},
+      {"/test.jsonl", "e51b902ae8164e50dd6cfa319c96a84d9f37c389e425561122b2d177fb3ef8e4"}};
+  std::set<std::string> seen;
+  // Every raw email has Received: headers; only a forwarded message's body may still quote some.
+  int64_t with_received = 0;
+  for (const auto& [file, sha] : expected) {
+    EXPECT_EQ(read_file(a + file), read_file(b + file)) << file;
+    EXPECT_EQ(sha256_of(a + file), sha) << file;
+    std::istringstream in(read_file(a + file));
+    int64_t rows = 0, spam = 0;
+    for (std::string line; std::getline(in, line); ++rows) {
+      const size_t answer = line.rfind("\"answer\":");
+      ASSERT_NE(answer, std::string::npos) << line;
+      spam += line[answer + 9] == '1';
+      const std::string prompt = line.substr(0, line.find("\",\"choices\""));
+      EXPECT_TRUE(seen.insert(prompt).second) << file << ": an email in two splits (or twice): " << prompt.substr(0, 120);
+      with_received += line.find("Received: from") != std::string::npos;
+    }
+    EXPECT_EQ(2 * spam, rows) << file << ": not balanced";
+  }
+  EXPECT_EQ(seen.size(), 3400u);
+  EXPECT_LE(with_received, 5) << "the headers, which give the label away, are not dropped";
 }

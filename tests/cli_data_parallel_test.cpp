@@ -163,8 +163,11 @@ TEST_F(CliDataParallel, EveryMethodMatchesOneProcess) {
     ASSERT_EQ(m2.size(), 3u);
     for (size_t i = 0; i < 3; ++i)
       EXPECT_NEAR(m2[i]["loss"].get<double>(), m1[i]["loss"].get<double>(), 1e-4) << "step " << i + 1;
-    for (const char* key : {"eval_loss", "eval_accuracy", "batch_accuracy", "ln_loss"})
-      if (m1.back().contains(key)) EXPECT_NEAR(m2.back()[key].get<double>(), m1.back()[key].get<double>(), 1e-4) << key;
+    for (const char* key : {"eval_loss", "eval_accuracy", "batch_accuracy", "ln_loss"}) {
+      if (m1.back().contains(key)) {
+        EXPECT_NEAR(m2.back()[key].get<double>(), m1.back()[key].get<double>(), 1e-4) << key;
+      }
+    }
   }
 }
 

@@ -39,6 +39,20 @@ TEST(Cli, InitTrainEvalMergeEndToEnd) {
     EXPECT_TRUE(j["loss"].is_number());
   }
   EXPECT_EQ(steps, 3);
+  // The curves of that run: one panel each for loss and lr, three points per line.
+  RunResult plot = run_cli("plot --metrics " + (tmp / "m.jsonl") + " --out " + (tmp / "curves.svg"));
+  ASSERT_EQ(plot.status, 0) << plot.output;
+  EXPECT_NE(plot.output.find("(loss, lr)"), std::string::npos) << plot.output;
+  const std::string svg = read_file(tmp / "curves.svg");
+  EXPECT_EQ(svg.rfind("<svg xmlns=\"http://www.w3.org/2000/svg\"", 0), 0u);
+  EXPECT_GT(std::count(svg.begin(), svg.end(), '\n'), 10);
+  size_t polylines = 0;
+  for (size_t at = svg.find("<polyline"); at != std::string::npos; at = svg.find("<polyline", at + 1)) ++polylines;
+  EXPECT_EQ(polylines, 2u);
+  expect_one_line_error(run_cli("plot --metrics " + (tmp / "m.jsonl") + " --keys eval_accuracy --out " +
+                                (tmp / "x.svg")),
+                        "--keys: \"eval_accuracy\" is not in");
+  EXPECT_FALSE(fs::exists(tmp / "x.svg"));
   EXPECT_TRUE(fs::exists(tmp / "run/adapter_config.json") && fs::exists(tmp / "run/adapter_model.safetensors"));
 
   RunResult ev = run_cli("eval --json --model " + (tmp / "tiny") + " --adapter " + (tmp / "run") + " --data " +

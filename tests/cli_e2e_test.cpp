@@ -53,6 +53,11 @@ TEST(Cli, InitTrainEvalMergeEndToEnd) {
                                 (tmp / "x.svg")),
                         "--keys: \"eval_accuracy\" is not in");
   EXPECT_FALSE(fs::exists(tmp / "x.svg"));
+  expect_one_line_error(run_cli("plot --out " + (tmp / "x.svg")), "give exactly one of --metrics and --bars");
+  write_file(tmp / "r.tsv", "LoRA\t0.91\t0.01\nQLoRA\t0.9\t0.02\n");
+  RunResult bars = run_cli("plot --bars " + (tmp / "r.tsv") + " --out " + (tmp / "bars.svg"));
+  ASSERT_EQ(bars.status, 0) << bars.output;
+  EXPECT_NE(read_file(tmp / "bars.svg").find(">0.9 ± 0.02</text>"), std::string::npos);
   EXPECT_TRUE(fs::exists(tmp / "run/adapter_config.json") && fs::exists(tmp / "run/adapter_model.safetensors"));
 
   RunResult ev = run_cli("eval --json --model " + (tmp / "tiny") + " --adapter " + (tmp / "run") + " --data " +

@@ -75,5 +75,32 @@ TEST(MetricsPlot, ErrorsNameTheFileLineAndKey) {
   EXPECT_NE(error_of([&] { read_metric_series(tmp / "absent.jsonl", {}); }).find("absent.jsonl"), std::string::npos);
 }
 
+TEST(MetricsPlot, BarsReadValuesAndSpreadsAndDrawWhiskers) {
+  TempDir tmp("metrics_bars");
+  write_file(tmp / "r.tsv", "# method\tmean\tspread\nbase <nf4>\t0.5\nQLoRA\t0.9\t0.02\r\n\n");
+  const std::vector<BarRow> rows = read_bar_rows(tmp / "r.tsv");
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0].label, "base <nf4>");
+  EXPECT_EQ(rows[0].spread, 0);
+  EXPECT_EQ(rows[1].value, 0.9);
+  EXPECT_EQ(rows[1].spread, 0.02);
+  const std::string svg = render_bar_chart_svg(rows, "test accuracy");
+  EXPECT_EQ(count_of(svg, "fill=\"#1f77b4\""), 2u);
+  EXPECT_EQ(count_of(svg, "<path"), 1u);  // one whisker: the row with a spread
+  EXPECT_NE(svg.find("base &lt;nf4&gt;"), std::string::npos);
+  EXPECT_NE(svg.find(">0.9 ± 0.02</text>"), std::string::npos);
+  // The axis runs from 0 to the largest whisker end (0.92): the 0.9 bar is 0.9/0.92 of 310 px wide.
+  EXPECT_NE(svg.find("width=\"303.3\""), std::string::npos) << svg;
+
+  write_file(tmp / "bad.tsv", "a\t1\nb\tx\n");
+  EXPECT_NE(error_of([&] { read_bar_rows(tmp / "bad.tsv"); }).find("bad.tsv:2: the value \"x\" is not a finite number"),
+            std::string::npos);
+  write_file(tmp / "cols.tsv", "a 1\n");
+  EXPECT_NE(error_of([&] { read_bar_rows(tmp / "cols.tsv"); }).find("cols.tsv:1: expected label<TAB>value"),
+            std::string::npos);
+  write_file(tmp / "neg.tsv", "a\t1\t-2\n");
+  EXPECT_NE(error_of([&] { read_bar_rows(tmp / "neg.tsv"); }).find("spread -2 is negative"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace qpeft

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -166,6 +167,85 @@ std::string render_metric_series_svg(const std::vector<MetricSeries>& series, co
         svg += fmt::format("<circle cx=\"{:.1f}\" cy=\"{:.1f}\" r=\"3\" fill=\"#1f77b4\"/>\n", x_px(s.steps[i]),
                            y_px(s.values[i]));
     svg += "</g>\n";
+  }
+  svg += "</svg>\n";
+  return svg;
+}
+
+std::vector<BarRow> read_bar_rows(const std::string& path) {
+  const std::string text = read_text_file(path);
+  std::vector<BarRow> rows;
+  size_t pos = 0;
+  int64_t line_no = 0;
+  const auto number = [&](const std::string& field, const std::string& where, const char* what) {
+    char* end = nullptr;
+    const double v = std::strtod(field.c_str(), &end);
+    QP_CHECK(!field.empty() && *end == 0 && std::isfinite(v), "{}: the {} \"{}\" is not a finite number", where, what,
+             field);
+    return v;
+  };
+  while (pos < text.size()) {
+    size_t end = text.find('\n', pos);
+    if (end == std::string::npos) end = text.size();
+    std::string line = text.substr(pos, end - pos);
+    pos = end + 1;
+    ++line_no;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.find_first_not_of(" \t") == std::string::npos || line[0] == '#') continue;
+    const std::string where = fmt::format("{}:{}", path, line_no);
+    std::vector<std::string> fields;
+    for (size_t a = 0;;) {
+      const size_t tab = line.find('\t', a);
+      fields.push_back(line.substr(a, tab == std::string::npos ? std::string::npos : tab - a));
+      if (tab == std::string::npos) break;
+      a = tab + 1;
+    }
+    QP_CHECK(fields.size() == 2 || fields.size() == 3,
+             "{}: expected label<TAB>value or label<TAB>value<TAB>spread, found {} tab-separated fields", where,
+             fields.size());
+    BarRow r{fields[0], number(fields[1], where, "value"), 0};
+    if (fields.size() == 3) r.spread = number(fields[2], where, "spread");
+    QP_CHECK(r.spread >= 0, "{}: the spread {} is negative", where, r.spread);
+    rows.push_back(r);
+  }
+  QP_CHECK(!rows.empty(), "{}: no rows (label<TAB>value[<TAB>spread] per line)", path);
+  return rows;
+}
+
+std::string render_bar_chart_svg(const std::vector<BarRow>& rows, const std::string& title) {
+  QP_CHECK(!rows.empty(), "nothing to plot: no rows");
+  constexpr double kWidth = 720, kTop = 44, kLeft = 300, kRight = 110, kRow = 26, kBar = 16;
+  const double plot_w = kWidth - kLeft - kRight, height = kTop + kRow * double(rows.size()) + 30;
+  double lo = 0, hi = 0;
+  for (const auto& r : rows) lo = std::min(lo, r.value - r.spread), hi = std::max(hi, r.value + r.spread);
+  if (hi == lo) hi = lo + 1;
+  const auto x_px = [&](double v) { return kLeft + (v - lo) / (hi - lo) * plot_w; };
+  std::string svg = fmt::format(
+      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{:.0f}\" height=\"{:.0f}\" viewBox=\"0 0 {:.0f} {:.0f}\" "
+      "font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+      "<text x=\"{:.0f}\" y=\"24\" font-size=\"15\" text-anchor=\"middle\">{}</text>\n",
+      kWidth, height, kWidth, height, kWidth / 2, xml_escaped(title));
+  const double axis_y = kTop + kRow * double(rows.size());
+  for (double t : nice_ticks(lo, hi, 6)) {
+    const double x = x_px(t);
+    svg += fmt::format("<line x1=\"{:.1f}\" y1=\"{:.1f}\" x2=\"{:.1f}\" y2=\"{:.1f}\" stroke=\"#ddd\"/>"
+                       "<text x=\"{:.1f}\" y=\"{:.1f}\" text-anchor=\"middle\">{:.4g}</text>\n",
+                       x, kTop - 4, x, axis_y, x, axis_y + 16, t);
+  }
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const BarRow& r = rows[i];
+    const double y = kTop + kRow * double(i) + (kRow - kBar) / 2, mid = y + kBar / 2;
+    const double x0 = x_px(std::min(0.0, r.value)), x1 = x_px(std::max(0.0, r.value));
+    svg += fmt::format("<text x=\"{:.1f}\" y=\"{:.1f}\" text-anchor=\"end\">{}</text>\n", kLeft - 8, mid + 4,
+                       xml_escaped(r.label));
+    svg += fmt::format("<rect x=\"{:.1f}\" y=\"{:.1f}\" width=\"{:.1f}\" height=\"{:.1f}\" fill=\"#1f77b4\"/>\n", x0, y,
+                       std::max(0.5, x1 - x0), kBar);
+    if (r.spread > 0)
+      svg += fmt::format("<path d=\"M{0:.1f} {2:.1f}H{1:.1f}M{0:.1f} {3:.1f}V{4:.1f}M{1:.1f} {3:.1f}V{4:.1f}\" "
+                         "stroke=\"black\"/>\n",
+                         x_px(r.value - r.spread), x_px(r.value + r.spread), mid, mid - 5, mid + 5);
+    const std::string value = r.spread > 0 ? fmt::format("{:.4g} ± {:.2g}", r.value, r.spread) : fmt::format("{:.4g}", r.value);
+    svg += fmt::format("<text x=\"{:.1f}\" y=\"{:.1f}\">{}</text>\n", x_px(r.value + r.spread) + 4, mid + 4, value);
   }
   svg += "</svg>\n";
   return svg;

@@ -8,7 +8,7 @@
 #     MODEL: prose-16m (default: 8 layers, hidden 384, grouped-query attention, tied embeddings,
 #              on the large corpus: Austen, fortunes, State of the Union, Moby-Dick)
 #            austen-tiny (4 layers, hidden 256, on Austen and fortunes; the test suite's model)
-#     STEPS: optimizer steps (default 2200 of 8 x 512 tokens for prose-16m, 2000 of 8 x 256 for
+#     STEPS: optimizer steps (default 1800 of 8 x 512 tokens for prose-16m, 2000 of 8 x 256 for
 #            austen-tiny); LAYERS: decoder layers (default the model's); DEST: where the model goes
 #            (default models/MODEL). docs/loftq.md's deeper test model is
 #            `scripts/build-default-model.sh austen-tiny 1000 12 runs/austen-deep`.
@@ -20,7 +20,7 @@ case "${1:-}" in prose-16m|austen-tiny) MODEL="$1"; shift ;; esac
 Q=build/qpeft
 [ -x "$Q" ] || { echo "build/qpeft not found: build first (scripts/run-demo.sh or cmake --build build)" >&2; exit 1; }
 if [ "$MODEL" = prose-16m ]; then
-  STEPS="${1:-2200}"; SEQ=512; LR=1.5e-3; EVAL_EVERY=550
+  STEPS="${1:-1800}"; SEQ=512; LR=1.5e-3; EVAL_EVERY=450
   CORPUS=runs/corpus-large
   SHAPE=(--preset small --hidden-size 384 --intermediate-size 1024 --heads 6 --kv-heads 2 --tie-embeddings)
   [ -f "$CORPUS/train.txt" ] || QPEFT_CORPUS_LARGE=1 scripts/build-corpus.sh "$CORPUS"
@@ -36,13 +36,8 @@ DEST="${3:-models/$MODEL}"
 W="runs/build-$(basename "$DEST")"
 mkdir -p "$W"
 # One JSON line per paragraph; training packs them into --seq-len rows.
-to_jsonl() { python3 -c 'import json,sys
-text=open(sys.argv[1],encoding="utf-8").read()
-for p in text.split("\n\n"):
-    p=p.strip()
-    if p: print(json.dumps({"text": p}, ensure_ascii=False))' "$1"; }
-to_jsonl "$CORPUS/train.txt" > "$W/train.jsonl"
-to_jsonl "$CORPUS/validation.txt" > "$W/validation.jsonl"
+scripts/paragraphs_to_jsonl.py "$CORPUS/train.txt" > "$W/train.jsonl"
+scripts/paragraphs_to_jsonl.py "$CORPUS/validation.txt" > "$W/validation.jsonl"
 RESUME=()
 if compgen -G "$W/run/checkpoint-*" > /dev/null; then
   RESUME=(--resume)

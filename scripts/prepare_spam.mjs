@@ -17,7 +17,7 @@ if (!pkg || !out) {
   process.exit(2);
 }
 const [nTrain, nValidation, nTest] = [1200, 200, 300].map((d, i) => Number(sizeArgs[i] ?? d));
-const BODY_CHARS = 400;
+const BODY_CHARS = 200;
 
 function decodeTransfer(header, body) {
   const encoding = (header.match(/^content-transfer-encoding:\s*(\S+)/im) || [])[1]?.toLowerCase();

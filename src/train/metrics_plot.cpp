@@ -37,6 +37,15 @@ std::string xml_escaped(const std::string& s) {
   return out;
 }
 
+// The document's opening: size, white background, the title centred on top.
+std::string svg_start(double width, double height, int font_size, const std::string& title) {
+  return fmt::format(
+      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{0:.0f}\" height=\"{1:.0f}\" viewBox=\"0 0 {0:.0f} {1:.0f}\" "
+      "font-family=\"sans-serif\" font-size=\"{2}\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+      "<text x=\"{3:.0f}\" y=\"24\" font-size=\"15\" text-anchor=\"middle\">{4}</text>\n",
+      width, height, font_size, width / 2, xml_escaped(title));
+}
+
 // Tick marks at 1, 2 or 5 times a power of ten, about `target` of them across [lo, hi].
 std::vector<double> nice_ticks(double lo, double hi, int target) {
   const double raw = (hi - lo) / std::max(1, target);
@@ -128,16 +137,14 @@ std::string render_metric_series_svg(const std::vector<MetricSeries>& series, co
   if (x_hi == x_lo) x_hi = x_lo + 1;
   const auto x_px = [&](double x) { return kLeft + (x - x_lo) / (x_hi - x_lo) * plot_w; };
 
-  std::string svg = fmt::format(
-      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{:.0f}\" height=\"{:.0f}\" viewBox=\"0 0 {:.0f} {:.0f}\" "
-      "font-family=\"sans-serif\" font-size=\"11\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
-      "<text x=\"{:.0f}\" y=\"24\" font-size=\"15\" text-anchor=\"middle\">{}</text>\n",
-      kWidth, height, kWidth, height, kWidth / 2, xml_escaped(title));
+  std::string svg = svg_start(kWidth, height, 11, title);
   const std::vector<double> x_ticks = nice_ticks(x_lo, x_hi, 8);
   for (size_t p = 0; p < series.size(); ++p) {
     const MetricSeries& s = series[p];
     const double top = kTop + kPanel * double(p) + kPlotTop, bottom = top + kPlotH;
-    const auto [y_lo, y_hi] = padded_range(s.values);
+    // Named copies, not a structured binding: clang does not let lambdas capture those.
+    const std::pair<double, double> y_range = padded_range(s.values);
+    const double y_lo = y_range.first, y_hi = y_range.second;
     const auto y_px = [&](double y) { return bottom - (y - y_lo) / (y_hi - y_lo) * kPlotH; };
     svg += fmt::format("<g>\n<text x=\"{:.0f}\" y=\"{:.1f}\" font-size=\"13\" font-weight=\"bold\">{}</text>\n", kLeft,
                        top - 8, xml_escaped(s.key));
@@ -220,11 +227,7 @@ std::string render_bar_chart_svg(const std::vector<BarRow>& rows, const std::str
   for (const auto& r : rows) lo = std::min(lo, r.value - r.spread), hi = std::max(hi, r.value + r.spread);
   if (hi == lo) hi = lo + 1;
   const auto x_px = [&](double v) { return kLeft + (v - lo) / (hi - lo) * plot_w; };
-  std::string svg = fmt::format(
-      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{:.0f}\" height=\"{:.0f}\" viewBox=\"0 0 {:.0f} {:.0f}\" "
-      "font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
-      "<text x=\"{:.0f}\" y=\"24\" font-size=\"15\" text-anchor=\"middle\">{}</text>\n",
-      kWidth, height, kWidth, height, kWidth / 2, xml_escaped(title));
+  std::string svg = svg_start(kWidth, height, 12, title);
   const double axis_y = kTop + kRow * double(rows.size());
   for (double t : nice_ticks(lo, hi, 6)) {
     const double x = x_px(t);

@@ -7,6 +7,7 @@
 #include "core/error.h"
 #include "core/file.h"
 #include "core/limits.h"
+#include "core/lines.h"
 #include "text/chat_template.h"
 #include "io/json_reader.h"
 #include "text/tokenizer.h"
@@ -225,13 +226,9 @@ Dataset parse_jsonl(std::string_view text, const std::string& origin, const Toke
   ds.format = opt.format;
   Builder b{tok, vocab_size, opt, origin, std::nullopt};
   if (text.substr(0, 3) == "\xEF\xBB\xBF") text.remove_prefix(3);  // UTF-8 BOM
-  size_t line_no = 0, detected_at = 0;
-  for (size_t pos = 0; pos < text.size();) {
-    size_t end = text.find('\n', pos);
-    if (end == std::string_view::npos) end = text.size();
-    std::string_view line = text.substr(pos, end - pos);
-    pos = end + 1;
-    ++line_no;
+  int64_t line_no = 0, detected_at = 0;
+  std::string_view line;
+  for (LineCursor lines(text); lines.next(&line, &line_no);) {
     if (line.find_first_not_of(" \t\r") == std::string_view::npos) continue;
     b.where = fmt::format("{}:{}", origin, line_no);
     const json j = parse_json(line, b.where);

@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "core/file.h"
+#include "core/lines.h"
 #include "io/json_reader.h"
 
 namespace qpeft {
@@ -80,14 +81,9 @@ std::vector<MetricSeries> read_metric_series(const std::string& path, const std:
   const std::string text = read_text_file(path);
   std::map<std::string, MetricSeries> by_key;
   std::set<std::string> present;
-  size_t pos = 0;
+  std::string_view line;
   int64_t line_no = 0;
-  while (pos < text.size()) {
-    size_t end = text.find('\n', pos);
-    if (end == std::string::npos) end = text.size();
-    const std::string_view line(text.data() + pos, end - pos);
-    pos = end + 1;
-    ++line_no;
+  for (LineCursor lines(text); lines.next(&line, &line_no);) {
     if (line.find_first_not_of(" \t\r") == std::string_view::npos) continue;
     const std::string where = fmt::format("{}:{}", path, line_no);
     const nlohmann::json rec = parse_json(line, where);
@@ -182,7 +178,7 @@ std::string render_metric_series_svg(const std::vector<MetricSeries>& series, co
 std::vector<BarRow> read_bar_rows(const std::string& path) {
   const std::string text = read_text_file(path);
   std::vector<BarRow> rows;
-  size_t pos = 0;
+  std::string_view raw_line;
   int64_t line_no = 0;
   const auto number = [&](const std::string& field, const std::string& where, const char* what) {
     char* end = nullptr;
@@ -191,12 +187,8 @@ std::vector<BarRow> read_bar_rows(const std::string& path) {
              field);
     return v;
   };
-  while (pos < text.size()) {
-    size_t end = text.find('\n', pos);
-    if (end == std::string::npos) end = text.size();
-    std::string line = text.substr(pos, end - pos);
-    pos = end + 1;
-    ++line_no;
+  for (LineCursor lines(text); lines.next(&raw_line, &line_no);) {
+    std::string line(raw_line);
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line.find_first_not_of(" \t") == std::string::npos || line[0] == '#') continue;
     const std::string where = fmt::format("{}:{}", path, line_no);

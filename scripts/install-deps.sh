@@ -15,6 +15,7 @@ PKGS=(
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev  # the libFuzzer targets (tests/fuzz) and clang's ASan/UBSan runtimes
   nodejs npm
+  time  # GNU time: peak RSS in scripts/reproduce.sh
   unicode-data  # only to regenerate src/text/tokenizer_unicode_tables.cpp (scripts/gen_unicode_tables.py)
 )
 # The training corpus of the default model (scripts/build-corpus.sh installs these itself):

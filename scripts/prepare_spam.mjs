@@ -6,6 +6,8 @@
 // and balanced (equal ham and spam in every split, so guessing scores 50%):
 //   train_choice.jsonl  {"prompt": "Subject: ...\n<body>\nSpam or ham:", "choices": [" ham", " spam"], "answer": 0|1}
 //   validation.jsonl, test.jsonl  the same format, disjoint from training and from each other
+//   train_text.jsonl, validation_text.jsonl, test_text.jsonl  the same emails as plain text,
+//     {"text": "Subject: ...\n<body>"}: a language-modelling task in a domain the base never saw
 // Usage: node scripts/prepare_spam.mjs PACKAGE_DIR OUT_DIR [TRAIN_PER_CLASS] [VALIDATION_PER_CLASS] [TEST_PER_CLASS]
 import fs from "node:fs";
 import path from "node:path";
@@ -93,6 +95,8 @@ for (const [name, rows] of Object.entries(splits)) {
   seededShuffle(rows, 7);   // interleave the classes
   const lines = rows.map((r) => JSON.stringify({ prompt: `Subject: ${r.subject}\n${r.body}\nSpam or ham:`, choices, answer: r.label }));
   fs.writeFileSync(path.join(out, name), lines.join("\n") + "\n");
+  const texts = rows.map((r) => JSON.stringify({ text: `Subject: ${r.subject}\n${r.body}` }));
+  fs.writeFileSync(path.join(out, name.replace(/(_choice)?\.jsonl$/, "_text.jsonl")), texts.join("\n") + "\n");
 }
 console.log(`spam-assassin: ${total} emails, ${duplicates} duplicates and ${empty} empty dropped; ` +
   `${byClass[0].length} ham, ${byClass[1].length} spam -> train ${2 * nTrain}, validation ${2 * nValidation}, test ${2 * nTest} (half spam each) in ${out}`);

@@ -127,4 +127,18 @@ TEST_F(CliCorpus, SpamAssassinSplitsAreDeterministicBalancedAndDisjoint) {
   }
   EXPECT_EQ(seen.size(), 3400u);
   EXPECT_LE(with_received, 5) << "the headers, which give the label away, are not dropped";
+  // The same emails as plain text (the language-modelling task of docs/results.md), line for line.
+  const std::pair<const char*, const char*> text_files[] = {
+      {"/train_text.jsonl", "8ff5e691a9c73ba3d35aa309b2c201e5dae6173d49a62c9ce595aeed239945ea"},
+      {"/validation_text.jsonl", "8b43a4d0307bb1114fb367eb640617b58f3ee1fe28e5e8d830a91eaa59830885"},
+      {"/test_text.jsonl", "42f469a4f5c1f03831e5d3f42d20d5cc56b845c1ac1ab3d7449496b4327dddef"}};
+  for (const auto& [file, sha] : text_files) {
+    EXPECT_EQ(read_file(a + file), read_file(b + file)) << file;
+    EXPECT_EQ(sha256_of(a + file), sha) << file;
+  }
+  std::istringstream choice_rows(read_file(a + "/test.jsonl")), text_rows(read_file(a + "/test_text.jsonl"));
+  std::string choice_line, text_line;
+  ASSERT_TRUE(std::getline(choice_rows, choice_line) && std::getline(text_rows, text_line));
+  const std::string text = text_line.substr(9, text_line.size() - 11);  // {"text":"..."}
+  EXPECT_EQ(choice_line.rfind("{\"prompt\":\"" + text + "\\nSpam or ham:\"", 0), 0u) << choice_line << "\n" << text_line;
 }

@@ -2,6 +2,7 @@
 // one-line errors) on real files.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 
 #include <nlohmann/json.hpp>
@@ -93,6 +94,25 @@ TEST(Cli, InitTrainEvalMergeEndToEnd) {
   ASSERT_EQ(qn.status, 0) << qn.output;
   EXPECT_EQ(qn.output.find("quantized on load"), std::string::npos) << qn.output;
   EXPECT_NE(last_line_json(qe.output)["loss"].get<double>(), last_line_json(qn.output)["loss"].get<double>());
+  // int8 (blockwise absmax) on the same adapter: quantized as asked, and closer to the stored
+  // weights than NF4 is.
+  RunResult q8 = run_cli("eval --json --base-quant int8 --model " + (tmp / "tiny") + " --adapter " + (tmp / "qrun") +
+                         " --data " + (tmp / "data.jsonl"));
+  ASSERT_EQ(q8.status, 0) << q8.output;
+  EXPECT_NE(q8.output.find("quantized on load to int8 (block 64"), std::string::npos) << q8.output;
+  const double stored_loss = last_line_json(qn.output)["loss"].get<double>();
+  EXPECT_LT(std::abs(last_line_json(q8.output)["loss"].get<double>() - stored_loss),
+            std::abs(last_line_json(qe.output)["loss"].get<double>() - stored_loss));
+  // A QLoRA adapter trained on an int8 base records it, and eval finds it again.
+  RunResult t8 = run_cli("train --method qlora --quant int8 --double-quant false --model " + (tmp / "tiny") +
+                         " --data " + (tmp / "data.jsonl") + " --out " + (tmp / "q8run") +
+                         " --rank 4 --steps 2 --batch 2 --seq-len 24 --lr 1e-2 --quiet");
+  ASSERT_EQ(t8.status, 0) << t8.output;
+  RunResult e8 = run_cli("eval --json --model " + (tmp / "tiny") + " --adapter " + (tmp / "q8run") + " --data " +
+                         (tmp / "data.jsonl"));
+  ASSERT_EQ(e8.status, 0) << e8.output;
+  EXPECT_NE(e8.output.find("quantized on load to int8 (block 64), as the adapter was trained"), std::string::npos)
+      << e8.output;
   // merge --base-quant auto writes the model eval measured: deq(NF4(W)) + s·B·A.
   RunResult qm = run_cli("merge --base-quant auto --dtype f32 --model " + (tmp / "tiny") + " --adapter " +
                          (tmp / "qrun") + " --out " + (tmp / "qmerged"));

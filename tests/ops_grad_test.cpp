@@ -27,6 +27,9 @@ TEST(OpsGrad, Elementwise) {
                   [](Graph& g, const std::vector<Var>& in) { return mul_lastdim(g, in[0], in[1]); });
   check_gradients("mul_lastdim_row", {param({2, 5, 130}, 35), param({1, 130}, 36)},
                   [](Graph& g, const std::vector<Var>& in) { return mul_lastdim(g, in[0], in[1]); });
+  // A part used twice gets both slices of the gradient.
+  check_gradients("concat", {param({2, 3}, 37), param({5}, 38), param({1, 4}, 39)},
+                  [](Graph& g, const std::vector<Var>& in) { return concat(g, {in[0], in[1], in[2], in[0]}); });
   GradCheckOptions train;
   train.training = true;
   check_gradients("dropout", {param({6, 9}, 10)},

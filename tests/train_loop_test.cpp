@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <limits>
 
 #include "core/error.h"
 #include "core/file.h"
@@ -12,6 +13,7 @@
 #include "models/choice_eval.h"
 #include "peft/adapter_io.h"
 #include "test_util.h"
+#include "train/choice_forward.h"
 #include "train/schedule.h"
 #include "train/trainer.h"
 
@@ -432,4 +434,103 @@ TEST(TrainLoop, LoftqOnATwoBitBaseLearnsAndResumes) {
   TrainResult ra = train([&] { TrainOptions x = a; x.out_dir = tmp / "a2"; x.save_every = 0; return x; }());
   EXPECT_NEAR(rc.first_loss, ra.first_loss, 1e-4 * ra.first_loss);
   EXPECT_NEAR(rc.last_loss, ra.last_loss, 1e-3 * ra.last_loss);
+}
+
+// length_runs: the cheapest contiguous cut (checked against every cut of small batches), each
+// run at its longest labelled span.
+TEST(TrainData, LengthRunsAreTheCheapestCut) {
+  Rng rng(11);
+  for (int trial = 0; trial < 200; ++trial) {
+    Batch b;
+    b.B = 1 + int64_t(rng.below(8));
+    b.T = 2 + int64_t(rng.below(12));
+    b.labels.assign(size_t(b.B * b.T), kIgnoreIndex);
+    std::vector<int64_t> need(size_t(b.B), 1);
+    for (int64_t r = 0; r < b.B; ++r) {
+      const int64_t last = int64_t(rng.below(uint64_t(b.T)));  // 0: no label at all
+      if (last > 0) {
+        b.labels[size_t(r * b.T + last)] = 5;
+        need[size_t(r)] = last + 1;
+      }
+    }
+    const int64_t overhead = int64_t(rng.below(6));
+    auto cost_of = [&](const std::vector<RowRun>& runs) {
+      int64_t c = overhead * (int64_t(runs.size()) - 1);
+      for (const RowRun& run : runs) c += (run.end - run.begin) * run.T;
+      return c;
+    };
+    int64_t best = std::numeric_limits<int64_t>::max();
+    for (uint32_t cuts = 0; cuts < (1u << (b.B - 1)); ++cuts) {
+      std::vector<RowRun> runs(1);
+      for (int64_t r = 0; r < b.B; ++r) {
+        if (r > 0 && (cuts >> (r - 1) & 1)) runs.push_back({r, r, 0});
+        runs.back().end = r + 1;
+        runs.back().T = std::max(runs.back().T, need[size_t(r)]);
+      }
+      best = std::min(best, cost_of(runs));
+    }
+    const std::vector<RowRun> runs = length_runs(b, overhead);
+    ASSERT_FALSE(runs.empty());
+    EXPECT_EQ(runs.front().begin, 0);
+    EXPECT_EQ(runs.back().end, b.B);
+    for (size_t i = 0; i < runs.size(); ++i) {
+      if (i > 0) EXPECT_EQ(runs[i].begin, runs[i - 1].end);
+      int64_t longest = 0;
+      for (int64_t r = runs[i].begin; r < runs[i].end; ++r) longest = std::max(longest, need[size_t(r)]);
+      EXPECT_EQ(runs[i].T, longest);
+    }
+    EXPECT_EQ(cost_of(runs), best) << "trial " << trial;
+  }
+}
+
+// A choice batch of very different prompt lengths computed run by run gives the losses and
+// gradients of one forward padded to its longest row.
+TEST(TrainData, ChoiceRunsMatchOnePaddedForward) {
+  auto model = load_model(golden_dir("llama"));
+  const auto params = model->make_fully_trainable();
+  std::vector<ChoiceExample> data;
+  Rng rng(5);
+  for (int64_t len : {3, 40, 5, 6, 33, 2, 4, 28}) {
+    ChoiceExample ex;
+    for (int64_t i = 0; i < len; ++i) ex.prompt_ids.push_back(int32_t(1 + rng.below(90)));
+    ex.choice_ids = {{int32_t(7)}, {int32_t(9), int32_t(11)}};
+    ex.answer = int(len % 2);
+    data.push_back(ex);
+  }
+  ChoiceBatcher batcher(data, int64_t(data.size()), 64, 1, false, 0);
+  const ChoiceBatch cb = batcher.get(0);
+  ASSERT_GT(length_runs(cb.rows, 0).size(), 2u);
+  auto losses_and_grads = [&](int64_t overhead, std::vector<std::vector<float>>* grads) {
+    for (const auto& [name, p] : params) p.zero_grad();
+    Graph g(true);
+    ChoiceTokens layout;
+    Var lp = choice_batch_logprobs(g, *model, cb, &layout, overhead);
+    ChoiceLossResult r = choice_losses(g, lp, layout);
+    g.backward(r.loss);
+    grads->clear();
+    for (const auto& [name, p] : params) {
+      if (!p.has_grad()) {
+        grads->emplace_back(size_t(p.value().numel()), 0.0f);
+        continue;
+      }
+      const float* d = p.grad().f32();
+      grads->emplace_back(d, d + p.value().numel());
+    }
+    return r;
+  };
+  std::vector<std::vector<float>> g_runs, g_one;
+  const ChoiceLossResult runs = losses_and_grads(0, &g_runs);
+  const ChoiceLossResult one = losses_and_grads(std::numeric_limits<int32_t>::max(), &g_one);
+  EXPECT_NEAR(runs.lm, one.lm, 1e-5 * std::fabs(one.lm));
+  EXPECT_NEAR(runs.ul, one.ul, 1e-5 * std::fabs(one.ul) + 1e-7);
+  EXPECT_NEAR(runs.ln, one.ln, 1e-5 * std::fabs(one.ln));
+  EXPECT_EQ(runs.right, one.right);
+  double max_abs = 0, max_diff = 0;
+  for (size_t i = 0; i < g_one.size(); ++i)
+    for (size_t j = 0; j < g_one[i].size(); ++j) {
+      max_abs = std::max(max_abs, double(std::fabs(g_one[i][j])));
+      max_diff = std::max(max_diff, double(std::fabs(g_one[i][j] - g_runs[i][j])));
+    }
+  EXPECT_GT(max_abs, 0.0);
+  EXPECT_LE(max_diff, 1e-4 * max_abs);
 }

@@ -174,8 +174,8 @@ void setup_merge(CLI::App& app) {
   cmd->add_option("--base-quant", a->base_quant,
                   "none (default, as PEFT: merge into the stored weights), auto (into the base quantized as the "
                   "adapter was trained, dequantized: the merged model computes what eval measured), or nf4, fp4, "
-                  "nf2, nf3, uniform2..4")
-      ->check(CLI::IsMember({"auto", "none", "nf4", "fp4", "nf2", "nf3", "uniform2", "uniform3", "uniform4"}));
+                  "nf2, nf3, uniform2..4, int8 (blockwise absmax)")
+      ->check(CLI::IsMember(qpeft::cli::frozen_quant_formats({"auto", "none"})));
   cmd->callback([a] {
     qpeft::set_num_threads(a->threads);
     auto model = qpeft::cli::load_model_for_command(a->model, a->adapter, a->base_quant);

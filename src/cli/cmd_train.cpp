@@ -61,7 +61,7 @@ void setup(CLI::App& app) {
   cmd->add_option("--save-dtype", a->save_dtype, "full: dtype of the trained model written to OUT/model")
       ->check(CLI::IsMember({"bf16", "f32"}));
   cmd->add_option("--quant", o.quant, "qlora, loftq: base weight format; ia3: quantize the base on load to it")
-      ->check(CLI::IsMember({"nf4", "fp4", "nf2", "nf3", "uniform2", "uniform3", "uniform4"}));
+      ->check(CLI::IsMember(qpeft::cli::frozen_quant_formats()));
   cmd->add_option("--quant-block", o.quant_block, "qlora, loftq: quantization block size (32..4096)");
   cmd->add_option("--double-quant", o.double_quant, "qlora, loftq: double-quantize the block scales (true/false)");
   cmd->add_option("--rank", o.lora.r, "LoRA rank r")->check(qpeft::cli::count_at_least(1));

@@ -1,6 +1,7 @@
 // Loading a base model with an adapter the way it was trained (--base-quant), shared by eval and generate.
 #include <cstdio>
 
+#include "cli/args.h"
 #include "cli/commands.h"
 #include "models/llama.h"
 #include "ops/linear.h"
@@ -13,8 +14,8 @@ namespace qpeft::cli {
 void add_base_quant_option(CLI::App* cmd, std::string* value) {
   cmd->add_option("--base-quant", *value,
                   "Base weights with an adapter: auto (quantized on load as the adapter was trained, e.g. by "
-                  "--method qlora), none (as stored), or nf4, fp4, nf2, nf3, uniform2..4")
-      ->check(CLI::IsMember({"auto", "none", "nf4", "fp4", "nf2", "nf3", "uniform2", "uniform3", "uniform4"}));
+                  "--method qlora), none (as stored), or nf4, fp4, nf2, nf3, uniform2..4, int8 (blockwise absmax)")
+      ->check(CLI::IsMember(frozen_quant_formats({"auto", "none"})));
 }
 
 void add_compute_dtype_option(CLI::App* cmd, std::string* value) {

@@ -1,5 +1,6 @@
 #include "ops/elementwise.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/error.h"
@@ -187,6 +188,39 @@ Var dropout(Graph& g, const Var& x, float p) {
 }  // namespace qpeft
 
 namespace qpeft {
+Var concat(Graph& g, const std::vector<Var>& parts) {
+  int64_t n = 0;
+  bool rg = false;
+  for (const Var& p : parts) {
+    QP_CHECK(p.value().dtype() == DType::F32, "[concat] parts must be f32, got {}", p.value().describe());
+    n += p.value().numel();
+    rg = rg || g.needs_grad({&p});
+  }
+  Tensor y = Tensor::empty({n});
+  int64_t at = 0;
+  for (const Var& p : parts) {
+    std::copy_n(p.value().f32(), p.value().numel(), y.f32() + at);
+    at += p.value().numel();
+  }
+  Var out = g.make_output(y, rg);
+  if (rg) {
+    g.record([parts, out] {
+      if (!out.has_grad()) return;
+      int64_t at = 0;
+      for (const Var& p : parts) {
+        const int64_t k = p.value().numel();
+        if (p.requires_grad()) {
+          float* d = p.grad_buffer();
+          const float* src = out.grad().f32() + at;
+          for (int64_t i = 0; i < k; ++i) d[i] += src[i];
+        }
+        at += k;
+      }
+    });
+  }
+  return out;
+}
+
 Var reshape(Graph& g, const Var& x, const Shape& shape) {
   bool rg = g.needs_grad({&x});
   Var out = g.make_output(x.value().reshape(shape), rg);

@@ -24,4 +24,7 @@ Var dropout(Graph& g, const Var& x, float p);
 namespace qpeft {
 // The same values viewed with another shape (numel must match); zero-copy.
 Var reshape(Graph& g, const Var& x, const Shape& shape);
+// The parts' values one after another (each read flat, f32) as one [Σ numel] vector; each
+// part's gradient is its slice of the output's.
+Var concat(Graph& g, const std::vector<Var>& parts);
 }  // namespace qpeft

@@ -122,16 +122,51 @@ ChoiceBatch ChoiceBatcher::get(int64_t k) const {
   return out;
 }
 
-ChoiceTokens choice_layout(const ChoiceBatch& cb) {
+std::vector<RowRun> length_runs(const Batch& b, int64_t run_overhead) {
+  // need[r]: positions row r must be computed at (its last label's position + 1, at least 1).
+  std::vector<int64_t> need(size_t(b.B), 1);
+  for (int64_t r = 0; r < b.B; ++r)
+    for (int64_t t = b.T - 1; t > 0; --t)
+      if (b.labels[size_t(r * b.T + t)] != kIgnoreIndex) {
+        need[size_t(r)] = t + 1;
+        break;
+      }
+  // cost[i]: fewest positions for rows [0, i); from[i]: where the last run of that cut starts.
+  std::vector<int64_t> cost(size_t(b.B + 1), 0), from(size_t(b.B + 1), 0);
+  for (int64_t i = 1; i <= b.B; ++i) {
+    int64_t longest = 0;
+    cost[size_t(i)] = -1;
+    for (int64_t j = i - 1; j >= 0; --j) {
+      longest = std::max(longest, need[size_t(j)]);
+      const int64_t c = cost[size_t(j)] + (i - j) * longest + (j > 0 ? run_overhead : 0);
+      if (cost[size_t(i)] < 0 || c < cost[size_t(i)]) {
+        cost[size_t(i)] = c;
+        from[size_t(i)] = j;
+      }
+    }
+  }
+  std::vector<RowRun> runs;
+  for (int64_t i = b.B; i > 0; i = from[size_t(i)]) {
+    RowRun run{from[size_t(i)], i, 0};
+    for (int64_t r = run.begin; r < run.end; ++r) run.T = std::max(run.T, need[size_t(r)]);
+    runs.push_back(run);
+  }
+  std::reverse(runs.begin(), runs.end());
+  return runs;
+}
+
+ChoiceTokens choice_layout(const ChoiceBatch& cb, const std::vector<RowRun>& runs) {
   const Batch& b = cb.rows;
   ChoiceTokens layout;
-  layout.token_choice.assign(size_t(b.B * b.T), -1);
-  for (int64_t r = 0; r < b.B; ++r)
-    for (int64_t t = 0; t + 1 < b.T; ++t)
-      if (b.labels[size_t(r * b.T + t + 1)] != kIgnoreIndex) layout.token_choice[size_t(r * b.T + t)] = r;
+  for (const RowRun& run : runs)
+    for (int64_t r = run.begin; r < run.end; ++r)
+      for (int64_t t = 0; t < run.T; ++t)
+        layout.token_choice.push_back(t + 1 < run.T && b.labels[size_t(r * b.T + t + 1)] != kIgnoreIndex ? r : -1);
   layout.choice_example = cb.row_example;
   layout.choice_correct = cb.row_correct;
   return layout;
 }
+
+ChoiceTokens choice_layout(const ChoiceBatch& cb) { return choice_layout(cb, {{0, cb.rows.B, cb.rows.T}}); }
 
 }  // namespace qpeft

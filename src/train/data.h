@@ -77,6 +77,20 @@ struct ChoiceBatch {
 // label t + 1), for choice_losses.
 ChoiceTokens choice_layout(const ChoiceBatch& cb);
 
+// Rows [begin, end) of a padded batch, computed at length T: the longest labelled span among
+// them. Attention is causal, so positions after a row's last label change none of its losses.
+struct RowRun {
+  int64_t begin = 0, end = 0, T = 0;
+};
+// A padded batch's rows cut into contiguous runs, each to be computed at its own length: the cut
+// with the fewest positions computed, counting `run_overhead` more for every run after the
+// first (a smaller forward has fixed costs). Rows keep their order. Choice batches mix prompts
+// of very different lengths, and one long email would otherwise pad all 32 rows to it.
+std::vector<RowRun> length_runs(const Batch& b, int64_t run_overhead);
+// The layout of choice_layout for the log-probabilities of `runs` one after another (each run's
+// rows at its own T), as concat() of the runs' label_logprobs gives them.
+ChoiceTokens choice_layout(const ChoiceBatch& cb, const std::vector<RowRun>& runs);
+
 class ChoiceBatcher : public BatchStream {
  public:
   ChoiceBatcher(const std::vector<ChoiceExample>& data, int64_t batch, int64_t seq_len, uint64_t seed, bool shuffle,

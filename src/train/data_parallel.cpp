@@ -16,13 +16,17 @@ RowShare row_share(int64_t rows, int rank, int ranks) {
   return s;
 }
 
-Batch slice_rows(const Batch& b, int64_t begin, int64_t end) {
+Batch slice_rows(const Batch& b, int64_t begin, int64_t end, int64_t T) {
   QP_CHECK(begin >= 0 && begin <= end && end <= b.B, "[slice_rows] rows [{}, {}) of a batch of {}", begin, end, b.B);
+  if (T < 0) T = b.T;
+  QP_CHECK(T >= 1 && T <= b.T, "[slice_rows] {} positions of rows of {}", T, b.T);
   Batch out;
   out.B = end - begin;
-  out.T = b.T;
-  out.ids.assign(b.ids.begin() + begin * b.T, b.ids.begin() + end * b.T);
-  out.labels.assign(b.labels.begin() + begin * b.T, b.labels.begin() + end * b.T);
+  out.T = T;
+  for (int64_t r = begin; r < end; ++r) {
+    out.ids.insert(out.ids.end(), b.ids.begin() + r * b.T, b.ids.begin() + r * b.T + T);
+    out.labels.insert(out.labels.end(), b.labels.begin() + r * b.T, b.labels.begin() + r * b.T + T);
+  }
   return out;
 }
 

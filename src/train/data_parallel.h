@@ -21,9 +21,9 @@ struct RowShare {
 };
 RowShare row_share(int64_t rows, int rank, int ranks);
 
-// Rows [begin, end) of b, with b's T (so dropout masks and padding match the whole batch);
-// tokens and truncated stay 0 (they are counted on the whole batch).
-Batch slice_rows(const Batch& b, int64_t begin, int64_t end);
+// Rows [begin, end) of b, with b's T (so dropout masks and padding match the whole batch) or
+// their first T positions; tokens and truncated stay 0 (they are counted on the whole batch).
+Batch slice_rows(const Batch& b, int64_t begin, int64_t end, int64_t T = -1);
 // Targets the causal-LM loss counts in rows [begin, end): position t predicts label t + 1.
 int64_t counted_targets(const Batch& b, int64_t begin, int64_t end);
 

@@ -25,6 +25,7 @@
 #include "ops/linear.h"
 #include "peft/adapter_io.h"
 #include "quant/ggml_weight.h"
+#include "train/choice_forward.h"
 #include "train/data_parallel.h"
 #include "train/optimizer.h"
 #include "train/schedule.h"
@@ -576,9 +577,8 @@ TrainResult train(const TrainOptions& opt) {
           g.set_batch_share({first_row, mine.rows.B});
           cb = std::move(mine);
         }
-        const Batch& b = cb.rows;
-        Var lp = model->label_logprobs(g, b.ids, b.labels, b.B, b.T);
-        const ChoiceTokens layout = choice_layout(cb);
+        ChoiceTokens layout;
+        Var lp = choice_batch_logprobs(g, *model, cb, &layout);
         const ChoiceLossWeights w{opt.choice_loss.lm * fraction.lm, opt.choice_loss.ul * fraction.ul,
                                   opt.choice_loss.ln * fraction.ln};
         ChoiceLossResult cr = choice_losses(g, lp, layout, w);

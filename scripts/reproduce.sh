@@ -60,13 +60,13 @@ loftq_init() {
   echo "$d"
 }
 
-# "mean ± sd" of the arguments (sample sd; "" for one value), with N decimals.
-stats() { local n=$1; shift; printf '%s\n' "$@" | awk -v n="$n" '{ s += $1; q += $1 * $1; k++ }
+# mean_sd DECIMALS SEPARATOR ONE(sd|none) VALUES...: the mean, then SEPARATOR and the sample sd;
+# for a single value the sd is printed as 0 (sd) or left out (none).
+mean_sd() { local n=$1 sep=$2 one=$3; shift 3; printf '%s\n' "$@" | awk -v n="$n" -v sep="$sep" -v one="$one" '
+  { s += $1; q += $1 * $1; k++ }
   END { m = s / k; sd = k > 1 ? sqrt((q - k * m * m) / (k - 1)) : 0; if (sd < 0 || sd != sd) sd = 0
-        printf("%." n "f", m); if (k > 1) printf(" ± %." n "f", sd) }'; }
-mean_sd_tsv() { printf '%s\n' "$@" | awk '{ s += $1; q += $1 * $1; k++ }
-  END { m = s / k; sd = k > 1 ? sqrt((q - k * m * m) / (k - 1)) : 0; printf("%.4f\t%.4f", m, sd) }'; }
-peak_gib() { awk '{ printf("%.2f", $1 / 1048576) }' "$1"; }
+        printf("%." n "f", m); if (k > 1 || one == "sd") printf("%s%." n "f", sep, sd) }'; }
+gib() { awk -v k="$1" 'BEGIN { printf("%.2f", k / 1048576) }'; }  # /usr/bin/time's KiB as GiB
 
 # The text task: the emails as plain text, packed into 256-token rows, 8 rows per step.
 LM_STEPS=${QPEFT_LM_STEPS:-40}
@@ -76,11 +76,11 @@ LM=(--data runs/spam/train_text.jsonl --steps "$LM_STEPS" --batch 8 --seq-len 25
 CHOICE_STEPS=${QPEFT_CHOICE_STEPS:-40}
 CH=(--data runs/spam/train_choice.jsonl --steps "$CHOICE_STEPS" --batch 8 --seq-len 256 --schedule linear
     --warmup-ratio 0.06 --max-grad-norm 1 --quiet)
-test_ppl() {  # MODEL [ADAPTER]
+test_ppl() {  # MODEL [ADAPTER]: test perplexity of the text task
   $Q eval --model "$1" ${2:+--adapter "$2"} --base-quant auto --data runs/spam/test_text.jsonl --seq-len 256 --json \
     2>/dev/null | field perplexity
 }
-test_acc() {  # MODEL [ADAPTER]
+test_acc() {  # MODEL [ADAPTER]: test accuracy (0..1) of the choice task
   $Q eval --model "$1" ${2:+--adapter "$2"} --base-quant auto --data runs/spam/test.jsonl --metric choice --seq-len 256 \
     --json 2>/dev/null | field accuracy
 }
@@ -105,17 +105,13 @@ train_run() {
 # eval_accuracy: highest, ties to the smaller lr).
 pick_lr() {
   local name=$1 key=$2 lrs=$3; shift 3
-  local best="" best_v="" lr v val
+  local best="" best_v="" lr v val=runs/spam/validation.jsonl sign=1  # sign: +1 higher is better
+  [ "$key" = eval_perplexity ] && { val=runs/spam/validation_text.jsonl; sign=-1; }
   for lr in $lrs; do
-    case $key in
-      eval_perplexity) val=runs/spam/validation_text.jsonl ;;
-      *) val=runs/spam/validation.jsonl ;;
-    esac
     train_run "$R/select_${name}_lr$lr" 42 "$@" --lr "$lr" --eval-data "$val"
     v=$(tail -1 "$R/select_${name}_lr$lr.metrics.jsonl" | field "$key")
     row "| $name | lr $lr | validation ${key#eval_} $(printf '%.4f' "$v") | seed 42 |" >&2
-    if [ -z "$best" ] || { [ $key = eval_perplexity ] && awk -v a="$v" -v b="$best_v" 'BEGIN { exit !(a < b) }'; } ||
-       { [ $key != eval_perplexity ] && awk -v a="$v" -v b="$best_v" 'BEGIN { exit !(a > b) }'; }; then
+    if [ -z "$best" ] || awk -v a="$v" -v b="$best_v" -v s="$sign" 'BEGIN { exit !(s * (a - b) > 0) }'; then
       best=$lr; best_v=$v
     fi
   done
@@ -130,27 +126,31 @@ pick_lr() {
 # for adapters trained on a stored quantized base.
 table_row() {
   local table=$1 id=$2 label=$3 metric=$4 kind=$5; shift 5
-  local model=$M seed out vals=() rss=0 secs=0 v r
+  local seed out vals=() rss=0 secs=0 v r
   for seed in "${SEEDS[@]}"; do
     out="$R/run_${id}_s$seed"
     train_run "$out" "$seed" "$@"
-    if [ -f "$out.test" ]; then v=$(cat "$out.test"); else case $kind in
-      full) v=$([ $metric = ppl ] && test_ppl "$out/model" || test_acc "$out/model") ;;
-      adapter) v=$([ $metric = ppl ] && test_ppl "$model" "$out" || test_acc "$model" "$out") ;;
-      *) v=$([ $metric = ppl ] && test_ppl "$kind" "$out" || test_acc "$kind" "$out") ;;
-    esac; echo "$v" > "$out.test"; fi
+    if [ ! -f "$out.test" ]; then
+      case $kind in
+        full) test_$metric "$out/model" > "$out.test" ;;
+        adapter) test_$metric "$M" "$out" > "$out.test" ;;
+        *) test_$metric "$kind" "$out" > "$out.test" ;;
+      esac
+    fi
+    v=$(cat "$out.test")
     [ $metric = acc ] && v=$(awk -v a="$v" 'BEGIN { printf("%.2f", 100 * a) }')
     vals+=("$(printf '%.2f' "$v")")
     r=$(cat "$out.rss"); [ "$r" -gt "$rss" ] && rss=$r
     secs=$(( secs + $(cat "$out.secs") ))
   done
-  local note=""
-  if [ -n "${CHART_ABOVE:-}" ] && awk -v m="$(mean_sd_tsv "${vals[@]}" | cut -f1)" -v c="$CHART_ABOVE" 'BEGIN { exit !(m > c) }'; then
+  local note="" tsv
+  tsv=$(mean_sd 4 $'\t' sd "${vals[@]}")
+  if [ -n "${CHART_ABOVE:-}" ] && awk -v m="${tsv%%$'\t'*}" -v c="$CHART_ABOVE" 'BEGIN { exit !(m > c) }'; then
     note=" (worse than the base alone: left out of the chart)"
   else
-    printf '%s\t%s\n' "$label" "$(mean_sd_tsv "${vals[@]}")" >> "$R/$table.tsv"
+    printf '%s\t%s\n' "$label" "$tsv" >> "$R/$table.tsv"
   fi
-  row "| $label$note | **$(stats 2 "${vals[@]}")** | ${vals[*]} | $(awk -v k="$rss" 'BEGIN { printf("%.2f", k / 1048576) }') | $(( secs / ${#SEEDS[@]} )) |"
+  row "| $label$note | **$(mean_sd 2 " ± " none "${vals[@]}")** | ${vals[*]} | $(gib "$rss") | $(( secs / ${#SEEDS[@]} )) |"
 }
 table_start() {  # TABLE "METRIC HEADER"
   rm -f "$R/$1.tsv"
@@ -186,7 +186,7 @@ if want main; then
     secs=$(( $(date +%s) - start ))
     val=$(tail -1 "$out.metrics.jsonl" | field eval_accuracy)
     after=$($Q eval --model $M --adapter "$out" --data runs/spam/test.jsonl --metric choice --seq-len 256 --json 2>/dev/null | field accuracy)
-    row "| QLoRA nf4+dq, r 16 all-linear | $seed | $before | $after | $val | $secs | $(peak_gib "$out.rss") |"
+    row "| QLoRA nf4+dq, r 16 all-linear | $seed | $before | $after | $val | $secs | $(gib "$(cat "$out.rss")") |"
   done
 fi
 

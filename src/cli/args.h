@@ -38,11 +38,18 @@ inline CLI::Validator count_at_least(int64_t lo) {
       fmt::format("INT >= {}", lo));
 }
 
-// Formats a frozen base weight can be quantized to in memory (--quant, --base-quant): bitsandbytes'
-// nf4 and fp4, qpeft's nf2/nf3/uniform2..4, and int8 (blockwise absmax in --quant-block blocks: 8-bit codes
-// like bitsandbytes' blockwise int8, not LLM.int8()'s vector-wise scheme with fp16 outliers).
+// Formats a quantized checkpoint is written in (init-model, quantize): bitsandbytes' nf4 and fp4,
+// qpeft's nf2/nf3/uniform2..4.
+inline std::vector<std::string> stored_quant_formats() {
+  return {"nf4", "fp4", "nf2", "nf3", "uniform2", "uniform3", "uniform4"};
+}
+
+// Formats a frozen base weight can be quantized to in memory (--quant, --base-quant): the stored
+// ones and int8 (blockwise absmax in --quant-block blocks: 8-bit codes like bitsandbytes'
+// blockwise int8, not LLM.int8()'s vector-wise scheme with fp16 outliers).
 inline std::vector<std::string> frozen_quant_formats(std::vector<std::string> extra_first = {}) {
-  for (const char* f : {"nf4", "fp4", "nf2", "nf3", "uniform2", "uniform3", "uniform4", "int8"}) extra_first.push_back(f);
+  for (std::string& f : stored_quant_formats()) extra_first.push_back(std::move(f));
+  extra_first.push_back("int8");
   return extra_first;
 }
 

@@ -47,7 +47,7 @@ void setup(CLI::App& app) {
       ->check(qpeft::cli::finite_in(1e-6, 10.0));
   cmd->add_option("--quant", args->quant,
                   "Quantize linear weights while writing: nf4, fp4 (bitsandbytes) or nf2, nf3, uniform2..4 (qpeft)")
-      ->check(CLI::IsMember({"nf4", "fp4", "nf2", "nf3", "uniform2", "uniform3", "uniform4"}));
+      ->check(CLI::IsMember(qpeft::cli::stored_quant_formats()));
   cmd->add_option("--block-size", args->block_size, "Quantization block size (power of two in 32..4096)");
   cmd->add_flag("--double-quant", args->double_quant, "Quantize the block scales too (QLoRA double quantization)");
   cmd->add_option("--tokenizer", args->tokenizer,

@@ -24,7 +24,7 @@ void setup(CLI::App& app) {
   cmd->add_option("--model", a->model, "Dense model directory (config.json + safetensors)")->required();
   cmd->add_option("--out", a->out, "Output model directory")->required();
   cmd->add_option("--quant", a->quant, "Format: nf4, fp4 (bitsandbytes) or nf2, nf3, uniform2..4 (qpeft)")
-      ->check(CLI::IsMember({"nf4", "fp4", "nf2", "nf3", "uniform2", "uniform3", "uniform4"}));
+      ->check(CLI::IsMember(qpeft::cli::stored_quant_formats()));
   cmd->add_option("--block-size", a->block_size, "Values per scale: a power of two in 32..4096");
   cmd->add_flag("--double-quant", a->double_quant, "Quantize the block scales too (QLoRA double quantization)");
   cmd->add_option("--threads", a->threads, "Threads (0 = all cores)")->check(qpeft::cli::kThreadsRange);

@@ -16,7 +16,8 @@
 #     loftq-ft  LoftQ paper: QLoRA vs LoftQ after fine-tuning at 4, 3, 2.5 and 2 bits
 #     tfew      T-Few paper: IA3 vs LoRA vs full on the choices, and the loss ablation
 #   --quick: one seed everywhere, nf2 only for loftq and loftq-ft, and the tables' first rows.
-#   QPEFT_SEEDS="42 1 2" sets the seeds; QPEFT_LM_STEPS (40) and QPEFT_CHOICE_STEPS (40) the lengths;
+#   QPEFT_SEEDS="42 1 2" sets the seeds; QPEFT_LM_STEPS (40), QPEFT_CHOICE_STEPS (100) and
+#   QPEFT_CHOICE_BATCH (16) the lengths;
 #   QPEFT_REPRODUCE_DIR (runs/reproduce) where runs are kept: a finished run is not trained again.
 set -euo pipefail
 shopt -s inherit_errexit
@@ -72,9 +73,10 @@ gib() { awk -v k="$1" 'BEGIN { printf("%.2f", k / 1048576) }'; }  # /usr/bin/tim
 LM_STEPS=${QPEFT_LM_STEPS:-40}
 LM=(--data runs/spam/train_text.jsonl --steps "$LM_STEPS" --batch 8 --seq-len 256 --schedule linear
     --warmup-ratio 0.06 --max-grad-norm 1 --quiet)
-# The choice task: 8 emails per step, each scored as " ham" and " spam".
-CHOICE_STEPS=${QPEFT_CHOICE_STEPS:-40}
-CH=(--data runs/spam/train_choice.jsonl --steps "$CHOICE_STEPS" --batch 8 --seq-len 256 --schedule linear
+# The choice task: 16 emails per step, each scored as " ham" and " spam".
+CHOICE_STEPS=${QPEFT_CHOICE_STEPS:-100}
+CHOICE_BATCH=${QPEFT_CHOICE_BATCH:-16}
+CH=(--data runs/spam/train_choice.jsonl --steps "$CHOICE_STEPS" --batch "$CHOICE_BATCH" --seq-len 256 --schedule linear
     --warmup-ratio 0.06 --max-grad-norm 1 --quiet)
 test_ppl() {  # MODEL [ADAPTER]: test perplexity of the text task
   $Q eval --model "$1" ${2:+--adapter "$2"} --base-quant auto --data runs/spam/test_text.jsonl --seq-len 256 --json \
@@ -88,8 +90,12 @@ test_acc() {  # MODEL [ADAPTER]: test accuracy (0..1) of the choice task
 train_run() {
   local out=$1 seed=$2; shift 2
   [[ " $* " == *" --model "* ]] || set -- --model "$M" "$@"
-  if [ ! -f "$out.secs" ]; then
-    rm -rf "$out"
+  local args; args=$(printf '%q ' --seed "$seed" "$@")
+  # A kept run is reused only if it was trained with the same arguments (steps, batch, lr, ...);
+  # one kept before arguments were recorded is taken as it is.
+  [ -f "$out.secs" ] && [ ! -f "$out.args" ] && echo "$args" > "$out.args"
+  if [ ! -f "$out.secs" ] || [ "$(cat "$out.args")" != "$args" ]; then
+    rm -rf "$out" "$out.secs" "$out.test"
     local start; start=$(date +%s)
     if ! /usr/bin/time -f %M -o "$out.rss" $Q train --out "$out" --seed "$seed" --metrics "$out.metrics.jsonl" "$@" \
          > "$out.log" 2>&1; then
@@ -97,6 +103,7 @@ train_run() {
       tail -5 "$out.log" >&2
       exit 1
     fi
+    echo "$args" > "$out.args"
     echo $(( $(date +%s) - start )) > "$out.secs"
   fi
 }
@@ -295,12 +302,12 @@ if want tfew; then
   # T-Few on the ham/spam choices: IA3 with its recipe (Adafactor; lm + ul + ln) against LoRA
   # (r 16 all-linear, AdamW) and full fine-tuning (AdamW) with the same losses; each lr chosen on
   # validation accuracy.
-  ia3_lr=$(pick_lr ia3 eval_accuracy "3e-3 1e-2 3e-2" --method ia3 "${CH[@]}" --choice-loss lm,ul,ln)
+  ia3_lr=$(pick_lr ia3 eval_accuracy "3e-3 1e-2 3e-2 1e-1 3e-1 1" --method ia3 "${CH[@]}" --choice-loss lm,ul,ln)
   LORA_CH=(--targets all-linear --rank 16 --alpha 32 --dropout 0)
   lora_ch_lr=$(pick_lr lora_choice eval_accuracy "1e-3 3e-3 1e-2" --method lora "${CH[@]}" --choice-loss lm,ul,ln "${LORA_CH[@]}")
-  full_ch_lr=$(pick_lr full_choice eval_accuracy "1e-4 3e-4 1e-3" --method full "${CH[@]}" --choice-loss lm,ul,ln)
+  full_ch_lr=$(pick_lr full_choice eval_accuracy "1e-4 3e-4 1e-3 3e-3" --method full "${CH[@]}" --choice-loss lm,ul,ln)
   row "chosen on validation: IA3 lr $ia3_lr, LoRA lr $lora_ch_lr, full fine-tuning lr $full_ch_lr"
-  table_start tfew "accuracy %, $CHOICE_STEPS steps x 8 (base alone: $(awk -v a="$(test_acc $M)" 'BEGIN { printf("%.2f", 100 * a) }'))"
+  table_start tfew "accuracy %, $CHOICE_STEPS steps x $CHOICE_BATCH (base alone: $(awk -v a="$(test_acc $M)" 'BEGIN { printf("%.2f", 100 * a) }'))"
   table_row tfew "ch_ia3_all_lr$ia3_lr" "IA3 (k, v, down; 10.2k params), lr $ia3_lr" acc adapter --method ia3 "${CH[@]}" \
     --choice-loss lm,ul,ln --lr "$ia3_lr"
   if [ $QUICK = 0 ]; then

@@ -3,6 +3,7 @@
 // (GgmlWeight, a GGUF base's format) against NF4 in the same run.
 //   build/bench/bench_quant [--threads 2] [--reps 3] [--shapes 4096x4096,11008x4096,4096x11008]
 //                           [--rows 256,512,1024,2048] [--tile R] [--panel-mb 8]
+//                           [--bf16 1]   (also NF4 with --compute-dtype bf16 against dense f32)
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -67,6 +68,7 @@ int main(int argc, char** argv) {
   retain_freed_memory();  // as the CLI does
   int threads = 2, reps = 3;
   int64_t tile = 0;
+  bool bf16 = false;
   std::vector<int64_t> shapes = {4096, 4096, 11008, 4096, 4096, 11008};
   std::vector<int64_t> rows = {256, 512, 1024, 2048};
   for (int i = 1; i + 1 < argc; i += 2) {
@@ -76,6 +78,7 @@ int main(int argc, char** argv) {
     else if (a == "--shapes") shapes = parse_list(argv[i + 1]);
     else if (a == "--rows") rows = parse_list(argv[i + 1]);
     else if (a == "--tile") tile = std::atoll(argv[i + 1]);
+    else if (a == "--bf16") bf16 = std::atoi(argv[i + 1]) != 0;
     else if (a == "--panel-mb") set_linear_panel_bytes(size_t(std::atof(argv[i + 1]) * (1 << 20)));
     else {
       std::fprintf(stderr, "unknown flag %s\n", a.c_str());
@@ -90,6 +93,14 @@ int main(int argc, char** argv) {
   std::printf("threads %d, reps %d (median, dense and nf4 timed alternately), decode kernel %s, panel %.1f MiB\n",
               threads, reps, quant_kernels().isa, double(linear_panel_bytes()) / (1 << 20));
   std::printf("ratio = nf4 / dense f32 (the issue's target); 'of OB' = nf4 GFLOP/s / the OpenBLAS anchor\n");
+  if (bf16) {
+    std::string note;
+    if (set_linear_compute_dtype(DType::BF16, &note) != DType::BF16) {
+      std::printf("--bf16: bf16 compute is not available here (%s); skipped\n", note.c_str());
+      bf16 = false;
+    }
+    set_linear_compute_dtype(DType::F32);
+  }
 
   for (size_t s = 0; s + 1 < shapes.size(); s += 2) {
     const int64_t N = shapes[s], K = shapes[s + 1];  // W is [out = N, in = K]
@@ -130,6 +141,29 @@ int main(int argc, char** argv) {
                   (long long)M, flop / f_dense / 1e9, flop / f_q / 1e9, f_dense / f_q, flop / f_q / 1e9 / openblas,
                   flop / f_k / 1e9, f_nf4 / f_k, flop / g_dense / 1e9, flop / g_q / 1e9, g_dense / g_q,
                   flop / g_q / 1e9 / openblas, flop / g_k / 1e9, g_nf4 / g_k);
+      std::fflush(stdout);
+    }
+    if (!bf16) continue;
+    // NF4 computed as QLoRA does (bnb_4bit_compute_dtype = bf16: decoded to bf16, products
+    // accumulated in f32) against the dense f32 product: the precisions differ, the speeds count.
+    std::printf("%6s | %-40s | %-40s\n", "M", "forward: dense f32, nf4 bf16-compute", "input grad: same");
+    for (int64_t M : rows) {
+      Tensor x = random_tensor(M, K, 2, 1.0f), y = Tensor::empty({M, N});
+      Tensor dy = random_tensor(M, N, 3, 1.0f), dx = Tensor::empty({M, K});
+      const double flop = 2.0 * double(M) * double(N) * double(K);
+      auto in_bf16 = [](auto&& f) {
+        set_linear_compute_dtype(DType::BF16);
+        f();
+        set_linear_compute_dtype(DType::F32);
+      };
+      auto [f_dense, f_q] = bench::interleaved_medians(
+          reps, [&] { linear_forward(x.f32(), M, *dense, y.f32()); },
+          [&] { in_bf16([&] { linear_forward(x.f32(), M, *q, y.f32()); }); });
+      auto [g_dense, g_q] = bench::interleaved_medians(
+          reps, [&] { linear_input_grad(dy.f32(), M, *dense, dx.f32(), false); },
+          [&] { in_bf16([&] { linear_input_grad(dy.f32(), M, *q, dx.f32(), false); }); });
+      std::printf("%6lld | %9.1f %9.1f %6.2fx %13s | %9.1f %9.1f %6.2fx\n", (long long)M, flop / f_dense / 1e9,
+                  flop / f_q / 1e9, f_dense / f_q, "", flop / g_dense / 1e9, flop / g_q / 1e9, g_dense / g_q);
       std::fflush(stdout);
     }
   }

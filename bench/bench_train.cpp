@@ -3,6 +3,7 @@
 // (bench_sys.h; our own GEMM driver's figure is printed beside it, named as such);
 // with --qlora also QLoRA (NF4 + double-quantized base) on the same shape, and the ratio; with
 // --ia3 also (IA)³ (PEFT's Llama targets k_proj, v_proj, down_proj) and its ratio to LoRA.
+// The configurations take their timed steps in turn, one each, so a drifting machine slows all alike.
 //   build/bench/bench_train [--preset small] [--threads 2] [--steps 5] [--batch 4] [--seq 256] [--rank 16] [--qlora] [--ia3]
 //                           [--profile]   (per-op table of the LoRA steps)
 //                           [--bf16]      (also LoRA, and QLoRA with --qlora, with --compute-dtype bf16)
@@ -15,6 +16,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -47,38 +49,55 @@ static double gemm_peak_gflops(int64_t n, int reps) {
   return best;
 }
 
-struct StepStats {
-  double step_s;
-  size_t rss_after_mib;
+// One training configuration the benchmark times: LoRA (rank > 0) or (IA)³ (rank 0) on `dir`,
+// computed in `compute` (f32, or bf16 where the CPU has it).
+struct TrainingRun {
+  std::unique_ptr<LlamaModel> model;
+  NamedParams params;
+  std::unique_ptr<AdamW> opt;
+  DType compute = DType::F32;
+  std::vector<double> times;
+  std::vector<profile::Entry> profile_rows;
+
+  TrainingRun(const std::string& dir, const LoadOptions& load, int64_t rank, DType compute_dtype)
+      : model(load_model(dir, load)), compute(compute_dtype) {
+    if (rank > 0) {
+      params = bench::attach_lora(*model, rank);
+    } else {
+      inject_ia3(*model, Ia3Config{});
+      params = adapter_params(*model);
+    }
+    opt = std::make_unique<AdamW>(params, AdamWConfig{});
+  }
+  double step(const std::vector<int32_t>& ids, int64_t batch, int64_t seq, int s) {
+    const ComputeDtypeScope scope(compute);
+    return bench::timed_step(*model, params, *opt, ids, batch, seq, s, 1.0, 1e-4).first;
+  }
+  double median_s() const { return bench::median(times); }
 };
 
-// Median seconds per optimizer step (after one warm-up step) of LoRA (rank > 0) or (IA)³
-// (rank 0) training on `dir`.
-static StepStats time_training(const std::string& dir, const LoadOptions& load, int64_t rank, int64_t batch, int64_t seq,
-                               int steps, bool prof = false) {
-  auto model = load_model(dir, load);
-  NamedParams params;
-  if (rank > 0) {
-    params = bench::attach_lora(*model, rank);
-  } else {
-    inject_ia3(*model, Ia3Config{});
-    params = adapter_params(*model);
-  }
-  AdamW opt(params, AdamWConfig{});
-  const std::vector<int32_t> ids = bench::random_ids(batch * seq, model->config().vocab_size);
-  std::vector<double> times;
-  for (int s = 0; s < steps + 1; ++s) {
-    const double dt = bench::timed_step(*model, params, opt, ids, batch, seq, s, 1.0, 1e-4).first;
-    if (s > 0) times.push_back(dt);  // the first step warms up
-    if (s == 0 && prof) {
-      profile::reset();
-      profile::set_enabled(true);
-    }
-  }
-  profile::set_enabled(false);
+static size_t peak_rss_mib() {
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
-  return {bench::median(times), size_t(ru.ru_maxrss / 1024)};
+  return size_t(ru.ru_maxrss / 1024);
+}
+
+// Times `steps` steps of every run, one step of each in turn, so that a machine whose speed
+// drifts (shared VMs do) slows every configuration alike; each run warms up with one step
+// first. With `prof`, each run then takes `steps` more steps alone, with the per-op profile on.
+static void time_interleaved(std::vector<TrainingRun*> runs, const std::vector<int32_t>& ids, int64_t batch,
+                             int64_t seq, int steps, bool prof) {
+  for (TrainingRun* r : runs) r->step(ids, batch, seq, 0);
+  for (int s = 1; s <= steps; ++s)
+    for (TrainingRun* r : runs) r->times.push_back(r->step(ids, batch, seq, s));
+  if (!prof) return;
+  for (TrainingRun* r : runs) {
+    profile::reset();
+    profile::set_enabled(true);
+    for (int s = 1; s <= steps; ++s) r->step(ids, batch, seq, steps + s);
+    profile::set_enabled(false);
+    r->profile_rows = profile::entries();
+  }
 }
 
 int main(int argc, char** argv) {
@@ -109,66 +128,64 @@ int main(int argc, char** argv) {
   write_random_model(cfg, DType::BF16, 1, dir);
 
   const double peak_before = gemm_peak_gflops(1536, 5);
-  const StepStats lora = time_training(dir, LoadOptions{}, rank, batch, seq, steps, prof);
-  const std::vector<profile::Entry> f32_profile = profile::entries();
-  std::vector<profile::Entry> bf16_profile;
-  StepStats ql{};
-  if (qlora) {
-    LoadOptions lo;
-    lo.quantize.format = "nf4";
-    ql = time_training(dir, lo, rank, batch, seq, steps);
-  }
-  StepStats ia{};
-  if (ia3) ia = time_training(dir, LoadOptions{}, 0, batch, seq, steps);
-  StepStats lora_bf16{}, ql_bf16{};
+  const std::vector<int32_t> ids = bench::random_ids(batch * seq, cfg.vocab_size);
+  LoadOptions nf4;
+  nf4.quantize.format = "nf4";
+  // LoRA in f32 first, alone, so that its peak RSS is its own.
+  TrainingRun lora(dir, LoadOptions{}, rank, DType::F32);
+  lora.step(ids, batch, seq, 0);
+  const size_t lora_rss_mib = peak_rss_mib();
+  std::vector<TrainingRun*> runs = {&lora};
+  std::unique_ptr<TrainingRun> ql, ia, lora_bf16, ql_bf16;
+  if (qlora) runs.push_back((ql = std::make_unique<TrainingRun>(dir, nf4, rank, DType::F32)).get());
+  if (ia3) runs.push_back((ia = std::make_unique<TrainingRun>(dir, LoadOptions{}, 0, DType::F32)).get());
   std::string bf16_note;
   if (bf16) {
-    const ComputeDtypeScope compute(DType::BF16, &bf16_note);
-    if (compute.in_effect() == DType::BF16) {
-      lora_bf16 = time_training(dir, LoadOptions{}, rank, batch, seq, steps, prof);
-      bf16_profile = profile::entries();
-      if (qlora) {
-        LoadOptions lo;
-        lo.quantize.format = "nf4";
-        ql_bf16 = time_training(dir, lo, rank, batch, seq, steps);
-      }
+    const ComputeDtypeScope probe(DType::BF16, &bf16_note);
+    if (probe.in_effect() == DType::BF16) {
+      runs.push_back((lora_bf16 = std::make_unique<TrainingRun>(dir, LoadOptions{}, rank, DType::BF16)).get());
+      if (qlora) runs.push_back((ql_bf16 = std::make_unique<TrainingRun>(dir, nf4, rank, DType::BF16)).get());
     }
   }
+  time_interleaved(runs, ids, batch, seq, steps, prof);
   const double peak = std::max(peak_before, gemm_peak_gflops(1536, 5));
 
   const double openblas = bench::openblas_threaded_sgemm_gflops(threads);
   const double tokens = double(batch * seq);
   const double flops_per_token = 2.0 * bench::forward_flops_per_token(cfg, seq);
-  const double achieved = flops_per_token * tokens / lora.step_s / 1e9;
-  std::printf("bench_train: preset %s, LoRA r=%lld all-linear, batch %lld x %lld, %d threads, %d timed steps\n",
+  const double lora_s = lora.median_s();
+  const double achieved = flops_per_token * tokens / lora_s / 1e9;
+  std::printf("bench_train: preset %s, LoRA r=%lld all-linear, batch %lld x %lld, %d threads, %d timed steps\n"
+              "  (medians; the configurations below took their steps in turn, one each)\n",
               preset.c_str(), (long long)rank, (long long)batch, (long long)seq, threads, steps);
-  std::printf("  LoRA step time (median)  %.3f s\n", lora.step_s);
-  std::printf("  LoRA tokens/s            %.1f\n", tokens / lora.step_s);
+  std::printf("  LoRA step time (median)  %.3f s\n", lora_s);
+  std::printf("  LoRA tokens/s            %.1f\n", tokens / lora_s);
   std::printf("  model FLOP/s (fwd+dX)    %.2f GFLOP/s  (%.1f MFLOP/token)\n", achieved, flops_per_token / 1e6);
   std::printf("  OpenBLAS threaded sgemm  %.2f GFLOP/s  (2048^3, its own %d threads, best of 3)\n", openblas, threads);
   std::printf("  fraction of OpenBLAS     %.3f  (target >= 0.70)\n", achieved / openblas);
   std::printf("  our GEMM driver          %.2f GFLOP/s  (1536^3, best of 10 before and after, same threads)\n", peak);
   std::printf("  fraction of our driver   %.3f  (a ratio against our own code, for reference only)\n", achieved / peak);
-  std::printf("  peak RSS after LoRA      %zu MiB\n", lora.rss_after_mib);
-  if (prof) bench::print_profile(f32_profile, steps, lora.step_s, openblas);
+  std::printf("  peak RSS of LoRA alone   %zu MiB\n", lora_rss_mib);
+  if (prof) bench::print_profile(lora.profile_rows, steps, lora_s, openblas);
   if (qlora) {
-    std::printf("  QLoRA (NF4+DQ) step      %.3f s, %.1f tokens/s\n", ql.step_s, tokens / ql.step_s);
-    std::printf("  QLoRA / LoRA tokens/s    %.3f  (target >= 0.95)\n", lora.step_s / ql.step_s);
+    std::printf("  QLoRA (NF4+DQ) step      %.3f s, %.1f tokens/s\n", ql->median_s(), tokens / ql->median_s());
+    std::printf("  QLoRA / LoRA tokens/s    %.3f  (target >= 0.95)\n", lora_s / ql->median_s());
   }
   if (ia3) {
-    std::printf("  (IA)3 step               %.3f s, %.1f tokens/s\n", ia.step_s, tokens / ia.step_s);
-    std::printf("  (IA)3 / LoRA tokens/s    %.3f\n", lora.step_s / ia.step_s);
+    std::printf("  (IA)3 step               %.3f s, %.1f tokens/s\n", ia->median_s(), tokens / ia->median_s());
+    std::printf("  (IA)3 / LoRA tokens/s    %.3f\n", lora_s / ia->median_s());
   }
   if (bf16 && !bf16_note.empty()) std::printf("  --compute-dtype bf16     not run: %s\n", bf16_note.c_str());
-  if (bf16 && bf16_note.empty()) {
+  if (lora_bf16) {
+    const double lora_bf16_s = lora_bf16->median_s();
     std::printf("  LoRA bf16 compute step   %.3f s, %.1f tokens/s, %.2f GFLOP/s = %.3f of OpenBLAS f32\n",
-                lora_bf16.step_s, tokens / lora_bf16.step_s, flops_per_token * tokens / lora_bf16.step_s / 1e9,
-                flops_per_token * tokens / lora_bf16.step_s / 1e9 / openblas);
-    std::printf("  bf16 / f32 tokens/s      %.3f  (target >= 1.5)\n", lora.step_s / lora_bf16.step_s);
-    if (prof) bench::print_profile(bf16_profile, steps, lora_bf16.step_s, openblas);
+                lora_bf16_s, tokens / lora_bf16_s, flops_per_token * tokens / lora_bf16_s / 1e9,
+                flops_per_token * tokens / lora_bf16_s / 1e9 / openblas);
+    std::printf("  bf16 / f32 tokens/s      %.3f  (target >= 1.5)\n", lora_s / lora_bf16_s);
+    if (prof) bench::print_profile(lora_bf16->profile_rows, steps, lora_bf16_s, openblas);
     if (qlora) {
-      std::printf("  QLoRA bf16 compute step  %.3f s, %.1f tokens/s\n", ql_bf16.step_s, tokens / ql_bf16.step_s);
-      std::printf("  QLoRA bf16 / f32         %.3f\n", ql.step_s / ql_bf16.step_s);
+      std::printf("  QLoRA bf16 compute step  %.3f s, %.1f tokens/s\n", ql_bf16->median_s(), tokens / ql_bf16->median_s());
+      std::printf("  QLoRA bf16 / f32         %.3f\n", ql->median_s() / ql_bf16->median_s());
     }
   }
   std::filesystem::remove_all(dir);

@@ -245,4 +245,98 @@ TEST(VecKernels, Bf16GemvMatchesReferenceBitForBitAndDouble) {
   }
 }
 
+// out[M, n] = (c_in) + alpha · a w in double, and its scale Σ |terms| for the tolerance.
+void small_gemm_double(const std::vector<float>& a, int64_t M, int64_t J, const std::vector<float>& w, int64_t n,
+                       float alpha, const float* c_in, std::vector<double>* want, std::vector<double>* scale) {
+  want->assign(size_t(M * n), 0.0);
+  scale->assign(size_t(M * n), 0.0);
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t c = 0; c < n; ++c) {
+      double s = 0, t = 0;
+      for (int64_t j = 0; j < J; ++j) {
+        const double p = double(a[size_t(m * J + j)]) * double(w[size_t(j * n + c)]);
+        s += p;
+        t += std::fabs(p);
+      }
+      (*want)[size_t(m * n + c)] = (c_in ? double(c_in[m * n + c]) : 0.0) + double(alpha) * s;
+      (*scale)[size_t(m * n + c)] = std::fabs(double(alpha)) * t + (c_in ? std::fabs(double(c_in[m * n + c])) : 0.0);
+    }
+}
+
+TEST(VecKernels, SmallGemmMatchesReferenceBitForBitAndDouble) {
+  // Both the thin-output form (n = the rank, J long) and the thin-inner form (J = the rank,
+  // n long), with every column tail of both vector widths, odd row counts, and c_in absent,
+  // separate, or the output itself.
+  const VecKernels& ref = vec_kernels_reference();
+  Rng rng(7);
+  const std::vector<std::pair<int64_t, int64_t>> shapes = {{1, 1},  {3, 7},   {16, 16}, {512, 16}, {37, 9},
+                                                           {70, 33}, {16, 200}, {5, 65},  {1, 130},  {24, 64}};
+  for (const VecKernels* k : tables()) {
+    for (auto [J, n] : shapes) {
+      for (int64_t M : {1, 3, 8, 13}) {
+        for (int mode = 0; mode < 3; ++mode) {  // 0: no c_in, 1: c_in separate, 2: c_in = out
+          const std::string what = std::string(k->name) + " M=" + std::to_string(M) + " J=" + std::to_string(J) +
+                                   " n=" + std::to_string(n) + " mode=" + std::to_string(mode);
+          const std::vector<float> a = random_values(rng, M * J, -1.0f, 1.0f);
+          const std::vector<float> w = random_values(rng, J * n, -1.0f, 1.0f);
+          const std::vector<float> cin = random_values(rng, M * n, -2.0f, 2.0f);
+          std::vector<float> out = mode == 2 ? cin : std::vector<float>(size_t(M * n) + 16, 1234.5f), out_ref(out);
+          const float alpha = 0.75f;
+          const float* c_in = mode == 0 ? nullptr : mode == 1 ? cin.data() : out.data();
+          const float* c_in_ref = mode == 0 ? nullptr : mode == 1 ? cin.data() : out_ref.data();
+          std::vector<double> want, scale;
+          small_gemm_double(a, M, J, w, n, alpha, mode == 0 ? nullptr : cin.data(), &want, &scale);
+          k->small_gemm(a.data(), M, J, w.data(), n, alpha, c_in, out.data());
+          ref.small_gemm(a.data(), M, J, w.data(), n, alpha, c_in_ref, out_ref.data());
+          expect_sentinels(out, M * n, what);
+          for (int64_t i = 0; i < M * n; ++i) {
+            ASSERT_EQ(out[size_t(i)], out_ref[size_t(i)]) << what << " i=" << i;
+            ASSERT_NEAR(out[size_t(i)], want[size_t(i)], 1e-6 * scale[size_t(i)] + 1e-30) << what << " i=" << i;
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(VecKernels, SmallGemmTnMatchesReferenceBitForBitAndDouble) {
+  // c[r, n] += alpha · aᵀ b with strided rows (a sub-block of wider a, b and c), both a few
+  // rows of c (the rank) over long rows and many rows over a few columns.
+  const VecKernels& ref = vec_kernels_reference();
+  Rng rng(8);
+  const std::vector<std::pair<int64_t, int64_t>> shapes = {{1, 1}, {16, 512}, {4, 37}, {7, 9},
+                                                           {21, 17}, {37, 16}, {64, 5}, {3, 33}};
+  for (const VecKernels* k : tables()) {
+    for (auto [r, n] : shapes) {
+      for (int64_t M : {1, 2, 9, 40}) {
+        const std::string what = std::string(k->name) + " M=" + std::to_string(M) + " r=" + std::to_string(r) +
+                                 " n=" + std::to_string(n);
+        const int64_t lda = r + 3, ldb = n + 5, ldc = n + 2;
+        const std::vector<float> a = random_values(rng, M * lda, -1.0f, 1.0f);
+        const std::vector<float> b = random_values(rng, M * ldb, -1.0f, 1.0f);
+        std::vector<float> c = random_values(rng, r * ldc, -2.0f, 2.0f), c_ref(c), c0(c);
+        const float alpha = -1.25f;
+        k->small_gemm_tn(a.data(), lda, M, r, b.data(), ldb, n, alpha, c.data(), ldc);
+        ref.small_gemm_tn(a.data(), lda, M, r, b.data(), ldb, n, alpha, c_ref.data(), ldc);
+        for (size_t i = 0; i < c.size(); ++i) {
+          ASSERT_EQ(c[i], c_ref[i]) << what << " i=" << i;
+          const int64_t row = int64_t(i) / ldc, col = int64_t(i) % ldc;
+          if (row >= r || col >= n) {
+            ASSERT_EQ(c[i], c0[i]) << what << ": wrote outside c at " << i;
+            continue;
+          }
+          double s = 0, t = 0;
+          for (int64_t m = 0; m < M; ++m) {
+            const double p = double(a[size_t(m * lda + row)]) * double(b[size_t(m * ldb + col)]);
+            s += p;
+            t += std::fabs(p);
+          }
+          ASSERT_NEAR(c[i], double(c0[i]) + double(alpha) * s, 1e-6 * (std::fabs(alpha) * t + std::fabs(c0[i])) + 1e-30)
+              << what << " i=" << i;
+        }
+      }
+    }
+  }
+}
+
 }  // namespace

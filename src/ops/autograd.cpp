@@ -1,7 +1,10 @@
 #include "ops/autograd.h"
 
+#include <algorithm>
+
 #include "core/error.h"
 #include "core/profile.h"
+#include "core/thread_pool.h"
 
 namespace qpeft {
 
@@ -11,6 +14,21 @@ Var::Var(Tensor value, bool requires_grad, std::string name) : node_(std::make_s
   node_->name = std::move(name);
 }
 
+namespace {
+
+// d[n] += s[n]; threads split what is worth waking them for (a pass over 64 KiB is not).
+void add_into(float* d, const float* s, int64_t n) {
+  if (n < (int64_t(1) << 14)) {
+    for (int64_t i = 0; i < n; ++i) d[i] += s[i];
+    return;
+  }
+  pool().parallel_for(n, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) d[i] += s[i];
+  });
+}
+
+}  // namespace
+
 void Var::accumulate_grad(const Tensor& g) const {
   QP_CHECK(g.shape() == value().shape(), "[autograd] gradient {} does not match {} of '{}'", g.describe(),
            value().describe(), name());
@@ -18,13 +36,31 @@ void Var::accumulate_grad(const Tensor& g) const {
     node_->grad = g.to(DType::F32);  // a copy: g may be shared with another input's gradient
     return;
   }
-  float* d = node_->grad.f32();
-  const float* s = g.f32();
-  for (int64_t i = 0; i < g.numel(); ++i) d[i] += s[i];
+  add_into(node_->grad.f32(), g.f32(), g.numel());
+}
+
+void Var::adopt_grad(const Tensor& g) const {
+  QP_CHECK(g.shape() == value().shape() && g.dtype() == DType::F32, "[autograd] gradient {} does not match {} of '{}'",
+           g.describe(), value().describe(), name());
+  if (!node_->grad.defined()) {
+    node_->grad = g;  // shares the storage
+    return;
+  }
+  add_into(node_->grad.f32(), g.f32(), g.numel());
 }
 
 float* Var::grad_buffer() const {
-  if (!node_->grad.defined()) node_->grad = Tensor::zeros(value().shape());
+  if (!node_->grad.defined()) {
+    // Both threads fill: a gradient the size of an activation is several MiB.
+    node_->grad = Tensor::empty(value().shape());
+    float* d = node_->grad.f32();
+    const int64_t n = node_->grad.numel();
+    if (n < (int64_t(1) << 14)) {
+      std::fill(d, d + n, 0.0f);
+    } else {
+      pool().parallel_for(n, [&](int64_t i0, int64_t i1) { std::fill(d + i0, d + i1, 0.0f); });
+    }
+  }
   return node_->grad.f32();
 }
 

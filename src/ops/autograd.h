@@ -35,6 +35,9 @@ class Var {
 
   // grad += g (g is f32 with the value's shape); copies g on first use.
   void accumulate_grad(const Tensor& g) const;
+  // grad += g, sharing g's storage on first use instead of copying it. For a backward rule that
+  // hands its output's gradient on once it has read it: nothing reads that gradient afterwards.
+  void adopt_grad(const Tensor& g) const;
   // Returns the grad buffer, zero-filled on first use, for kernels that add into it.
   float* grad_buffer() const;
   void zero_grad() const { node_->grad = Tensor(); }

@@ -26,8 +26,13 @@ Var add(Graph& g, const Var& a, const Var& b) {
     g.record([a, b, out] {
       profile::Scope prof("add bwd");
       if (!out.has_grad()) return;
-      if (a.requires_grad()) a.accumulate_grad(out.grad());
-      if (b.requires_grad()) b.accumulate_grad(out.grad());
+      // One input may take the gradient over; the other gets its own copy.
+      if (a.requires_grad()) {
+        if (b.requires_grad()) b.accumulate_grad(out.grad());
+        a.adopt_grad(out.grad());
+      } else if (b.requires_grad()) {
+        b.adopt_grad(out.grad());
+      }
     });
   }
   return out;
@@ -70,13 +75,13 @@ Var add_bias(Graph& g, const Var& x, const Var& bias) {
     g.record([x, bias, out, rows, n] {
       profile::Scope prof("add_bias bwd");
       if (!out.has_grad()) return;
-      if (x.requires_grad()) x.accumulate_grad(out.grad());
       if (bias.requires_grad()) {
         float* db = bias.grad_buffer();
         const float* dy = out.grad().f32();
         for (int64_t r = 0; r < rows; ++r)
           for (int64_t j = 0; j < n; ++j) db[j] += dy[r * n + j];
       }
+      if (x.requires_grad()) x.adopt_grad(out.grad());  // after the bias has read it
     });
   }
   return out;
@@ -226,7 +231,7 @@ Var reshape(Graph& g, const Var& x, const Shape& shape) {
   Var out = g.make_output(x.value().reshape(shape), rg);
   if (rg) {
     g.record([x, out] {
-      if (out.has_grad()) x.accumulate_grad(out.grad().reshape(x.shape()));
+      if (out.has_grad()) x.adopt_grad(out.grad().reshape(x.shape()));
     });
   }
   return out;

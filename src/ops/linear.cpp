@@ -324,34 +324,70 @@ Var linear(Graph& g, const Var& x, const std::shared_ptr<const FrozenWeight>& w)
 
 namespace {
 
-// Shared by matmul_nt and add_matmul_nt: y[M, N] = alpha · x[M, K] wᵀ + beta · y.
+// The thin-side kernels (vec_math.h) for an adapter product with its rank ≤ kThinMax, where
+// the CPU has a SIMD table; sgemm otherwise.
+constexpr int64_t kThinMax = 64;
+
+const VecKernels* thin_kernels(int64_t N, int64_t K) {
+  const VecKernels& vk = vec_kernels();
+  return std::min(N, K) <= kThinMax && &vk != &vec_kernels_reference() ? &vk : nullptr;
+}
+
+// Shared by matmul_nt and add_matmul_nt: y[M, N] = alpha · x[M, K] wᵀ (+ y_in[M, N] if given;
+// each thread reads its rows of y_in just before it writes those of y, while they are in cache).
 void matmul_nt_forward(const float* xp, const float* wp, float* yp, int64_t M, int64_t N, int64_t K, float alpha,
-                       float beta) {
+                       const float* y_in) {
   profile::Scope prof("adapter matmul fwd", M, N, K, 2.0 * double(M) * double(N) * double(K));
+  if (const VecKernels* vk = thin_kernels(N, K)) {
+    std::vector<float> wt(size_t(N * K));  // wᵀ [K, N]: small, one side is the rank
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t k = 0; k < K; ++k) wt[size_t(k * N + n)] = wp[n * K + k];
+    pool().parallel_for(M, [&](int64_t m0, int64_t m1) {
+      vk->small_gemm(xp + m0 * K, m1 - m0, K, wt.data(), N, alpha, y_in ? y_in + m0 * N : nullptr, yp + m0 * N);
+    });
+    return;
+  }
   // Threads split rows of y (N is usually a small rank here).
   pool().parallel_for(M, [&](int64_t m0, int64_t m1) {
-    sgemm(false, true, m1 - m0, N, K, alpha, xp + m0 * K, K, wp, K, beta, yp + m0 * N, N);
+    if (y_in) std::copy(y_in + m0 * N, y_in + m1 * N, yp + m0 * N);
+    sgemm(false, true, m1 - m0, N, K, alpha, xp + m0 * K, K, wp, K, y_in ? 1.0f : 0.0f, yp + m0 * N, N);
   });
 }
 
-// dx[M, K] += alpha · dy[M, N] w[N, K];  dw[N, K] += alpha · dyᵀ[N, M] x[M, K].
 void matmul_nt_backward(const Var& x, const Var& w, const float* dy, int64_t M, int64_t N, int64_t K, float alpha) {
   profile::Scope prof("adapter matmul bwd", M, N, K,
                       2.0 * double(M) * double(N) * double(K) * (int(x.requires_grad()) + int(w.requires_grad())));
+  const VecKernels* vk = thin_kernels(N, K);
   if (x.requires_grad()) {
+    // dx[M, K] += alpha · dy[M, N] w[N, K]; threads split the rows.
     float* dx = x.grad_buffer();
     const float* wp = w.value().f32();
     pool().parallel_for(M, [&](int64_t m0, int64_t m1) {
-      sgemm(false, false, m1 - m0, K, N, alpha, dy + m0 * N, N, wp, K, 1.0f, dx + m0 * K, K);
+      if (vk) {
+        vk->small_gemm(dy + m0 * N, m1 - m0, N, wp, K, alpha, dx + m0 * K, dx + m0 * K);
+      } else {
+        sgemm(false, false, m1 - m0, K, N, alpha, dy + m0 * N, N, wp, K, 1.0f, dx + m0 * K, K);
+      }
     });
   }
   if (w.requires_grad()) {
-    // Threads split the columns of dw, so the sum over rows has a fixed order.
+    // dw[N, K] += alpha · dyᵀ x. Threads split dw (its longer side), so each sum over the
+    // rows has one fixed order.
     float* dw = w.grad_buffer();
     const float* xp = x.value().f32();
-    pool().parallel_for(K, [&](int64_t k0, int64_t k1) {
-      sgemm(true, false, N, k1 - k0, M, alpha, dy, N, xp + k0, K, 1.0f, dw + k0, K);
-    });
+    if (vk && N > K) {
+      pool().parallel_for(N, [&](int64_t n0, int64_t n1) {
+        vk->small_gemm_tn(dy + n0, N, M, n1 - n0, xp, K, K, alpha, dw + n0 * K, K);
+      });
+    } else {
+      pool().parallel_for(K, [&](int64_t k0, int64_t k1) {
+        if (vk) {
+          vk->small_gemm_tn(dy, N, M, N, xp + k0, K, k1 - k0, alpha, dw + k0, K);
+        } else {
+          sgemm(true, false, N, k1 - k0, M, alpha, dy, N, xp + k0, K, 1.0f, dw + k0, K);
+        }
+      });
+    }
   }
 }
 
@@ -364,7 +400,7 @@ Var matmul_nt(Graph& g, const Var& x, const Var& w) {
            xv.describe(), w.name(), wv.describe());
   const int64_t N = wv.dim(0), K = wv.dim(1), M = xv.numel() / K;
   Tensor y = Tensor::empty(with_last_dim(xv.shape(), N));
-  matmul_nt_forward(xv.f32(), wv.f32(), y.f32(), M, N, K, 1.0f, 0.0f);
+  matmul_nt_forward(xv.f32(), wv.f32(), y.f32(), M, N, K, 1.0f, nullptr);
   bool rg = g.needs_grad({&x, &w});
   Var out = g.make_output(y, rg);
   if (rg) {
@@ -383,15 +419,15 @@ Var add_matmul_nt(Graph& g, const Var& y, const Var& x, const Var& w, float alph
            "[add_matmul_nt] y {}, x {} and weight '{}' {} do not fit", y.value().describe(), xv.describe(), w.name(),
            wv.describe());
   const int64_t N = wv.dim(0), K = wv.dim(1), M = xv.numel() / K;
-  Tensor out_t = y.value().clone();
-  matmul_nt_forward(xv.f32(), wv.f32(), out_t.f32(), M, N, K, alpha, 1.0f);
+  Tensor out_t = Tensor::empty(y.value().shape());
+  matmul_nt_forward(xv.f32(), wv.f32(), out_t.f32(), M, N, K, alpha, y.value().f32());
   bool rg = g.needs_grad({&y, &x, &w});
   Var out = g.make_output(out_t, rg);
   if (rg) {
     g.record([y, x, w, out, M, N, K, alpha] {
       if (!out.has_grad()) return;
-      if (y.requires_grad()) y.accumulate_grad(out.grad());
       matmul_nt_backward(x, w, out.grad().f32(), M, N, K, alpha);
+      if (y.requires_grad()) y.adopt_grad(out.grad());  // after the products have read it
     });
   }
   return out;

@@ -109,10 +109,30 @@ void ref_bf16_gemv(const uint16_t* w, int64_t rows, int64_t K, const float* x, f
   }
 }
 
+void ref_small_gemm(const float* a, int64_t M, int64_t J, const float* w, int64_t n, float alpha, const float* c_in,
+                    float* out) {
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t c = 0; c < n; ++c) {
+      float sum = 0.0f;
+      for (int64_t j = 0; j < J; ++j) sum = std::fma(a[m * J + j], w[j * n + c], sum);
+      out[m * n + c] = c_in ? std::fma(alpha, sum, c_in[m * n + c]) : alpha * sum;
+    }
+}
+
+void ref_small_gemm_tn(const float* a, int64_t lda, int64_t M, int64_t r, const float* b, int64_t ldb, int64_t n,
+                       float alpha, float* c, int64_t ldc) {
+  for (int64_t i = 0; i < r; ++i)
+    for (int64_t col = 0; col < n; ++col) {
+      float sum = 0.0f;
+      for (int64_t m = 0; m < M; ++m) sum = std::fma(a[m * lda + i], b[m * ldb + col], sum);
+      c[i * ldc + col] = std::fma(alpha, sum, c[i * ldc + col]);
+    }
+}
+
 const VecKernels kReference = {"reference",       ref_max,           ref_exp_shift_sum,     ref_scale,
                                ref_silu_mul,      ref_silu_mul_backward, ref_sum_squares,   ref_scale_mul,
                                ref_dot3,          ref_rms_norm_backward, ref_add_scaled_product, ref_rope_rotate,
-                               ref_bf16_gemv};
+                               ref_bf16_gemv,     ref_small_gemm,    ref_small_gemm_tn};
 
 }  // namespace
 

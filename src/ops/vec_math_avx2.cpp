@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "core/cpu.h"
+#include "ops/small_gemm_impl.h"
 #include "ops/vec_math.h"
 
 namespace qpeft {
@@ -219,10 +220,32 @@ void avx2_bf16_gemv(const uint16_t* w, int64_t rows, int64_t K, const float* x, 
   }
 }
 
+// small_gemm_impl.h's vector type: 8 lanes, tails through vmaskmovps; 16 registers hold 8
+// accumulators.
+struct V256 {
+  using reg = __m256;
+  static constexpr int W = 8, kMaxNZ = 2, kTnRows = 8;
+  static __m256i mask(int valid) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(valid), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  }
+  static reg zero() { return _mm256_setzero_ps(); }
+  static reg bcast(const float* p) { return _mm256_broadcast_ss(p); }
+  static reg load(const float* p, int valid) { return valid == W ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, mask(valid)); }
+  static void store(float* p, reg v, int valid) {
+    if (valid == W) {
+      _mm256_storeu_ps(p, v);
+    } else {
+      _mm256_maskstore_ps(p, mask(valid), v);
+    }
+  }
+  static reg fma(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
+  static reg mul(reg a, reg b) { return _mm256_mul_ps(a, b); }
+};
+
 const VecKernels kAvx2 = {"avx2",           avx2_max,           avx2_exp_shift_sum,     avx2_scale,
                           avx2_silu_mul,    avx2_silu_mul_backward, avx2_sum_squares,   avx2_scale_mul,
                           avx2_dot3,        avx2_rms_norm_backward, avx2_add_scaled_product, avx2_rope_rotate,
-                          avx2_bf16_gemv};
+                          avx2_bf16_gemv,   small_gemm_impl::small_gemm<V256>, small_gemm_impl::small_gemm_tn<V256>};
 
 }  // namespace
 

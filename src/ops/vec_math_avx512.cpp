@@ -10,6 +10,7 @@
 #include <algorithm>
 
 #include "core/cpu.h"
+#include "ops/small_gemm_impl.h"
 #include "ops/vec_math.h"
 
 namespace qpeft {
@@ -194,10 +195,22 @@ void avx512_bf16_gemv(const uint16_t* w, int64_t rows, int64_t K, const float* x
   }
 }
 
+// small_gemm_impl.h's vector type: 16 lanes, masked tails; 32 registers hold 16 accumulators.
+struct V512 {
+  using reg = __m512;
+  static constexpr int W = 16, kMaxNZ = 4, kTnRows = 16;
+  static reg zero() { return _mm512_setzero_ps(); }
+  static reg bcast(const float* p) { return _mm512_set1_ps(*p); }
+  static reg load(const float* p, int valid) { return _mm512_maskz_loadu_ps(tail_mask(valid), p); }
+  static void store(float* p, reg v, int valid) { _mm512_mask_storeu_ps(p, tail_mask(valid), v); }
+  static reg fma(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
+  static reg mul(reg a, reg b) { return _mm512_mul_ps(a, b); }
+};
+
 const VecKernels kAvx512 = {"avx512",          avx512_max,           avx512_exp_shift_sum,     avx512_scale,
                             avx512_silu_mul,   avx512_silu_mul_backward, avx512_sum_squares,   avx512_scale_mul,
                             avx512_dot3,       avx512_rms_norm_backward, avx512_add_scaled_product, avx512_rope_rotate,
-                            avx512_bf16_gemv};
+                            avx512_bf16_gemv,  small_gemm_impl::small_gemm<V512>, small_gemm_impl::small_gemm_tn<V512>};
 
 }  // namespace
 

@@ -245,53 +245,48 @@ TEST(VecKernels, Bf16GemvMatchesReferenceBitForBitAndDouble) {
   }
 }
 
-// out[M, n] = (c_in) + alpha · a w in double, and its scale Σ |terms| for the tolerance.
-void small_gemm_double(const std::vector<float>& a, int64_t M, int64_t J, const std::vector<float>& w, int64_t n,
-                       float alpha, const float* c_in, std::vector<double>* want, std::vector<double>* scale) {
-  want->assign(size_t(M * n), 0.0);
-  scale->assign(size_t(M * n), 0.0);
-  for (int64_t m = 0; m < M; ++m)
-    for (int64_t c = 0; c < n; ++c) {
-      double s = 0, t = 0;
-      for (int64_t j = 0; j < J; ++j) {
-        const double p = double(a[size_t(m * J + j)]) * double(w[size_t(j * n + c)]);
-        s += p;
-        t += std::fabs(p);
-      }
-      (*want)[size_t(m * n + c)] = (c_in ? double(c_in[m * n + c]) : 0.0) + double(alpha) * s;
-      (*scale)[size_t(m * n + c)] = std::fabs(double(alpha)) * t + (c_in ? std::fabs(double(c_in[m * n + c])) : 0.0);
-    }
-}
-
 TEST(VecKernels, SmallGemmMatchesReferenceBitForBitAndDouble) {
   // Both the thin-output form (n = the rank, J long) and the thin-inner form (J = the rank,
-  // n long), with every column tail of both vector widths, odd row counts, and c_in absent,
-  // separate, or the output itself.
+  // n long), with every column tail of both vector widths, odd row counts, strided rows (a
+  // block of wider matrices), and c_in absent, separate, or the output itself.
   const VecKernels& ref = vec_kernels_reference();
   Rng rng(7);
   const std::vector<std::pair<int64_t, int64_t>> shapes = {{1, 1},  {3, 7},   {16, 16}, {512, 16}, {37, 9},
-                                                           {70, 33}, {16, 200}, {5, 65},  {1, 130},  {24, 64}};
+                                                           {70, 33}, {16, 200}, {5, 65},  {1, 130},  {64, 256}};
   for (const VecKernels* k : tables()) {
     for (auto [J, n] : shapes) {
       for (int64_t M : {1, 3, 8, 13}) {
         for (int mode = 0; mode < 3; ++mode) {  // 0: no c_in, 1: c_in separate, 2: c_in = out
           const std::string what = std::string(k->name) + " M=" + std::to_string(M) + " J=" + std::to_string(J) +
                                    " n=" + std::to_string(n) + " mode=" + std::to_string(mode);
-          const std::vector<float> a = random_values(rng, M * J, -1.0f, 1.0f);
-          const std::vector<float> w = random_values(rng, J * n, -1.0f, 1.0f);
-          const std::vector<float> cin = random_values(rng, M * n, -2.0f, 2.0f);
-          std::vector<float> out = mode == 2 ? cin : std::vector<float>(size_t(M * n) + 16, 1234.5f), out_ref(out);
+          const int64_t lda = J + 3, ldw = n + 5, ldc = n + 2;
+          const std::vector<float> a = random_values(rng, M * lda, -1.0f, 1.0f);
+          const std::vector<float> w = random_values(rng, J * ldw, -1.0f, 1.0f);
+          const std::vector<float> cin = random_values(rng, M * ldc, -2.0f, 2.0f);
+          std::vector<float> out = random_values(rng, M * ldc, -2.0f, 2.0f);
+          if (mode == 2) out = cin;
+          std::vector<float> out_ref(out), out0(out);
           const float alpha = 0.75f;
           const float* c_in = mode == 0 ? nullptr : mode == 1 ? cin.data() : out.data();
           const float* c_in_ref = mode == 0 ? nullptr : mode == 1 ? cin.data() : out_ref.data();
-          std::vector<double> want, scale;
-          small_gemm_double(a, M, J, w, n, alpha, mode == 0 ? nullptr : cin.data(), &want, &scale);
-          k->small_gemm(a.data(), M, J, w.data(), n, alpha, c_in, out.data());
-          ref.small_gemm(a.data(), M, J, w.data(), n, alpha, c_in_ref, out_ref.data());
-          expect_sentinels(out, M * n, what);
-          for (int64_t i = 0; i < M * n; ++i) {
-            ASSERT_EQ(out[size_t(i)], out_ref[size_t(i)]) << what << " i=" << i;
-            ASSERT_NEAR(out[size_t(i)], want[size_t(i)], 1e-6 * scale[size_t(i)] + 1e-30) << what << " i=" << i;
+          k->small_gemm(a.data(), lda, M, J, w.data(), ldw, n, alpha, c_in, out.data(), ldc);
+          ref.small_gemm(a.data(), lda, M, J, w.data(), ldw, n, alpha, c_in_ref, out_ref.data(), ldc);
+          for (size_t i = 0; i < out.size(); ++i) {
+            ASSERT_EQ(out[i], out_ref[i]) << what << " i=" << i;
+            const int64_t row = int64_t(i) / ldc, col = int64_t(i) % ldc;
+            if (row >= M || col >= n) {
+              ASSERT_EQ(out[i], out0[i]) << what << ": wrote outside out at " << i;
+              continue;
+            }
+            double sum = 0, scale = 0;
+            for (int64_t j = 0; j < J; ++j) {
+              const double p = double(a[size_t(row * lda + j)]) * double(w[size_t(j * ldw + col)]);
+              sum += p;
+              scale += std::fabs(p);
+            }
+            const double c = mode == 0 ? 0.0 : double(cin[i]);
+            ASSERT_NEAR(out[i], c + double(alpha) * sum, 1e-6 * (std::fabs(alpha) * scale + std::fabs(c)) + 1e-30)
+                << what << " i=" << i;
           }
         }
       }

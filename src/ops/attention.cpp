@@ -26,10 +26,59 @@ struct AttnShape {
   int64_t offset() const { return Tk - Tq; }
 };
 
+// The tiles' products: the SIMD tables' short-matrix kernels where the CPU has them (with
+// every side at most a few hundred, sgemm spends about as long packing as multiplying), sgemm
+// otherwise. C[M, N] (+)= alpha · A[M, K] B[K, N]; rows lda, ldb, ldc apart.
+void tile_nn(const VecKernels* vk, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+             const float* B, int64_t ldb, bool accumulate, float* C, int64_t ldc) {
+  if (vk) {
+    vk->small_gemm(A, lda, M, K, B, ldb, N, alpha, accumulate ? C : nullptr, C, ldc);
+  } else {
+    sgemm(false, false, M, N, K, alpha, A, lda, B, ldb, accumulate ? 1.0f : 0.0f, C, ldc);
+  }
+}
+
+// C[M, N] += alpha · A[K, M]ᵀ B[K, N]
+void tile_tn(const VecKernels* vk, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+             const float* B, int64_t ldb, float* C, int64_t ldc) {
+  if (vk) {
+    vk->small_gemm_tn(A, lda, K, M, B, ldb, N, alpha, C, ldc);
+  } else {
+    sgemm(true, false, M, N, K, alpha, A, lda, B, ldb, 1.0f, C, ldc);
+  }
+}
+
+// C[M, N] = A[M, K] B[N, K]ᵀ: with the kernels, from Bᵀ [K, N] (bt, rows ldbt apart), which
+// the caller transposed once per head.
+void tile_nt(const VecKernels* vk, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+             const float* B, int64_t ldb, const float* bt, int64_t ldbt, float* C, int64_t ldc) {
+  if (vk) {
+    vk->small_gemm(A, lda, M, K, bt, ldbt, N, alpha, nullptr, C, ldc);
+  } else {
+    sgemm(false, true, M, N, K, alpha, A, lda, B, ldb, 0.0f, C, ldc);
+  }
+}
+
+const VecKernels* tile_kernels() {
+  const VecKernels& vk = vec_kernels();
+  return &vk != &vec_kernels_reference() ? &vk : nullptr;
+}
+
+// xt[D, T] = x[0:T, 0:D]ᵀ for one head's rows (stride apart), when the kernels want it.
+void transpose_head(const VecKernels* vk, const float* x, int64_t T, int64_t D, int64_t stride, std::vector<float>* xt) {
+  if (!vk) return;
+  xt->resize(size_t(D * T));
+  float* out = xt->data();
+  // Rows of xt in order: the T source lines (a head's D values each) stay in L1 across d.
+  for (int64_t d = 0; d < D; ++d)
+    for (int64_t t = 0; t < T; ++t) out[d * T + t] = x[t * stride + d];
+}
+
 // S[nq, nk] = scale · Q_tile K[0:nk]ᵀ with the causal mask; returns nk (keys visible to the tile).
-int64_t tile_scores(const AttnShape& s, const float* qt, const float* kb, int64_t q0, int64_t q1, float* S) {
+int64_t tile_scores(const VecKernels* vk, const AttnShape& s, const float* qt, const float* kb, const float* kt,
+                    int64_t q0, int64_t q1, float* S) {
   const int64_t nq = q1 - q0, nk = std::min(s.Tk, q1 + s.offset());
-  sgemm(false, true, nq, nk, s.D, s.scale, qt, s.q_stride(), kb, s.kv_stride(), 0.0f, S, nk);
+  tile_nt(vk, nq, nk, s.D, s.scale, qt, s.q_stride(), kb, s.kv_stride(), kt, s.Tk, S, nk);
   for (int64_t i = 0; i < nq; ++i) {
     const int64_t last = q0 + i + s.offset();  // last visible key
     for (int64_t j = last + 1; j < nk; ++j) S[i * nk + j] = -std::numeric_limits<float>::infinity();
@@ -59,15 +108,17 @@ Var causal_attention(Graph& g, const Var& q, const Var& k, const Var& v) {
   pool().run([&](int ith, int nth) {
     int64_t t0, t1;
     split_range(s.B * s.Hq, ith, nth, &t0, &t1);
-    std::vector<float> S(size_t(kQueryTile * s.Tk));
+    std::vector<float> S(size_t(kQueryTile * s.Tk)), kt;
+    const VecKernels* vk_tiles = tile_kernels();
     for (int64_t task = t0; task < t1; ++task) {
       const int64_t b = task / s.Hq, h = task % s.Hq, hk = h / s.group();
       const float* kb = kp + (b * s.Tk * s.Hkv + hk) * s.D;
       const float* vb = vp + (b * s.Tk * s.Hkv + hk) * s.D;
+      if (task == t0 || h % s.group() == 0) transpose_head(vk_tiles, kb, s.Tk, s.D, s.kv_stride(), &kt);
       for (int64_t q0 = 0; q0 < s.Tq; q0 += kQueryTile) {
         const int64_t q1 = std::min(s.Tq, q0 + kQueryTile), nq = q1 - q0;
         const float* qt = qp + ((b * s.Tq + q0) * s.Hq + h) * s.D;
-        const int64_t nk = tile_scores(s, qt, kb, q0, q1, S.data());
+        const int64_t nk = tile_scores(vk_tiles, s, qt, kb, kt.data(), q0, q1, S.data());
         const VecKernels& vk = vec_kernels();
         for (int64_t i = 0; i < nq; ++i) {
           float* row = S.data() + i * nk;
@@ -77,8 +128,8 @@ Var causal_attention(Graph& g, const Var& q, const Var& k, const Var& v) {
           (*lse)[(b * s.Hq + h) * s.Tq + q0 + i] = m + float(std::log(sum));
         }
         // O_tile[nq, D] = P[nq, nk] V[0:nk]
-        sgemm(false, false, nq, s.D, nk, 1.0f, S.data(), nk, vb, s.kv_stride(), 0.0f, op + ((b * s.Tq + q0) * s.Hq + h) * s.D,
-              s.q_stride());
+        tile_nn(vk_tiles, nq, s.D, nk, 1.0f, S.data(), nk, vb, s.kv_stride(), false,
+                op + ((b * s.Tq + q0) * s.Hq + h) * s.D, s.q_stride());
       }
     }
   });
@@ -100,15 +151,18 @@ Var causal_attention(Graph& g, const Var& q, const Var& k, const Var& v) {
       pool().run([&](int ith, int nth) {
         int64_t t0, t1;
         split_range(s.B * s.Hkv, ith, nth, &t0, &t1);
-        std::vector<float> P(size_t(kQueryTile * s.Tk)), dP(size_t(kQueryTile * s.Tk)), Dsum(kQueryTile);
+        std::vector<float> P(size_t(kQueryTile * s.Tk)), dP(size_t(kQueryTile * s.Tk)), Dsum(kQueryTile), kt, vt;
+        const VecKernels* vk_tiles = tile_kernels();
         for (int64_t task = t0; task < t1; ++task) {
           const int64_t b = task / s.Hkv, hk = task % s.Hkv;
           const int64_t kv_off = (b * s.Tk * s.Hkv + hk) * s.D;
+          transpose_head(vk_tiles, kp + kv_off, s.Tk, s.D, s.kv_stride(), &kt);
+          transpose_head(vk_tiles, vp + kv_off, s.Tk, s.D, s.kv_stride(), &vt);
           for (int64_t h = hk * s.group(); h < (hk + 1) * s.group(); ++h) {
             for (int64_t q0 = 0; q0 < s.Tq; q0 += kQueryTile) {
               const int64_t q1 = std::min(s.Tq, q0 + kQueryTile), nq = q1 - q0;
               const int64_t q_off = ((b * s.Tq + q0) * s.Hq + h) * s.D;
-              const int64_t nk = tile_scores(s, qp + q_off, kp + kv_off, q0, q1, P.data());
+              const int64_t nk = tile_scores(vk_tiles, s, qp + q_off, kp + kv_off, kt.data(), q0, q1, P.data());
               // P = exp(S − lse); Dsum_i = Σ_d dO_id O_id
               for (int64_t i = 0; i < nq; ++i) {
                 const float l = (*lse)[(b * s.Hq + h) * s.Tq + q0 + i];
@@ -121,21 +175,19 @@ Var causal_attention(Graph& g, const Var& q, const Var& k, const Var& v) {
                 Dsum[i] = float(acc);
               }
               // dV[0:nk] += Pᵀ dO_tile   [nk, D]
-              sgemm(true, false, nk, s.D, nq, 1.0f, P.data(), nk, dop + q_off, s.q_stride(), 1.0f, dv + kv_off,
-                    s.kv_stride());
+              tile_tn(vk_tiles, nk, s.D, nq, 1.0f, P.data(), nk, dop + q_off, s.q_stride(), dv + kv_off, s.kv_stride());
               // dP[nq, nk] = dO_tile V[0:nk]ᵀ
-              sgemm(false, true, nq, nk, s.D, 1.0f, dop + q_off, s.q_stride(), vp + kv_off, s.kv_stride(), 0.0f,
-                    dP.data(), nk);
+              tile_nt(vk_tiles, nq, nk, s.D, 1.0f, dop + q_off, s.q_stride(), vp + kv_off, s.kv_stride(), vt.data(), s.Tk,
+                      dP.data(), nk);
               // dS = P ⊙ (dP − Dsum) · scale  (stored in dP)
               for (int64_t i = 0; i < nq; ++i)
                 for (int64_t j = 0; j < nk; ++j)
                   dP[i * nk + j] = P[i * nk + j] * (dP[i * nk + j] - Dsum[i]) * s.scale;
               // dQ_tile += dS K[0:nk]   [nq, D]
-              sgemm(false, false, nq, s.D, nk, 1.0f, dP.data(), nk, kp + kv_off, s.kv_stride(), 1.0f, dq + q_off,
-                    s.q_stride());
+              tile_nn(vk_tiles, nq, s.D, nk, 1.0f, dP.data(), nk, kp + kv_off, s.kv_stride(), true, dq + q_off,
+                      s.q_stride());
               // dK[0:nk] += dSᵀ Q_tile  [nk, D]
-              sgemm(true, false, nk, s.D, nq, 1.0f, dP.data(), nk, qp + q_off, s.q_stride(), 1.0f, dk + kv_off,
-                    s.kv_stride());
+              tile_tn(vk_tiles, nk, s.D, nq, 1.0f, dP.data(), nk, qp + q_off, s.q_stride(), dk + kv_off, s.kv_stride());
             }
           }
         }

@@ -343,7 +343,7 @@ void matmul_nt_forward(const float* xp, const float* wp, float* yp, int64_t M, i
     for (int64_t n = 0; n < N; ++n)
       for (int64_t k = 0; k < K; ++k) wt[size_t(k * N + n)] = wp[n * K + k];
     pool().parallel_for(M, [&](int64_t m0, int64_t m1) {
-      vk->small_gemm(xp + m0 * K, m1 - m0, K, wt.data(), N, alpha, y_in ? y_in + m0 * N : nullptr, yp + m0 * N);
+      vk->small_gemm(xp + m0 * K, K, m1 - m0, K, wt.data(), N, N, alpha, y_in ? y_in + m0 * N : nullptr, yp + m0 * N, N);
     });
     return;
   }
@@ -364,7 +364,7 @@ void matmul_nt_backward(const Var& x, const Var& w, const float* dy, int64_t M, 
     const float* wp = w.value().f32();
     pool().parallel_for(M, [&](int64_t m0, int64_t m1) {
       if (vk) {
-        vk->small_gemm(dy + m0 * N, m1 - m0, N, wp, K, alpha, dx + m0 * K, dx + m0 * K);
+        vk->small_gemm(dy + m0 * N, N, m1 - m0, N, wp, K, K, alpha, dx + m0 * K, dx + m0 * K, K);
       } else {
         sgemm(false, false, m1 - m0, K, N, alpha, dy + m0 * N, N, wp, K, 1.0f, dx + m0 * K, K);
       }

@@ -18,17 +18,17 @@ namespace qpeft::small_gemm_impl {
 
 // out[m0 : m0 + R, c0 : c0 + NZ·W] of small_gemm: R rows × NZ vectors of accumulators.
 template <class V, int R, int NZ>
-inline void gemm_block(const float* a, int64_t m0, int64_t J, const float* w, int64_t n, int64_t c0, int valid_last,
-                       float alpha, const float* c_in, float* out) {
+inline void gemm_block(const float* a, int64_t lda, int64_t m0, int64_t J, const float* w, int64_t ldw, int64_t c0,
+                       int valid_last, float alpha, const float* c_in, float* out, int64_t ldc) {
   using reg = typename V::reg;
   reg acc[R][NZ];
   QP_UNROLL for (int i = 0; i < R; ++i)
     QP_UNROLL for (int z = 0; z < NZ; ++z) acc[i][z] = V::zero();
   for (int64_t j = 0; j < J; ++j) {
     reg wv[NZ];
-    QP_UNROLL for (int z = 0; z < NZ; ++z) wv[z] = V::load(w + j * n + c0 + z * V::W, z == NZ - 1 ? valid_last : V::W);
+    QP_UNROLL for (int z = 0; z < NZ; ++z) wv[z] = V::load(w + j * ldw + c0 + z * V::W, z == NZ - 1 ? valid_last : V::W);
     QP_UNROLL for (int i = 0; i < R; ++i) {
-      const reg b = V::bcast(a + (m0 + i) * J + j);
+      const reg b = V::bcast(a + (m0 + i) * lda + j);
       QP_UNROLL for (int z = 0; z < NZ; ++z) acc[i][z] = V::fma(b, wv[z], acc[i][z]);
     }
   }
@@ -36,7 +36,7 @@ inline void gemm_block(const float* a, int64_t m0, int64_t J, const float* w, in
   QP_UNROLL for (int i = 0; i < R; ++i)
     QP_UNROLL for (int z = 0; z < NZ; ++z) {
       const int valid = z == NZ - 1 ? valid_last : V::W;
-      const int64_t at = (m0 + i) * n + c0 + z * V::W;
+      const int64_t at = (m0 + i) * ldc + c0 + z * V::W;
       const reg r = c_in ? V::fma(al, acc[i][z], V::load(c_in + at, valid)) : V::mul(al, acc[i][z]);
       V::store(out + at, r, valid);
     }
@@ -44,20 +44,21 @@ inline void gemm_block(const float* a, int64_t m0, int64_t J, const float* w, in
 
 // The rows [m0, m1) of one column chunk, R rows at a time, then the remainder row by row.
 template <class V, int NZ>
-inline void gemm_chunk(const float* a, int64_t m0, int64_t m1, int64_t J, const float* w, int64_t n, int64_t c0,
-                       int valid_last, float alpha, const float* c_in, float* out) {
+inline void gemm_chunk(const float* a, int64_t lda, int64_t m0, int64_t m1, int64_t J, const float* w, int64_t ldw,
+                       int64_t c0, int valid_last, float alpha, const float* c_in, float* out, int64_t ldc) {
   constexpr int R = NZ == 1 ? 8 : 4;  // R · NZ ≤ 16 accumulators
   int64_t m = m0;
-  for (; m + R <= m1; m += R) gemm_block<V, R, NZ>(a, m, J, w, n, c0, valid_last, alpha, c_in, out);
-  for (; m < m1; ++m) gemm_block<V, 1, NZ>(a, m, J, w, n, c0, valid_last, alpha, c_in, out);
+  for (; m + R <= m1; m += R) gemm_block<V, R, NZ>(a, lda, m, J, w, ldw, c0, valid_last, alpha, c_in, out, ldc);
+  for (; m < m1; ++m) gemm_block<V, 1, NZ>(a, lda, m, J, w, ldw, c0, valid_last, alpha, c_in, out, ldc);
 }
 
-// small_gemm: out[M, n] = (c_in ? c_in : 0) + alpha · a[M, J] w[J, n]. Blocks of rows go in
+// small_gemm: out[M, n] = (c_in ? c_in : 0) + alpha · a[M, J] w[J, n] (rows lda, ldw, ldc
+// apart; c_in and out share ldc). Blocks of rows go in
 // order, so c_in and out stream; within a block, columns go in chunks of up to kMaxNZ vectors
 // (w stays in cache while every row block passes it).
 template <class V>
-void small_gemm(const float* a, int64_t M, int64_t J, const float* w, int64_t n, float alpha, const float* c_in,
-                float* out) {
+void small_gemm(const float* a, int64_t lda, int64_t M, int64_t J, const float* w, int64_t ldw, int64_t n, float alpha,
+                const float* c_in, float* out, int64_t ldc) {
   constexpr int64_t kChunk = V::kMaxNZ * V::W, kRows = 8;
   for (int64_t m0 = 0; m0 < M; m0 += kRows) {
     const int64_t m1 = std::min(M, m0 + kRows);
@@ -66,10 +67,10 @@ void small_gemm(const float* a, int64_t M, int64_t J, const float* w, int64_t n,
       const int nz = int((cols + V::W - 1) / V::W);
       const int valid_last = int(cols - (nz - 1) * V::W);
       switch (nz) {
-        case 1: gemm_chunk<V, 1>(a, m0, m1, J, w, n, c0, valid_last, alpha, c_in, out); break;
-        case 2: gemm_chunk<V, 2>(a, m0, m1, J, w, n, c0, valid_last, alpha, c_in, out); break;
-        case 3: gemm_chunk<V, std::min(3, V::kMaxNZ)>(a, m0, m1, J, w, n, c0, valid_last, alpha, c_in, out); break;
-        default: gemm_chunk<V, V::kMaxNZ>(a, m0, m1, J, w, n, c0, valid_last, alpha, c_in, out); break;
+        case 1: gemm_chunk<V, 1>(a, lda, m0, m1, J, w, ldw, c0, valid_last, alpha, c_in, out, ldc); break;
+        case 2: gemm_chunk<V, 2>(a, lda, m0, m1, J, w, ldw, c0, valid_last, alpha, c_in, out, ldc); break;
+        case 3: gemm_chunk<V, std::min(3, V::kMaxNZ)>(a, lda, m0, m1, J, w, ldw, c0, valid_last, alpha, c_in, out, ldc); break;
+        default: gemm_chunk<V, V::kMaxNZ>(a, lda, m0, m1, J, w, ldw, c0, valid_last, alpha, c_in, out, ldc); break;
       }
     }
   }

@@ -109,13 +109,13 @@ void ref_bf16_gemv(const uint16_t* w, int64_t rows, int64_t K, const float* x, f
   }
 }
 
-void ref_small_gemm(const float* a, int64_t M, int64_t J, const float* w, int64_t n, float alpha, const float* c_in,
-                    float* out) {
+void ref_small_gemm(const float* a, int64_t lda, int64_t M, int64_t J, const float* w, int64_t ldw, int64_t n,
+                    float alpha, const float* c_in, float* out, int64_t ldc) {
   for (int64_t m = 0; m < M; ++m)
     for (int64_t c = 0; c < n; ++c) {
       float sum = 0.0f;
-      for (int64_t j = 0; j < J; ++j) sum = std::fma(a[m * J + j], w[j * n + c], sum);
-      out[m * n + c] = c_in ? std::fma(alpha, sum, c_in[m * n + c]) : alpha * sum;
+      for (int64_t j = 0; j < J; ++j) sum = std::fma(a[m * lda + j], w[j * ldw + c], sum);
+      out[m * ldc + c] = c_in ? std::fma(alpha, sum, c_in[m * ldc + c]) : alpha * sum;
     }
 }
 

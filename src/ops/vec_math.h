@@ -40,12 +40,13 @@ struct VecKernels {
   // the same bits: 16 lanes, lane j fused-multiply-adding k ≡ j (mod 16), then lanes added
   // (j, j+8), (j, j+4), (j, j+2), (j, j+1).
   void (*bf16_gemv)(const uint16_t* w, int64_t rows, int64_t K, const float* x, float* y);
-  // Products with a thin side (LoRA's rank), where sgemm spends more on packing than on
-  // arithmetic. Each output element is one fused multiply-add chain from 0 in index order,
+  // Products with a thin side (LoRA's rank) or all sides short (attention's tiles), where
+  // sgemm spends more on packing than on arithmetic. Each output element is one fused multiply-add chain from 0 in index order,
   // then one fused multiply-add with alpha, so every table gives the same bits.
-  // out[M, n] = (c_in ? c_in : 0) + alpha · a[M, J] w[J, n]   (rows contiguous; c_in may be out)
-  void (*small_gemm)(const float* a, int64_t M, int64_t J, const float* w, int64_t n, float alpha, const float* c_in,
-                     float* out);
+  // out[M, n] = (c_in ? c_in : 0) + alpha · a[M, J] w[J, n]   (rows lda, ldw, ldc apart; c_in
+  // shares out's ldc and may be out)
+  void (*small_gemm)(const float* a, int64_t lda, int64_t M, int64_t J, const float* w, int64_t ldw, int64_t n,
+                     float alpha, const float* c_in, float* out, int64_t ldc);
   // c[r, n] += alpha · a[M, r]ᵀ b[M, n], summed over m in order (rows lda, ldb, ldc apart)
   void (*small_gemm_tn)(const float* a, int64_t lda, int64_t M, int64_t r, const float* b, int64_t ldb, int64_t n,
                         float alpha, float* c, int64_t ldc);

@@ -64,6 +64,12 @@ float* Var::grad_buffer() const {
   return node_->grad.f32();
 }
 
+float* Var::grad_for_update(bool* accumulate) const {
+  *accumulate = node_->grad.defined();
+  if (!*accumulate) node_->grad = Tensor::empty(value().shape());
+  return node_->grad.f32();
+}
+
 bool Graph::needs_grad(std::initializer_list<const Var*> inputs) const {
   if (!grad_enabled_) return false;
   for (const Var* v : inputs)

@@ -40,6 +40,10 @@ class Var {
   void adopt_grad(const Tensor& g) const;
   // Returns the grad buffer, zero-filled on first use, for kernels that add into it.
   float* grad_buffer() const;
+  // Returns the grad buffer for a kernel that can either add or write: *accumulate is true
+  // when it holds a gradient already (add to it), false when it is new and uninitialised
+  // (write every element). Saves zeroing, then reading, an activation-sized buffer.
+  float* grad_for_update(bool* accumulate) const;
   void zero_grad() const { node_->grad = Tensor(); }
 
  private:

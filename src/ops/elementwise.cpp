@@ -105,11 +105,20 @@ Var silu_mul(Graph& g, const Var& gate, const Var& up) {
       const int64_t n = out.value().numel();
       const float* dy = out.grad().f32();
       const float *gp = gate.value().f32(), *upp = up.value().f32();
-      float* dg = gate.requires_grad() ? gate.grad_buffer() : nullptr;
-      float* du = up.requires_grad() ? up.grad_buffer() : nullptr;
+      // Each of dg, du is written where new, added to otherwise (one kernel call per buffer
+      // then, unless both agree).
+      bool acc_g = false, acc_u = false;
+      float* dg = gate.requires_grad() ? gate.grad_for_update(&acc_g) : nullptr;
+      float* du = up.requires_grad() ? up.grad_for_update(&acc_u) : nullptr;
       const VecKernels& vk = vec_kernels();
       pool().parallel_for(n, [&](int64_t i0, int64_t i1) {
-        vk.silu_mul_backward(gp + i0, upp + i0, dy + i0, dg ? dg + i0 : nullptr, du ? du + i0 : nullptr, i1 - i0);
+        if (!dg || !du || acc_g == acc_u) {
+          vk.silu_mul_backward(gp + i0, upp + i0, dy + i0, dg ? dg + i0 : nullptr, du ? du + i0 : nullptr, i1 - i0,
+                               dg ? acc_g : acc_u);
+        } else {
+          vk.silu_mul_backward(gp + i0, upp + i0, dy + i0, dg + i0, nullptr, i1 - i0, acc_g);
+          vk.silu_mul_backward(gp + i0, upp + i0, dy + i0, nullptr, du + i0, i1 - i0, acc_u);
+        }
       });
     });
   }

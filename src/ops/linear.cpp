@@ -315,8 +315,10 @@ Var linear(Graph& g, const Var& x, const std::shared_ptr<const FrozenWeight>& w)
     g.record([x, out, w, M] {
       if (!out.has_grad()) return;
       profile::Scope prof("linear dX", M, w->rows(), w->cols(), 2.0 * double(M) * double(w->rows()) * double(w->cols()));
-      // dx[M, in] += dy[M, out] W
-      linear_input_grad(out.grad().f32(), M, *w, x.grad_buffer(), true);
+      // dx[M, in] (+)= dy[M, out] W: written where x has no gradient yet
+      bool accumulate = false;
+      float* dx = x.grad_for_update(&accumulate);
+      linear_input_grad(out.grad().f32(), M, *w, dx, accumulate);
     });
   }
   return out;

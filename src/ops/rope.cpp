@@ -97,7 +97,9 @@ Var rope(Graph& g, const Var& x, const std::shared_ptr<const RopeTable>& table, 
     g.record([x, out, table, B, T, H, D, pos_offset] {
       profile::Scope prof("rope bwd");
       if (!out.has_grad()) return;
-      rotate(out.grad().f32(), x.grad_buffer(), B, T, H, D, *table, pos_offset, -1.0f, true);
+      bool accumulate = false;
+      float* dx = x.grad_for_update(&accumulate);
+      rotate(out.grad().f32(), dx, B, T, H, D, *table, pos_offset, -1.0f, accumulate);
     });
   }
   return out;

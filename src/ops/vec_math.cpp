@@ -51,11 +51,12 @@ void ref_silu_mul(const float* g, const float* u, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] = g[i] * sigmoid_approx(g[i]) * u[i];
 }
 
-void ref_silu_mul_backward(const float* g, const float* u, const float* dy, float* dg, float* du, int64_t n) {
+void ref_silu_mul_backward(const float* g, const float* u, const float* dy, float* dg, float* du, int64_t n,
+                           bool accumulate) {
   for (int64_t i = 0; i < n; ++i) {
     const float a = g[i], sig = sigmoid_approx(a);
-    if (dg) dg[i] += dy[i] * u[i] * (sig * (1.0f + a * (1.0f - sig)));
-    if (du) du[i] += dy[i] * (a * sig);
+    if (dg) dg[i] = (accumulate ? dg[i] : 0.0f) + dy[i] * u[i] * (sig * (1.0f + a * (1.0f - sig)));
+    if (du) du[i] = (accumulate ? du[i] : 0.0f) + dy[i] * (a * sig);
   }
 }
 

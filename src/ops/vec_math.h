@@ -16,9 +16,10 @@ struct VecKernels {
   void (*scale)(float* x, int64_t n, float s);
   // y[i] = silu(g[i]) · u[i], silu(a) = a · sigmoid(a)  (SwiGLU)
   void (*silu_mul)(const float* g, const float* u, float* y, int64_t n);
-  // Its backward, accumulating: dg[i] += dy·u·σ(g)·(1 + g(1 − σ(g))), du[i] += dy·silu(g).
-  // dg or du may be null (not wanted).
-  void (*silu_mul_backward)(const float* g, const float* u, const float* dy, float* dg, float* du, int64_t n);
+  // Its backward: dg[i] (+)= dy·u·σ(g)·(1 + g(1 − σ(g))), du[i] (+)= dy·silu(g), added when
+  // accumulate, else written. dg or du may be null (not wanted).
+  void (*silu_mul_backward)(const float* g, const float* u, const float* dy, float* dg, float* du, int64_t n,
+                            bool accumulate);
   // RMSNorm rows. Σ x[i]² of the squares rounded to float (as llama.cpp and PyTorch's f32
   // square them), summed in double.
   double (*sum_squares)(const float* x, int64_t n);

@@ -87,19 +87,23 @@ void avx2_silu_mul(const float* g, const float* u, float* y, int64_t n) {
   vec_kernels_reference().silu_mul(g + i, u + i, y + i, n - i);
 }
 
-void avx2_silu_mul_backward(const float* g, const float* u, const float* dy, float* dg, float* du, int64_t n) {
-  const __m256 one = _mm256_set1_ps(1.0f);
+void avx2_silu_mul_backward(const float* g, const float* u, const float* dy, float* dg, float* du, int64_t n,
+                            bool accumulate) {
+  const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
     const __m256 a = _mm256_loadu_ps(g + i), sig = sigmoid8(a), d = _mm256_loadu_ps(dy + i);
     if (dg) {
       // sig · (1 + a · (1 − sig))
       const __m256 ds = _mm256_mul_ps(sig, _mm256_fmadd_ps(a, _mm256_sub_ps(one, sig), one));
-      _mm256_storeu_ps(dg + i, _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_loadu_ps(u + i)), ds, _mm256_loadu_ps(dg + i)));
+      const __m256 acc = accumulate ? _mm256_loadu_ps(dg + i) : zero;
+      _mm256_storeu_ps(dg + i, _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_loadu_ps(u + i)), ds, acc));
     }
-    if (du) _mm256_storeu_ps(du + i, _mm256_fmadd_ps(d, _mm256_mul_ps(a, sig), _mm256_loadu_ps(du + i)));
+    if (du)
+      _mm256_storeu_ps(du + i, _mm256_fmadd_ps(d, _mm256_mul_ps(a, sig), accumulate ? _mm256_loadu_ps(du + i) : zero));
   }
-  vec_kernels_reference().silu_mul_backward(g + i, u + i, dy + i, dg ? dg + i : nullptr, du ? du + i : nullptr, n - i);
+  vec_kernels_reference().silu_mul_backward(g + i, u + i, dy + i, dg ? dg + i : nullptr, du ? du + i : nullptr, n - i,
+                                            accumulate);
 }
 
 // Sum of the 4 double lanes.

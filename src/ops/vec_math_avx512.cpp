@@ -80,8 +80,10 @@ void avx512_silu_mul(const float* g, const float* u, float* y, int64_t n) {
   }
 }
 
-void avx512_silu_mul_backward(const float* g, const float* u, const float* dy, float* dg, float* du, int64_t n) {
+void avx512_silu_mul_backward(const float* g, const float* u, const float* dy, float* dg, float* du, int64_t n,
+                              bool accumulate) {
   const __m512 one = _mm512_set1_ps(1.0f);
+  const __mmask16 keep = accumulate ? __mmask16(0xFFFF) : __mmask16(0);  // of the loaded accumulators
   for (int64_t i = 0; i < n; i += 16) {
     const __mmask16 m = tail_mask(n - i);
     const __m512 a = _mm512_maskz_loadu_ps(m, g + i), sig = sigmoid16(a), d = _mm512_maskz_loadu_ps(m, dy + i);
@@ -89,10 +91,10 @@ void avx512_silu_mul_backward(const float* g, const float* u, const float* dy, f
       // sig · (1 + a · (1 − sig))
       const __m512 ds = _mm512_mul_ps(sig, _mm512_fmadd_ps(a, _mm512_sub_ps(one, sig), one));
       const __m512 du_ = _mm512_mul_ps(d, _mm512_maskz_loadu_ps(m, u + i));
-      _mm512_mask_storeu_ps(dg + i, m, _mm512_fmadd_ps(du_, ds, _mm512_maskz_loadu_ps(m, dg + i)));
+      _mm512_mask_storeu_ps(dg + i, m, _mm512_fmadd_ps(du_, ds, _mm512_maskz_loadu_ps(m & keep, dg + i)));
     }
     if (du)
-      _mm512_mask_storeu_ps(du + i, m, _mm512_fmadd_ps(d, _mm512_mul_ps(a, sig), _mm512_maskz_loadu_ps(m, du + i)));
+      _mm512_mask_storeu_ps(du + i, m, _mm512_fmadd_ps(d, _mm512_mul_ps(a, sig), _mm512_maskz_loadu_ps(m & keep, du + i)));
   }
 }
 

@@ -59,11 +59,6 @@ void tile_nt(const VecKernels* vk, int64_t M, int64_t N, int64_t K, float alpha,
   }
 }
 
-const VecKernels* tile_kernels() {
-  const VecKernels& vk = vec_kernels();
-  return &vk != &vec_kernels_reference() ? &vk : nullptr;
-}
-
 // xt[D, T] = x[0:T, 0:D]ᵀ for one head's rows (stride apart), when the kernels want it.
 void transpose_head(const VecKernels* vk, const float* x, int64_t T, int64_t D, int64_t stride, std::vector<float>* xt) {
   if (!vk) return;
@@ -109,7 +104,7 @@ Var causal_attention(Graph& g, const Var& q, const Var& k, const Var& v) {
     int64_t t0, t1;
     split_range(s.B * s.Hq, ith, nth, &t0, &t1);
     std::vector<float> S(size_t(kQueryTile * s.Tk)), kt;
-    const VecKernels* vk_tiles = tile_kernels();
+    const VecKernels* vk_tiles = vec_kernels_simd();
     for (int64_t task = t0; task < t1; ++task) {
       const int64_t b = task / s.Hq, h = task % s.Hq, hk = h / s.group();
       const float* kb = kp + (b * s.Tk * s.Hkv + hk) * s.D;
@@ -152,7 +147,7 @@ Var causal_attention(Graph& g, const Var& q, const Var& k, const Var& v) {
         int64_t t0, t1;
         split_range(s.B * s.Hkv, ith, nth, &t0, &t1);
         std::vector<float> P(size_t(kQueryTile * s.Tk)), dP(size_t(kQueryTile * s.Tk)), Dsum(kQueryTile), kt, vt;
-        const VecKernels* vk_tiles = tile_kernels();
+        const VecKernels* vk_tiles = vec_kernels_simd();
         for (int64_t task = t0; task < t1; ++task) {
           const int64_t b = task / s.Hkv, hk = task % s.Hkv;
           const int64_t kv_off = (b * s.Tk * s.Hkv + hk) * s.D;

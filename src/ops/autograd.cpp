@@ -16,9 +16,12 @@ Var::Var(Tensor value, bool requires_grad, std::string name) : node_(std::make_s
 
 namespace {
 
-// d[n] += s[n]; threads split what is worth waking them for (a pass over 64 KiB is not).
+// Below this many elements a pass over a gradient is not worth waking the threads for (64 KiB).
+constexpr int64_t kParallelMin = int64_t(1) << 14;
+
+// d[n] += s[n]
 void add_into(float* d, const float* s, int64_t n) {
-  if (n < (int64_t(1) << 14)) {
+  if (n < kParallelMin) {
     for (int64_t i = 0; i < n; ++i) d[i] += s[i];
     return;
   }
@@ -55,7 +58,7 @@ float* Var::grad_buffer() const {
     node_->grad = Tensor::empty(value().shape());
     float* d = node_->grad.f32();
     const int64_t n = node_->grad.numel();
-    if (n < (int64_t(1) << 14)) {
+    if (n < kParallelMin) {
       std::fill(d, d + n, 0.0f);
     } else {
       pool().parallel_for(n, [&](int64_t i0, int64_t i1) { std::fill(d + i0, d + i1, 0.0f); });

@@ -330,10 +330,7 @@ namespace {
 // the CPU has a SIMD table; sgemm otherwise.
 constexpr int64_t kThinMax = 64;
 
-const VecKernels* thin_kernels(int64_t N, int64_t K) {
-  const VecKernels& vk = vec_kernels();
-  return std::min(N, K) <= kThinMax && &vk != &vec_kernels_reference() ? &vk : nullptr;
-}
+const VecKernels* thin_kernels(int64_t N, int64_t K) { return std::min(N, K) <= kThinMax ? vec_kernels_simd() : nullptr; }
 
 // Shared by matmul_nt and add_matmul_nt: y[M, N] = alpha · x[M, K] wᵀ (+ y_in[M, N] if given;
 // each thread reads its rows of y_in just before it writes those of y, while they are in cache).

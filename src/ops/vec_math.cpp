@@ -139,6 +139,11 @@ const VecKernels kReference = {"reference",       ref_max,           ref_exp_shi
 
 const VecKernels& vec_kernels_reference() { return kReference; }
 
+const VecKernels* vec_kernels_simd() {
+  const VecKernels& vk = vec_kernels();
+  return &vk != &kReference ? &vk : nullptr;
+}
+
 const VecKernels& vec_kernels() {
   static const VecKernels* chosen = [] {
     const SimdLevel cap = simd_cap();

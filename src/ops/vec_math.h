@@ -57,6 +57,9 @@ const VecKernels& vec_kernels();            // the selected kernels
 const VecKernels& vec_kernels_reference();  // portable scalar reference
 const VecKernels* vec_kernels_avx2();       // nullptr if the CPU lacks AVX2 + FMA
 const VecKernels* vec_kernels_avx512();     // nullptr if the CPU lacks AVX-512 F/BW/VL/DQ
+// The selected kernels if they are a SIMD table, else nullptr: for callers whose fallback on
+// such CPUs is a library (sgemm), not the scalar reference.
+const VecKernels* vec_kernels_simd();
 
 // exp with the same range reduction and polynomial as the SIMD kernels (≈1 ulp); 0 below −87.3.
 float exp_approx(float x);

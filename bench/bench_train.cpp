@@ -92,12 +92,16 @@ static size_t peak_rss_mib() {
 
 // Times `steps` steps of every run, one step of each in turn, so that a machine whose speed
 // drifts (shared VMs do) slows every configuration alike; each run warms up with one step
-// first. With `prof`, each run then takes `steps` more steps alone, with the per-op profile on.
+// first. After each round, the OpenBLAS anchor (best of two 2048³ calls) goes into `anchors`,
+// so that every round's steps have the machine's speed of that moment beside them. With
+// `prof`, each run then takes `steps` more steps alone, with the per-op profile on.
 static void time_interleaved(std::vector<TrainingRun*> runs, const std::vector<int32_t>& ids, int64_t batch,
-                             int64_t seq, int steps, bool prof) {
+                             int64_t seq, int steps, bool prof, int threads, std::vector<double>* anchors) {
   for (TrainingRun* r : runs) r->step(ids, batch, seq, 0);
-  for (int s = 1; s <= steps; ++s)
+  for (int s = 1; s <= steps; ++s) {
     for (TrainingRun* r : runs) r->times.push_back(r->step(ids, batch, seq, s));
+    anchors->push_back(bench::openblas_threaded_sgemm_gflops(threads, 2048, 2));
+  }
   if (!prof) return;
   for (TrainingRun* r : runs) {
     profile::reset();
@@ -155,10 +159,11 @@ int main(int argc, char** argv) {
       if (qlora) runs.push_back((ql_bf16 = std::make_unique<TrainingRun>(dir, nf4, rank, DType::BF16)).get());
     }
   }
-  time_interleaved(runs, ids, batch, seq, steps, prof);
+  std::vector<double> anchors;
+  time_interleaved(runs, ids, batch, seq, steps, prof, threads, &anchors);
   const double peak = std::max(peak_before, gemm_peak_gflops(1536, 5));
 
-  const double openblas = bench::openblas_threaded_sgemm_gflops(threads);
+  const double openblas = bench::median(anchors);
   const double tokens = double(batch * seq);
   const double flops_per_token = 2.0 * bench::forward_flops_per_token(cfg, seq);
   const double lora_s = lora.median_s();
@@ -167,11 +172,24 @@ int main(int argc, char** argv) {
               "  (the configurations took their steps in turn, one each; times are medians, ratios the\n"
               "   median over rounds of the two step times in the same round)\n",
               preset.c_str(), (long long)rank, (long long)batch, (long long)seq, threads, steps);
-  std::printf("  LoRA step time (median)  %.3f s\n", lora_s);
+  std::printf("  LoRA step time (median)  %.3f s  (steps:", lora_s);
+  for (double t : lora.times) std::printf(" %.3f", t);
+  std::printf(")\n");
   std::printf("  LoRA tokens/s            %.1f\n", tokens / lora_s);
   std::printf("  model FLOP/s (fwd+dX)    %.2f GFLOP/s  (%.1f MFLOP/token)\n", achieved, flops_per_token / 1e6);
-  std::printf("  OpenBLAS threaded sgemm  %.2f GFLOP/s  (2048^3, its own %d threads, best of 3)\n", openblas, threads);
-  std::printf("  fraction of OpenBLAS     %.3f  (target >= 0.70)\n", achieved / openblas);
+  // A run's model FLOP/s over OpenBLAS's: the median over rounds of its step against the same round's anchor.
+  const auto fraction_of_anchor = [&](const TrainingRun& r) {
+    std::vector<double> fractions;
+    for (size_t i = 0; i < anchors.size() && i < r.times.size(); ++i)
+      fractions.push_back(flops_per_token * tokens / r.times[i] / 1e9 / anchors[i]);
+    return bench::median(fractions);
+  };
+  std::printf("  OpenBLAS threaded sgemm  %.2f GFLOP/s  (2048^3, its own %d threads; median of the rounds' anchors:", openblas,
+              threads);
+  for (double a : anchors) std::printf(" %.0f", a);
+  std::printf(")\n");
+  std::printf("  fraction of OpenBLAS     %.3f  (median over rounds of the step against the same round's anchor;"
+              " target >= 0.70)\n", fraction_of_anchor(lora));
   std::printf("  our GEMM driver          %.2f GFLOP/s  (1536^3, best of 10 before and after, same threads)\n", peak);
   std::printf("  fraction of our driver   %.3f  (a ratio against our own code, for reference only)\n", achieved / peak);
   std::printf("  peak RSS of LoRA alone   %zu MiB\n", lora_rss_mib);
@@ -189,7 +207,7 @@ int main(int argc, char** argv) {
     const double lora_bf16_s = lora_bf16->median_s();
     std::printf("  LoRA bf16 compute step   %.3f s, %.1f tokens/s, %.2f GFLOP/s = %.3f of OpenBLAS f32\n",
                 lora_bf16_s, tokens / lora_bf16_s, flops_per_token * tokens / lora_bf16_s / 1e9,
-                flops_per_token * tokens / lora_bf16_s / 1e9 / openblas);
+                fraction_of_anchor(*lora_bf16));
     std::printf("  bf16 / f32 tokens/s      %.3f  (target >= 1.5)\n", paired_speedup(*lora_bf16, lora));
     if (prof) bench::print_profile(lora_bf16->profile_rows, steps, lora_bf16_s, openblas);
     if (qlora) {

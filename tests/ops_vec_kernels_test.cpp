@@ -268,7 +268,7 @@ TEST(VecKernels, SmallGemmMatchesReferenceBitForBitAndDouble) {
                                                            {70, 33}, {16, 200}, {5, 65},  {1, 130},  {64, 256}};
   for (const VecKernels* k : tables()) {
     for (auto [J, n] : shapes) {
-      for (int64_t M : {1, 3, 8, 13}) {
+      for (int64_t M : {1, 3, 8, 13, 29, 53}) {  // 29, 53: w packed, row blocks and their tails
         for (int mode = 0; mode < 3; ++mode) {  // 0: no c_in, 1: c_in separate, 2: c_in = out
           const std::string what = std::string(k->name) + " M=" + std::to_string(M) + " J=" + std::to_string(J) +
                                    " n=" + std::to_string(n) + " mode=" + std::to_string(mode);

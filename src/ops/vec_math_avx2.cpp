@@ -224,11 +224,11 @@ void avx2_bf16_gemv(const uint16_t* w, int64_t rows, int64_t K, const float* x, 
   }
 }
 
-// small_gemm_impl.h's vector type: 8 lanes, tails through vmaskmovps; 16 registers hold 8
-// accumulators.
+// small_gemm_impl.h's vector type: 8 lanes, tails through vmaskmovps; 16 registers hold 12
+// accumulators (6 rows × 2 vectors, or 12 rows × 1) beside the loaded and broadcast operands.
 struct V256 {
   using reg = __m256;
-  static constexpr int W = 8, kMaxNZ = 2, kTnRows = 8;
+  static constexpr int W = 8, kMaxNZ = 2, kRows1 = 12, kRows = 6, kRowBlock = 12, kTnRows = 6, kTnNZ = 2;
   static __m256i mask(int valid) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(valid), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
   }

@@ -200,7 +200,7 @@ void avx512_bf16_gemv(const uint16_t* w, int64_t rows, int64_t K, const float* x
 // small_gemm_impl.h's vector type: 16 lanes, masked tails; 32 registers hold 16 accumulators.
 struct V512 {
   using reg = __m512;
-  static constexpr int W = 16, kMaxNZ = 4, kTnRows = 16;
+  static constexpr int W = 16, kMaxNZ = 4, kRows1 = 8, kRows = 4, kRowBlock = 8, kTnRows = 16, kTnNZ = 1;
   static reg zero() { return _mm512_setzero_ps(); }
   static reg bcast(const float* p) { return _mm512_set1_ps(*p); }
   static reg load(const float* p, int valid) { return _mm512_maskz_loadu_ps(tail_mask(valid), p); }

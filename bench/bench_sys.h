@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -76,6 +77,9 @@ inline double openblas_threaded_sgemm_gflops(int threads, int64_t n = 2048, int 
     best = std::max(best, 2.0 * double(n) * double(n) * double(n) / s / 1e9);
   }
   openblas_set_num_threads(1);
+  // OpenBLAS's workers poll (sched_yield) for a while after a threaded call before they
+  // sleep; let them, so that they do not take cycles from what the caller times next.
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
   return best;
 }
 

@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <cstring>
+
 #include "grad_check.h"
 #include "ops/attention.h"
 #include "ops/elementwise.h"
@@ -61,11 +63,38 @@ TEST(OpsGrad, AttentionGroupedQueryAcrossTiles) {
                   [](Graph& g, const std::vector<Var>& in) { return causal_attention(g, in[0], in[1], in[2]); });
 }
 
+// add_matmul_nt into y's storage: the same bits, forward and backward, as into a new tensor,
+// and y's storage is the output's (wide enough for the short-matrix kernels' blocks and tails).
+TEST(OpsGrad, AddMatmulNtIntoYMatchesANewOutput) {
+  const std::vector<Var> ref = {param({3, 29, 40}, 41), param({37, 40}, 42), param({3, 29, 16}, 43), param({37, 16}, 44)};
+  std::vector<Tensor> out, grads;
+  for (bool into_y : {false, true}) {
+    std::vector<Var> in;
+    for (const Var& v : ref) in.push_back(Var(v.value().clone(), true));
+    Graph g(true, 1, true);
+    Var y = matmul_nt(g, in[0], in[1]);
+    Var o = add_matmul_nt(g, y, in[2], in[3], 0.5f, into_y);
+    EXPECT_EQ(o.value().storage() == y.value().storage(), into_y);
+    out.push_back(o.value().clone());
+    g.backward(o, random_tensor(o.shape(), 45));
+    for (const Var& v : in) grads.push_back(v.grad().clone());
+  }
+  ASSERT_EQ(out[0].numel(), out[1].numel());
+  EXPECT_EQ(std::memcmp(out[0].f32(), out[1].f32(), size_t(out[0].numel()) * 4), 0);
+  for (size_t k = 0; k < ref.size(); ++k)
+    EXPECT_EQ(std::memcmp(grads[k].f32(), grads[k + ref.size()].f32(), size_t(grads[k].numel()) * 4), 0) << "input " << k;
+}
+
 TEST(OpsGrad, Matmuls) {
   check_gradients("matmul_nt", {param({2, 3, 6}, 20), param({4, 6}, 21)},
                   [](Graph& g, const std::vector<Var>& in) { return matmul_nt(g, in[0], in[1]); });
   check_gradients("add_matmul_nt", {param({2, 3, 5}, 28), param({2, 3, 4}, 29), param({5, 4}, 30)},
                   [](Graph& g, const std::vector<Var>& in) { return add_matmul_nt(g, in[0], in[1], in[2], 0.7f); });
+  // Written into y's storage, as LoRA adds to a base product made for it.
+  check_gradients("add_matmul_nt_into_y", {param({2, 3, 6}, 31), param({5, 6}, 32), param({2, 3, 4}, 33), param({5, 4}, 34)},
+                  [](Graph& g, const std::vector<Var>& in) {
+                    return add_matmul_nt(g, matmul_nt(g, in[0], in[1]), in[2], in[3], 0.7f, /*write_into_y=*/true);
+                  });
   for (DType dt : {DType::F32, DType::BF16}) {
     auto w = std::make_shared<DenseWeight>(random_tensor({130, 9}, 22).to(dt), "w");
     check_gradients(std::string("linear_") + dtype_name(dt), {param({5, 9}, 23)},

@@ -474,7 +474,9 @@ TEST(TrainData, LengthRunsAreTheCheapestCut) {
     EXPECT_EQ(runs.front().begin, 0);
     EXPECT_EQ(runs.back().end, b.B);
     for (size_t i = 0; i < runs.size(); ++i) {
-      if (i > 0) EXPECT_EQ(runs[i].begin, runs[i - 1].end);
+      if (i > 0) {
+        EXPECT_EQ(runs[i].begin, runs[i - 1].end);
+      }
       int64_t longest = 0;
       for (int64_t r = runs[i].begin; r < runs[i].end; ++r) longest = std::max(longest, need[size_t(r)]);
       EXPECT_EQ(runs[i].T, longest);

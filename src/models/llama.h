@@ -26,6 +26,8 @@ class LinearAdapter {
   virtual Var adapt_input(Graph& g, const Var& x) { return x; }
   // False when adapt_input is the identity (the default).
   virtual bool adapts_input() const { return false; }
+  // y is the base layer's output, made for this call: an adapter may write its result into
+  // y's storage (nothing reads y's value afterwards).
   virtual Var adapt_output(Graph& g, const Var& x, const Var& y) = 0;
   // Trainable tensors, named relative to the layer ("lora_A.weight").
   virtual void visit_params(const std::function<void(const std::string& suffix, Var& param)>& fn) = 0;

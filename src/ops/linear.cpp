@@ -348,7 +348,7 @@ void matmul_nt_forward(const float* xp, const float* wp, float* yp, int64_t M, i
   }
   // Threads split rows of y (N is usually a small rank here).
   pool().parallel_for(M, [&](int64_t m0, int64_t m1) {
-    if (y_in) std::copy(y_in + m0 * N, y_in + m1 * N, yp + m0 * N);
+    if (y_in && y_in != yp) std::copy(y_in + m0 * N, y_in + m1 * N, yp + m0 * N);
     sgemm(false, true, m1 - m0, N, K, alpha, xp + m0 * K, K, wp, K, y_in ? 1.0f : 0.0f, yp + m0 * N, N);
   });
 }
@@ -410,7 +410,7 @@ Var matmul_nt(Graph& g, const Var& x, const Var& w) {
   return out;
 }
 
-Var add_matmul_nt(Graph& g, const Var& y, const Var& x, const Var& w, float alpha) {
+Var add_matmul_nt(Graph& g, const Var& y, const Var& x, const Var& w, float alpha, bool write_into_y) {
   const Tensor& xv = x.value();
   const Tensor& wv = w.value();
   QP_CHECK(wv.ndim() == 2 && xv.dim(-1) == wv.dim(1) && y.value().dim(-1) == wv.dim(0) &&
@@ -418,7 +418,7 @@ Var add_matmul_nt(Graph& g, const Var& y, const Var& x, const Var& w, float alph
            "[add_matmul_nt] y {}, x {} and weight '{}' {} do not fit", y.value().describe(), xv.describe(), w.name(),
            wv.describe());
   const int64_t N = wv.dim(0), K = wv.dim(1), M = xv.numel() / K;
-  Tensor out_t = Tensor::empty(y.value().shape());
+  Tensor out_t = write_into_y ? y.value() : Tensor::empty(y.value().shape());
   matmul_nt_forward(xv.f32(), wv.f32(), out_t.f32(), M, N, K, alpha, y.value().f32());
   bool rg = g.needs_grad({&y, &x, &w});
   Var out = g.make_output(out_t, rg);

@@ -102,7 +102,9 @@ Var linear(Graph& g, const Var& x, const std::shared_ptr<const FrozenWeight>& w)
 // y[..., out] = x[..., in] · wᵀ for a trainable f32 weight w [out, in]; dw = dyᵀ x, dx = dy w.
 Var matmul_nt(Graph& g, const Var& x, const Var& w);
 // out = y + alpha · x wᵀ in one output tensor (LoRA's up-projection added to the base output):
-// y [..., out], x [..., r], w [out, r].
-Var add_matmul_nt(Graph& g, const Var& y, const Var& x, const Var& w, float alpha);
+// y [..., out], x [..., r], w [out, r]. With write_into_y, out is written into y's storage, as
+// PyTorch's in-place add: for a y made for this call whose value nothing reads again (no
+// backward rule reads a product's output), so that no second [..., out] tensor is made.
+Var add_matmul_nt(Graph& g, const Var& y, const Var& x, const Var& w, float alpha, bool write_into_y = false);
 
 }  // namespace qpeft

@@ -52,7 +52,7 @@ LoraAdapter::LoraAdapter(const Linear& layer, int64_t rank, double s, double p)
 Var LoraAdapter::adapt_output(Graph& g, const Var& x, const Var& y) {
   // y + s · ((dropout(x) Aᵀ) Bᵀ)
   Var low = matmul_nt(g, qpeft::dropout(g, x, float(dropout)), A);
-  return add_matmul_nt(g, y, low, B, float(scaling));
+  return add_matmul_nt(g, y, low, B, float(scaling), /*write_into_y=*/true);
 }
 
 void LoraAdapter::visit_params(const std::function<void(const std::string&, Var&)>& fn) {

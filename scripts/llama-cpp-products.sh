@@ -4,7 +4,9 @@
 # test: it builds tests/reference/llama_cpp_products.cpp against build/'s libraries and
 # node-llama-cpp's prebuilt libllama/libggml, with llama.cpp's headers from the source bundle
 # node-llama-cpp ships (cloned once into build/llama-cpp-src).
-#   scripts/llama-cpp-products.sh MODEL.gguf [TOKENS]
+#   scripts/llama-cpp-products.sh MODEL.gguf [TOKENS] [CPU_VARIANT]
+# CPU_VARIANT: one of llama.cpp's CPU builds (haswell: AVX2, zen4: AVX-512, ...) instead of the
+# one this CPU loads; qpeft follows its lanes (QPEFT_LLAMA_CPP_LANES).
 # Needs a release build in build/ and tests/reference/node_modules (the README's test command
 # installs both).
 set -euo pipefail
@@ -17,7 +19,15 @@ bins=$(realpath "$bins")
 src=build/llama-cpp-src
 [ -d "$src/include" ] || git clone -q "$ref/node-llama-cpp/llama/gitRelease.bundle" "$src"
 g++ -O2 -std=c++20 -I"$src/include" -I"$src/ggml/include" -Isrc tests/reference/llama_cpp_products.cpp \
-  -o build/llama_cpp_products build/libqpeft_quant.a build/libqpeft_io.a build/libqpeft_ops.a build/libqpeft_core.a \
+  -o build/llama_cpp_products build/libqpeft_models.a build/libqpeft_text.a build/libqpeft_quant.a build/libqpeft_io.a build/libqpeft_ops.a build/libqpeft_core.a \
   "$bins"/libllama*.so "$bins"/libggml.*.so "$bins"/libggml-base.so -Wl,-rpath,"$bins" \
-  -lopenblas -ldnnl -lfmt -lgomp -lpthread
+  -lsentencepiece -lopenblas -ldnnl -lfmt -lgomp -lpthread
+if [ -n "${3:-}" ]; then
+  case "$3" in
+    haswell|alderlake) lanes=8 ;;
+    skylakex|cannonlake|cascadelake|cooperlake|icelake|sapphirerapids|zen4) lanes=16 ;;
+    *) echo "$3: qpeft follows llama.cpp's AVX2 (haswell, alderlake) and AVX-512 builds only" >&2; exit 2 ;;
+  esac
+  QPEFT_LLAMA_CPP_LANES=$lanes exec build/llama_cpp_products "$1" "$bins" "${2:-20}" "$3"
+fi
 exec build/llama_cpp_products "$1" "$bins" ${2:+"$2"}

@@ -91,13 +91,6 @@ struct Agreement {
   double outlier_tol = 1e-4;
 };
 
-// For comparisons where llama.cpp rounds activations to 8-bit codes: node-llama-cpp loads the
-// CPU build that fits the machine, and its orders of summation (attention, SwiGLU, its own f32
-// products of a LoRA) are those of that build. Where that build is an AVX2 one, every token was
-// within 1e-4 (largest 8e-6), and is required to be; its AVX-512 builds (zen4 on the project's
-// AVX-512 machines) sum in 16 lanes, and there a few tokens per 48 were seen beyond, after an
-// activation crossed a rounding boundary by an ulp (up to 0.0065; docs/gguf.md).
-Agreement with_8bit_activations() { return cpu_has_avx512() ? Agreement{1e-4, 12, 0.02} : Agreement{}; }
 
 class CliGguf : public ::testing::Test {
  protected:
@@ -109,6 +102,8 @@ class CliGguf : public ::testing::Test {
 
   // Exports `model_dir` (with `adapter` merged, or --lora-only) and checks llama.cpp against
   // qpeft's `model` on the probe sequences and a greedy continuation.
+  void expect_lora_on_quantized_base_agrees(const std::string& dir, const std::string& dtype, Agreement want);
+
   void expect_peer_agrees(const std::string& model_dir, const std::string& gguf, const std::string& lora_gguf,
                           LlamaModel& model, Agreement want = {}) {
     const auto seqs = probe_sequences(model_dir, model.config().vocab_size);
@@ -124,6 +119,7 @@ class CliGguf : public ::testing::Test {
         const double d = std::fabs(ours[t] - peer.logprobs[s][t]);
         worst = std::max(worst, d);
         beyond += d > want.tol;
+        if (d > want.tol) std::printf("  seq %zu token %zu: %.3g\n", s, t, d);
         ++tokens;
       }
     }
@@ -300,11 +296,11 @@ TEST_F(CliGguf, GgufFileEvaluatesAsTheOriginalDirectory) {
 }
 
 // qpeft on the same quantized weights (read back from the file), rounding the activations to
-// 8-bit blocks as llama.cpp's quantized products do (eval's and generate's default). Given the
-// same input, the q8_0 and q4_0 products are llama.cpp's bit for bit and RMSNorm is too, but the
-// attention output and SwiGLU differ from llama.cpp's by ulps; now and then that moves an
-// activation across a rounding boundary, one whole 8-bit code, and the tokens after it differ
-// by up to ~0.01 (docs/gguf.md).
+// 8-bit blocks as llama.cpp's quantized products do (eval's and generate's default). The q8_0
+// and q4_0 products, RMSNorm, and (in llama.cpp's order, ops/llama_cpp_order.h) RoPE, attention
+// and SwiGLU are llama.cpp's bit for bit, against its AVX2 and its AVX-512 builds; an ulp off
+// anywhere before a quantized product would now and then move an activation across a rounding
+// boundary, one whole 8-bit code, and the tokens after it by up to ~0.01 (docs/gguf.md).
 TEST_F(CliGguf, QuantizedExportsAgreeWithLlamaCpp) {
   const std::string dir = std::string(QPEFT_TEST_DATA) + "/../../models/austen-tiny";
   for (const char* dtype : {"q4_k_m", "q8_0", "q4_0"}) {
@@ -314,10 +310,8 @@ TEST_F(CliGguf, QuantizedExportsAgreeWithLlamaCpp) {
     ASSERT_EQ(r.status, 0) << r.output;
     auto model = load_model(gguf);
     GgmlActivationsScope q8(GgmlActivations::Q8);
-    // Of 48 tokens against an AVX-512 build: q4_k_m none beyond 1e-4 (3.4e-6), q4_0 none
-    // (1.7e-8), q8_0 4 (within 0.0053); against an AVX2 build none of any: q4_k_m 1.4e-6,
-    // q8_0 1.6e-8, q4_0 1.7e-8.
-    expect_peer_agrees(dir, gguf, "", *model, std::string(dtype) == "q4_k_m" ? Agreement{} : with_8bit_activations());
+    // Seen against an AVX-512 build: q4_k_m 2.9e-6, q8_0 1.6e-8, q4_0 1.7e-8 at most.
+    expect_peer_agrees(dir, gguf, "", *model);
   }
 }
 
@@ -344,34 +338,48 @@ TEST_F(CliGguf, EvalRoundsActivationsAsLlamaCppUnlessToldF32) {
   EXPECT_NE(bad.output.find("--ggml-activations: q4 not in {q8,f32}"), std::string::npos) << bad.output;
 }
 
-TEST_F(CliGguf, LoraTrainedOnAQ4KMBaseRunsInLlamaCpp) {
-  const std::string dir = std::string(QPEFT_TEST_DATA) + "/../../models/austen-tiny";
-  const std::string base = *tmp_ / "base.q4_k_m.gguf";
-  ASSERT_EQ(run_cli("export --model " + dir + " --dtype q4_k_m --out " + base).status, 0);
+// Trains a LoRA on `dir` exported as `dtype`, exports it --lora-only and checks llama.cpp's
+// output with it against qpeft's on the same quantized base.
+void CliGguf::expect_lora_on_quantized_base_agrees(const std::string& dir, const std::string& dtype, Agreement want) {
+  const std::string base = *tmp_ / ("base." + dtype + ".gguf");
+  ASSERT_EQ(run_cli("export --model " + dir + " --dtype " + dtype + " --out " + base).status, 0);
   std::string data;
   for (int i = 0; i < 8; ++i) data += "{\"text\": \"It is a truth universally acknowledged, that a single man.\"}\n";
   write_file(*tmp_ / "data.jsonl", data);
-  RunResult tr = run_cli("train --model " + base + " --data " + (*tmp_ / "data.jsonl") + " --out " + (*tmp_ / "lora") +
+  const std::string lora = *tmp_ / ("lora." + dtype), metrics = *tmp_ / ("m." + dtype + ".jsonl");
+  RunResult tr = run_cli("train --model " + base + " --data " + (*tmp_ / "data.jsonl") + " --out " + lora +
                          " --rank 4 --alpha 8 --targets all-linear --steps 10 --batch 2 --seq-len 32 --lr 2e-2 --metrics " +
-                         (*tmp_ / "m.jsonl"));
+                         metrics);
   ASSERT_EQ(tr.status, 0) << tr.output;
   std::vector<double> losses;
-  std::istringstream in(read_file(*tmp_ / "m.jsonl"));
+  std::istringstream in(read_file(metrics));
   for (std::string line; std::getline(in, line);) losses.push_back(json::parse(line)["loss"].get<double>());
   ASSERT_EQ(losses.size(), 10u);
   EXPECT_LT(losses.back(), losses.front() - 0.5);
   // The adapter records the GGUF file it was trained on.
-  EXPECT_NE(read_file(*tmp_ / "lora/adapter_config.json").find(base), std::string::npos);
-  RunResult ex = run_cli("export --model " + base + " --adapter " + (*tmp_ / "lora") + " --lora-only --out " +
-                         (*tmp_ / "lora.gguf"));
+  EXPECT_NE(read_file(lora + "/adapter_config.json").find(base), std::string::npos);
+  const std::string lora_gguf = lora + ".gguf";
+  RunResult ex = run_cli("export --model " + base + " --adapter " + lora + " --lora-only --out " + lora_gguf);
   ASSERT_EQ(ex.status, 0) << ex.output;
   std::string note;
-  auto model = load_model_with_adapter(base, *tmp_ / "lora", "none", &note);
+  auto model = load_model_with_adapter(base, lora, "none", &note);
   GgmlActivationsScope q8(GgmlActivations::Q8);  // as for the quantized exports
-  // llama.cpp adds the adapter through f32 products of its own order, ulps from qpeft's: against
-  // an AVX-512 build 6 of 48 tokens were seen beyond 1e-4 (within 0.0065), at 8-bit rounding
-  // flips as above; against an AVX2 build none (2e-6).
-  expect_peer_agrees(dir, base, *tmp_ / "lora.gguf", *model, with_8bit_activations());
+  expect_peer_agrees(dir, base, lora_gguf, *model, want);
+}
+
+// On a q8_0 base every product is llama.cpp's to the bit and the adapter's f32 products take
+// its order (ops/llama_cpp_order.h): every token agrees.
+TEST_F(CliGguf, LoraTrainedOnAQ8_0BaseAgreesWithLlamaCpp) {
+  expect_lora_on_quantized_base_agrees(std::string(QPEFT_TEST_DATA) + "/../../models/austen-tiny", "q8_0", {});
+}
+
+// On a q4_k_m base llama.cpp's Q4_K products over several rows (its repacked 8x8 tiles) and its
+// Q6_K products sum in another float order than qpeft's; through 8-bit rounding of the next
+// product's input that now and then moves a token by up to ~0.01 (6 of 48 seen on an AVX-512
+// build, none on an AVX2 build).
+TEST_F(CliGguf, LoraTrainedOnAQ4KMBaseRunsInLlamaCpp) {
+  expect_lora_on_quantized_base_agrees(std::string(QPEFT_TEST_DATA) + "/../../models/austen-tiny", "q4_k_m",
+                                       {1e-4, 12, 0.02});
 }
 
 TEST_F(CliGguf, ABrokenGgufIsAOneLineError) {

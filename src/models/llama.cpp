@@ -3,18 +3,29 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "models/gguf_model.h"
 #include "models/kv_cache.h"
 #include "ops/attention.h"
 #include "ops/elementwise.h"
 #include "ops/embedding.h"
+#include "ops/llama_cpp_order.h"
 #include "ops/norm.h"
+#include "quant/ggml_weight.h"
 
 namespace qpeft {
+
+int llama_cpp_order_lanes(const Graph& g, const FrozenWeight& weight) {
+  if (g.grad_enabled() || ggml_activations() != GgmlActivations::Q8) return 0;
+  return dynamic_cast<const GgmlWeight*>(&weight) ? llama_cpp_lanes() : 0;
+}
 
 Var Linear::forward(Graph& g, const Var& x) const {
   QP_CHECK(weight, "[{}] weight not loaded", name);
   Var xin = adapter ? adapter->adapt_input(g, x) : x;
   Var y = trainable.defined() ? matmul_nt(g, xin, trainable) : linear(g, xin, weight);
+  if (const int lanes = adapter ? llama_cpp_order_lanes(g, *weight) : 0)
+    if (std::optional<Var> out = adapter->adapt_output_llama_cpp(g, xin, y, lanes))
+      return bias.defined() ? add_bias(g, *out, bias) : *out;
   if (bias.defined()) y = add_bias(g, y, bias);
   return adapter ? adapter->adapt_output(g, xin, y) : y;
 }
@@ -133,7 +144,17 @@ Var LlamaModel::block(Graph& g, const DecoderLayer& L, const Var& x, int64_t B, 
   const int64_t D = cfg_.head_dim;
   const bool ragged = cache && cache->ragged();
   const int64_t pos = cache && !ragged ? cache->length() : 0;
+  // Where the layer's products are llama.cpp's own, its attention, RoPE and SwiGLU take
+  // llama.cpp's float order too, so that the activations rounded to 8 bits are llama.cpp's.
+  const int lanes = L.q_proj.weight ? llama_cpp_order_lanes(g, *L.q_proj.weight) : 0;
+  const bool llama_cpp_rope = lanes && rope_llama_cpp_supports(cfg_.rope);
   auto rope = rope_table((cache ? cache->max_length() : 0) + T);
+  auto rotate = [&](const Var& t, int64_t p) {
+    return llama_cpp_rope ? rope_llama_cpp(g, t, cfg_.rope, p) : qpeft::rope(g, t, rope, p);
+  };
+  auto attend = [&](const Var& q, const Var& k, const Var& v) {
+    return lanes ? causal_attention_llama_cpp(g, q, k, v, lanes, gguf_permutes_qk(cfg_)) : causal_attention(g, q, k, v);
+  };
   // x: [B, T, hidden]
   Var h = rms_norm(g, x, L.input_norm, eps);
   Var q = reshape(g, L.q_proj.forward(g, h), {B, T, cfg_.num_heads, D});
@@ -147,17 +168,17 @@ Var LlamaModel::block(Graph& g, const DecoderLayer& L, const Var& x, int64_t B, 
     const int64_t per_row = T * cfg_.num_heads * D;
     for (int64_t b = 0; b < B; ++b) {
       const int64_t p = cache->length(b);
-      Var qb = qpeft::rope(g, Var(q.value().rows(b, b + 1)), rope, p);
-      Var kb = qpeft::rope(g, Var(k.value().rows(b, b + 1)), rope, p);
+      Var qb = rotate(Var(q.value().rows(b, b + 1)), p);
+      Var kb = rotate(Var(k.value().rows(b, b + 1)), p);
       Tensor k_all, v_all;  // [1, p + T, Hkv, D]
       cache->append_row(layer, b, kb.value(), v.value().rows(b, b + 1), &k_all, &v_all);
-      Var ab = causal_attention(g, qb, Var(k_all), Var(v_all));
+      Var ab = attend(qb, Var(k_all), Var(v_all));
       std::memcpy(out.f32() + b * per_row, ab.value().f32(), size_t(per_row) * 4);
     }
     a = Var(out);
   } else {
-    q = qpeft::rope(g, q, rope, pos);
-    k = qpeft::rope(g, k, rope, pos);
+    q = rotate(q, pos);
+    k = rotate(k, pos);
     if (cache) {
       // k, v: [B, pos + T, Hkv, D]; query t sees keys 0 .. pos + t.
       Tensor k_all, v_all;
@@ -165,11 +186,12 @@ Var LlamaModel::block(Graph& g, const DecoderLayer& L, const Var& x, int64_t B, 
       k = Var(k_all);
       v = Var(v_all);
     }
-    a = reshape(g, causal_attention(g, q, k, v), {B, T, cfg_.num_heads * D});
+    a = reshape(g, attend(q, k, v), {B, T, cfg_.num_heads * D});
   }
   Var x1 = add(g, x, L.o_proj.forward(g, a));
   Var h2 = rms_norm(g, x1, L.post_attention_norm, eps);
-  Var m = silu_mul(g, L.gate_proj.forward(g, h2), L.up_proj.forward(g, h2));
+  Var gate = L.gate_proj.forward(g, h2), up = L.up_proj.forward(g, h2);
+  Var m = lanes ? silu_mul_llama_cpp(g, gate, up, lanes) : silu_mul(g, gate, up);
   return add(g, x1, L.down_proj.forward(g, m));
 }
 

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -29,6 +30,12 @@ class LinearAdapter {
   // y is the base layer's output, made for this call: an adapter may write its result into
   // y's storage (nothing reads y's value afterwards).
   virtual Var adapt_output(Graph& g, const Var& x, const Var& y) = 0;
+  // adapt_output in llama.cpp's float order (ops/llama_cpp_order.h), for a layer whose product
+  // is llama.cpp's own (llama_cpp_order_lanes); llama.cpp adds the bias after the adapter.
+  // Nothing (the default) where the method has no llama.cpp form: adapt_output then applies.
+  virtual std::optional<Var> adapt_output_llama_cpp(Graph& g, const Var& x, const Var& y, int lanes) {
+    return std::nullopt;
+  }
   // Trainable tensors, named relative to the layer ("lora_A.weight").
   virtual void visit_params(const std::function<void(const std::string& suffix, Var& param)>& fn) = 0;
   // Merge: folds the adapter into the layer's own weight (f32 [out, in]) and bias (f32 [out]),
@@ -57,6 +64,11 @@ struct Linear {
 
   Var forward(Graph& g, const Var& x) const;
 };
+
+// The lanes of llama.cpp's float order (ops/llama_cpp_order.h) for an inference product with
+// `weight` where that product is llama.cpp's own (a GgmlWeight under GgmlActivations::Q8), so
+// that what surrounds it follows llama.cpp too; 0 otherwise.
+int llama_cpp_order_lanes(const Graph& g, const FrozenWeight& weight);
 
 struct DecoderLayer {
   Var input_norm, post_attention_norm;  // f32 [hidden]

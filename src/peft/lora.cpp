@@ -7,6 +7,7 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "ops/elementwise.h"
+#include "ops/llama_cpp_order.h"
 
 namespace qpeft {
 
@@ -53,6 +54,10 @@ Var LoraAdapter::adapt_output(Graph& g, const Var& x, const Var& y) {
   // y + s · ((dropout(x) Aᵀ) Bᵀ)
   Var low = matmul_nt(g, qpeft::dropout(g, x, float(dropout)), A);
   return add_matmul_nt(g, y, low, B, float(scaling), /*write_into_y=*/true);
+}
+
+std::optional<Var> LoraAdapter::adapt_output_llama_cpp(Graph& g, const Var& x, const Var& y, int lanes) {
+  return add_lora_llama_cpp(g, y, x, A, B, float(scaling), lanes);  // no dropout in inference
 }
 
 void LoraAdapter::visit_params(const std::function<void(const std::string&, Var&)>& fn) {

@@ -52,6 +52,7 @@ class LoraAdapter final : public LinearAdapter {
  public:
   LoraAdapter(const Linear& layer, int64_t r, double scaling, double dropout);
   Var adapt_output(Graph& g, const Var& x, const Var& y) override;
+  std::optional<Var> adapt_output_llama_cpp(Graph& g, const Var& x, const Var& y, int lanes) override;
   void visit_params(const std::function<void(const std::string&, Var&)>& fn) override;
   // W += s · B A
   void merge_into(Tensor& weight) const override;

@@ -15,7 +15,9 @@ const llama = await getLlama({ gpu: false, logLevel: "error" });
 const model = await llama.loadModel({ modelPath: opt.model });
 const lora = opt.lora ? { adapters: [{ filePath: opt.lora, scale: 1 }] } : undefined;
 // f32 KV cache and no flash attention: llama.cpp's CPU flash attention rounds K and V to f16.
-const context = await model.createContext({ contextSize: 512, batchSize: 512, threads: 1, flashAttention: false,
+// A fresh context for every sequence: llama.cpp sums attention over its cache cells in cell
+// order, so where a sequence lands among the cells earlier ones left changes its last bits.
+const newContext = () => model.createContext({ contextSize: 512, batchSize: 512, threads: 1, flashAttention: false,
   experimentalKvCacheKeyType: "F32", experimentalKvCacheValueType: "F32", lora });
 
 function logSoftmax(logits, id) {
@@ -37,14 +39,16 @@ async function logitsOf(seq, tokens) {
 }
 const out = { logprobs: [], greedy: [], tokens: (input.tokenize ?? []).map((t) => Array.from(model.tokenize(t, false))) };
 for (const ids of input.sequences ?? []) {
+  const context = await newContext();
   const seq = context.getSequence();
   const all = await logitsOf(seq, ids);
   const lps = [];
   for (let t = 0; t + 1 < ids.length; ++t) lps.push(logSoftmax(all[t], ids[t + 1]));
   out.logprobs.push(lps);
-  seq.dispose();
+  await context.dispose();
 }
 if (input.generate) {
+  const context = await newContext();
   const seq = context.getSequence();
   let logits = (await logitsOf(seq, input.generate.prompt)).at(-1);
   for (let k = 0; k < input.generate.tokens; ++k) {
@@ -53,7 +57,7 @@ if (input.generate) {
     out.greedy.push(best);
     logits = (await logitsOf(seq, [best]))[0];
   }
+  await context.dispose();
 }
 fs.writeFileSync(opt.output, JSON.stringify(out));
-await context.dispose();
 await model.dispose();

@@ -2,8 +2,13 @@
 // same inputs: llama.cpp (node-llama-cpp's prebuilt libllama/libggml, loaded as it loads them:
 // weights repacked where its CPU backend repacks) hands each product's input and output to its
 // evaluation callback; qpeft multiplies that input by the file's own bytes of the weight in its
-// llama.cpp-compatible 8-bit mode and counts the elements that differ.
-//   llama_cpp_products MODEL.gguf LIBDIR [TOKENS]   (scripts/llama-cpp-products.sh builds and runs it)
+// llama.cpp-compatible 8-bit mode and counts the elements that differ. Then the whole forward
+// pass: qpeft's logits of every token (its llama.cpp order, ops/llama_cpp_order.h) against
+// llama.cpp's, bit for bit.
+//   llama_cpp_products MODEL.gguf LIBDIR [TOKENS] [CPU_VARIANT]
+// CPU_VARIANT (haswell, zen4, ...) loads that one of llama.cpp's CPU builds instead of the best
+// for this CPU; qpeft then follows its lanes (QPEFT_LLAMA_CPP_LANES, set by the script).
+// scripts/llama-cpp-products.sh builds and runs it.
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -15,6 +20,10 @@
 #include "ggml.h"
 #include "io/gguf.h"
 #include "llama.h"
+#include "models/checkpoint.h"
+#include "models/kv_cache.h"
+#include "ops/linear.h"
+#include "ops/llama_cpp_order.h"
 #include "quant/ggml_weight.h"
 
 namespace {
@@ -63,7 +72,10 @@ int main(int argc, char** argv) {
   g_file = qpeft::GgufFile::open(argv[1]);
   llama_log_set([](ggml_log_level, const char*, void*) {}, nullptr);
   llama_backend_init();
-  ggml_backend_load_all_from_path(argv[2]);
+  if (argc > 4)
+    ggml_backend_load((std::string(argv[2]) + "/libggml-cpu-" + argv[4] + ".so").c_str());
+  else
+    ggml_backend_load_all_from_path(argv[2]);
   llama_model* model = llama_model_load_from_file(argv[1], llama_model_default_params());
   if (!model) return 1;
   llama_context_params cp = llama_context_default_params();
@@ -76,8 +88,51 @@ int main(int argc, char** argv) {
   const int32_t vocab = llama_vocab_n_tokens(llama_model_get_vocab(model));
   std::vector<llama_token> tokens;
   for (int i = 0; i < n_tokens; ++i) tokens.push_back(llama_token((i * 977 + 5) % (vocab - 3) + 3));
-  if (llama_decode(ctx, llama_batch_get_one(tokens.data(), int32_t(tokens.size()))) != 0) return 1;
+  llama_batch batch = llama_batch_init(n_tokens, 0, 1);
+  for (int t = 0; t < n_tokens; ++t) {
+    batch.token[t] = tokens[t];
+    batch.pos[t] = t;
+    batch.n_seq_id[t] = 1;
+    batch.seq_id[t][0] = 0;
+    batch.logits[t] = 1;  // every row through the last layer and the head, as an evaluation
+  }
+  batch.n_tokens = n_tokens;
+  if (llama_decode(ctx, batch) != 0) return 1;
   std::printf("%d of %d quantized products differ somewhere\n", g_differing, g_products);
+  const auto ours_model = qpeft::load_model(argv[1]);
+  const qpeft::Tensor ours = ours_model->logits(std::vector<int32_t>(tokens.begin(), tokens.end()), 1, n_tokens);
+  const int64_t n_vocab = ours_model->config().vocab_size;
+  int rows_differing = 0;
+  for (int t = 0; t < n_tokens; ++t) {
+    const float* theirs = llama_get_logits_ith(ctx, t);
+    rows_differing += std::memcmp(ours.f32() + t * n_vocab, theirs, size_t(n_vocab) * sizeof(float)) != 0;
+  }
+  std::printf("logits: %d of %d tokens differ from llama.cpp's somewhere (qpeft following %d-lane llama.cpp)\n",
+              rows_differing, n_tokens, qpeft::llama_cpp_lanes());
+  // Then one token at a time after that prompt, as generation runs (llama.cpp's one-row
+  // products take other paths than its batches).
+  const int steps = 8;
+  qpeft::KVCache cache(ours_model->config(), 1, n_tokens + steps);
+  {
+    qpeft::Graph g(false);
+    ours_model->hidden_states(g, std::vector<int32_t>(tokens.begin(), tokens.end()), 1, n_tokens, &cache);
+  }
+  int steps_differing = 0;
+  for (int k = 0; k < steps; ++k) {
+    llama_token next = llama_token((k * 331 + 11) % (vocab - 3) + 3);
+    llama_batch one = llama_batch_init(1, 0, 1);
+    one.token[0] = next, one.pos[0] = n_tokens + k, one.n_seq_id[0] = 1, one.seq_id[0][0] = 0, one.logits[0] = 1;
+    one.n_tokens = 1;
+    if (llama_decode(ctx, one) != 0) return 1;
+    qpeft::Graph g(false);
+    const qpeft::Var h = ours_model->hidden_states(g, {int32_t(next)}, 1, 1, &cache);
+    std::vector<float> row(static_cast<size_t>(n_vocab));
+    qpeft::linear_forward(h.value().f32(), 1, *ours_model->lm_head(), row.data());
+    steps_differing += std::memcmp(row.data(), llama_get_logits_ith(ctx, 0), row.size() * sizeof(float)) != 0;
+    llama_batch_free(one);
+  }
+  std::printf("decoding: %d of %d one-token steps differ from llama.cpp's logits somewhere\n", steps_differing, steps);
+  llama_batch_free(batch);
   llama_free(ctx);
   llama_model_free(model);
   return 0;

@@ -358,14 +358,16 @@ void matmul_nt_backward(const Var& x, const Var& w, const float* dy, int64_t M, 
                       2.0 * double(M) * double(N) * double(K) * (int(x.requires_grad()) + int(w.requires_grad())));
   const VecKernels* vk = thin_kernels(N, K);
   if (x.requires_grad()) {
-    // dx[M, K] += alpha · dy[M, N] w[N, K]; threads split the rows.
-    float* dx = x.grad_buffer();
+    // dx[M, K] (+)= alpha · dy[M, N] w[N, K]; threads split the rows. Written where x has no
+    // gradient yet (LoRA's down-projection is the first of a layer input's users backward).
+    bool accumulate = false;
+    float* dx = x.grad_for_update(&accumulate);
     const float* wp = w.value().f32();
     pool().parallel_for(M, [&](int64_t m0, int64_t m1) {
       if (vk) {
-        vk->small_gemm(dy + m0 * N, N, m1 - m0, N, wp, K, K, alpha, dx + m0 * K, dx + m0 * K, K);
+        vk->small_gemm(dy + m0 * N, N, m1 - m0, N, wp, K, K, alpha, accumulate ? dx + m0 * K : nullptr, dx + m0 * K, K);
       } else {
-        sgemm(false, false, m1 - m0, K, N, alpha, dy + m0 * N, N, wp, K, 1.0f, dx + m0 * K, K);
+        sgemm(false, false, m1 - m0, K, N, alpha, dy + m0 * N, N, wp, K, accumulate ? 1.0f : 0.0f, dx + m0 * K, K);
       }
     });
   }

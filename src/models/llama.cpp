@@ -148,9 +148,9 @@ Var LlamaModel::block(Graph& g, const DecoderLayer& L, const Var& x, int64_t B, 
   // llama.cpp's float order too, so that the activations rounded to 8 bits are llama.cpp's.
   const int lanes = L.q_proj.weight ? llama_cpp_order_lanes(g, *L.q_proj.weight) : 0;
   const bool llama_cpp_rope = lanes && rope_llama_cpp_supports(cfg_.rope);
-  auto rope = rope_table((cache ? cache->max_length() : 0) + T);
   auto rotate = [&](const Var& t, int64_t p) {
-    return llama_cpp_rope ? rope_llama_cpp(g, t, cfg_.rope, p) : qpeft::rope(g, t, rope, p);
+    return llama_cpp_rope ? rope_llama_cpp(g, t, cfg_.rope, p)
+                          : qpeft::rope(g, t, rope_table((cache ? cache->max_length() : 0) + T), p);
   };
   auto attend = [&](const Var& q, const Var& k, const Var& v) {
     return lanes ? causal_attention_llama_cpp(g, q, k, v, lanes, gguf_permutes_qk(cfg_)) : causal_attention(g, q, k, v);

@@ -35,35 +35,38 @@ float hadd8(__m256 v) {
   return _mm_cvtss_f32(_mm_hadd_ps(h, h));
 }
 
+// ggml_v_expf's steps both forms share: x = n·ln2 + b (z holds n in its low mantissa bits),
+// and the polynomial's terms of degree 2 and up, before the last fused multiply-add.
+struct ExpSteps {
+  float z, n, b, u, inner;
+  explicit ExpSteps(float x) {
+    const float r = 0x1.8p23f;
+    z = std::fma(x, 0x1.715476p+0f, r);
+    n = z - r;
+    b = std::fma(-n, 0x1.7f7d1cp-20f, std::fma(-n, 0x1.62e4p-1f, x));
+    u = b * b;
+    inner = std::fma(std::fma(0x1.0e4020p-7f, b, 0x1.573e2ep-5f), u, std::fma(0x1.555e66p-3f, b, 0x1.fffdb6p-2f));
+  }
+};
+
 // ggml_v_expf, AVX-512 form: the polynomial's last term fused with 1, then scalef by n.
 float expf16(float x) {
-  const float r = 0x1.8p23f;
-  const float z = std::fma(x, 0x1.715476p+0f, r);
-  const float n = z - r;
-  const float b = std::fma(-n, 0x1.7f7d1cp-20f, std::fma(-n, 0x1.62e4p-1f, x));
-  if (std::fabs(n) > 192) return n <= 0 ? 0.0f : INFINITY;
-  const float u = b * b;
-  const float j = std::fma(std::fma(std::fma(0x1.0e4020p-7f, b, 0x1.573e2ep-5f), u, std::fma(0x1.555e66p-3f, b, 0x1.fffdb6p-2f)),
-                           u, std::fma(0x1.ffffecp-1f, b, 1.0f));
-  return std::ldexp(j, int(n));
+  const ExpSteps e(x);
+  if (std::fabs(e.n) > 192) return e.n <= 0 ? 0.0f : INFINITY;
+  return std::ldexp(std::fma(e.inner, e.u, std::fma(0x1.ffffecp-1f, e.b, 1.0f)), int(e.n));
 }
 
 // ggml_v_expf, AVX2 form: 2^n built in the exponent bits, the result k + j·k.
 float expf8(float x) {
-  const float r = 0x1.8p23f;
-  const float z = std::fma(x, 0x1.715476p+0f, r);
-  const float n = z - r;
-  const float b = std::fma(-n, 0x1.7f7d1cp-20f, std::fma(-n, 0x1.62e4p-1f, x));
-  const uint32_t e = std::bit_cast<uint32_t>(z) << 23;
+  const ExpSteps s(x);
+  const uint32_t e = std::bit_cast<uint32_t>(s.z) << 23;
   const float k = std::bit_cast<float>(e + std::bit_cast<uint32_t>(1.0f));
-  const float u = b * b;
-  const float j = std::fma(std::fma(std::fma(0x1.0e4020p-7f, b, 0x1.573e2ep-5f), u, std::fma(0x1.555e66p-3f, b, 0x1.fffdb6p-2f)),
-                           u, 0x1.ffffecp-1f * b);
-  if (!(std::fabs(n) > 126)) return std::fma(j, k, k);
-  const uint32_t g = n <= 0 ? 0x82000000u : 0u;
+  const float j = std::fma(s.inner, s.u, 0x1.ffffecp-1f * s.b);
+  if (!(std::fabs(s.n) > 126)) return std::fma(j, k, k);
+  const uint32_t g = s.n <= 0 ? 0x82000000u : 0u;
   const float s1 = std::bit_cast<float>(g + 0x7f000000u);
   const float s2 = std::bit_cast<float>(e - g);
-  if (std::fabs(n) > 192) return s1 * s1;
+  if (std::fabs(s.n) > 192) return s1 * s1;
   return std::fma(s2, j, s2) * s1;
 }
 
@@ -190,13 +193,9 @@ void swiglu_row(const float* gate, const float* up, float* y, int64_t n) {
   for (; i < n; ++i) y[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];  // ggml_silu_f32: libm's expf
 }
 
-// One row of a head in llama.cpp's element order: with `interleaved`, element 2i is dimension
-// i and 2i + 1 is i + D/2 (the q/k rows of llama-architecture GGUFs, permuted for ggml's RoPE).
-void to_llama_cpp_order(const float* x, int64_t D, bool interleaved, float* out) {
-  if (!interleaved) {
-    std::memcpy(out, x, size_t(D) * sizeof(float));
-    return;
-  }
+// One head row in llama.cpp's element order: element 2i is dimension i and 2i + 1 is i + D/2
+// (the q/k rows of llama-architecture GGUFs, permuted for ggml's RoPE).
+void to_llama_cpp_order(const float* x, int64_t D, float* out) {
   const int64_t half = D / 2;
   int64_t i = 0;
   for (; i + 4 <= half; i += 4) {
@@ -235,17 +234,15 @@ void weighted_values(const float* p, int64_t n, const float* v, int64_t v_stride
   };
   if (!sgemm)
     for (int l = 0; l < L; ++l) add_into(l, 2 * L + l), add_into(L + l, 3 * L + l), add_into(l, L + l);
-  if (L == 16) {  // reduce16: i + 8, i + 4, then (0 + 2) + (1 + 3)
+  // As reduce16 / hsum8 / hadd8: lanes i + 8 (16 lanes), i + 4, then (0 + 2) + (1 + 3), or
+  // (0 + 1) + (2 + 3) for vec_dot's 8-lane end.
+  if (L == 16)
     for (int i = 0; i < 8; ++i) add_into(i, i + 8);
-    for (int i = 0; i < 4; ++i) add_into(i, i + 4);
-    add_into(0, 2), add_into(1, 3), add_into(0, 1);
-  } else if (sgemm) {  // hsum8: i + 4, then (0 + 2) + (1 + 3)
-    for (int i = 0; i < 4; ++i) add_into(i, i + 4);
-    add_into(0, 2), add_into(1, 3), add_into(0, 1);
-  } else {  // hadd8: i + 4, then (0 + 1) + (2 + 3)
-    for (int i = 0; i < 4; ++i) add_into(i, i + 4);
+  for (int i = 0; i < 4; ++i) add_into(i, i + 4);
+  if (L == 8 && !sgemm)
     add_into(0, 1), add_into(2, 3), add_into(0, 2);
-  }
+  else
+    add_into(0, 2), add_into(1, 3), add_into(0, 1);
   std::memcpy(out, acc, size_t(D) * sizeof(float));
 }
 
@@ -269,11 +266,15 @@ void attention_tasks(const LlamaCppAttnShape& s, const float* q, const float* k,
     const float* kb = k + b * s.Tk * kv_stride + hk * s.D;
     const float* vb = v + b * s.Tk * kv_stride + hk * s.D;
     for (int64_t t = 0; t < s.Tq; ++t) {
-      to_llama_cpp_order(q + (b * s.Tq + t) * q_stride + h * s.D, s.D, s.interleaved, ql.data());
+      const float* q_row = q + (b * s.Tq + t) * q_stride + h * s.D;
+      if (s.interleaved) {
+        to_llama_cpp_order(q_row, s.D, ql.data());
+        q_row = ql.data();
+      }
       const int64_t n = t + offset + 1;  // visible keys
       float mx = -INFINITY;
       for (int64_t j = 0; j < n; ++j) {
-        w[size_t(j)] = score(kb + j * kv_stride, ql.data()) * scale;
+        w[size_t(j)] = score(kb + j * kv_stride, q_row) * scale;
         mx = std::max(mx, w[size_t(j)]);
       }
       // soft_max_ext: exp by groups of L from key 0, each group's float sum added in double.
@@ -310,13 +311,10 @@ float llama_cpp_sgemm_dot(const float* x, const float* y, int64_t n, int lanes) 
 
 void llama_cpp_matmul_nt(const float* x, int64_t M, const float* w, int64_t N, int64_t K, float* y, int64_t m0,
                          int64_t m1, int lanes) {
-  const bool sgemm = takes_sgemm(M, N, K, lanes);
+  float (*dot)(const float*, const float*, int64_t) =
+      takes_sgemm(M, N, K, lanes) ? (lanes == 16 ? sgemm_dot<16> : sgemm_dot<8>) : (lanes == 16 ? vec_dot<16> : vec_dot<8>);
   for (int64_t m = m0; m < m1; ++m)
-    for (int64_t n = 0; n < N; ++n) {
-      const float *xm = x + m * K, *wn = w + n * K;
-      y[m * N + n] = lanes == 16 ? (sgemm ? sgemm_dot<16>(wn, xm, K) : vec_dot<16>(wn, xm, K))
-                                 : (sgemm ? sgemm_dot<8>(wn, xm, K) : vec_dot<8>(wn, xm, K));
-    }
+    for (int64_t n = 0; n < N; ++n) y[m * N + n] = dot(w + n * K, x + m * K, K);
 }
 
 void llama_cpp_swiglu_row(const float* gate, const float* up, float* y, int64_t n, int lanes) {

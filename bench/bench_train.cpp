@@ -7,6 +7,8 @@
 //   build/bench/bench_train [--preset small] [--threads 2] [--steps 5] [--batch 4] [--seq 256] [--rank 16] [--qlora] [--ia3]
 //                           [--profile]   (per-op table of the LoRA steps)
 //                           [--bf16]      (also LoRA, and QLoRA with --qlora, with --compute-dtype bf16)
+//                           [--mmap]      (weights viewed in the file's mapping, as `train --mmap`; by
+//                                          default copied into memory, as `train` does)
 // FLOPs counted: forward + input-gradient of the model (2 · 2 · linear params incl. the head
 // per token, plus causal attention's QKᵀ and PV), LoRA's own FLOPs excluded.
 #include <sys/resource.h>
@@ -117,13 +119,14 @@ int main(int argc, char** argv) {
   std::string preset = "small";
   int threads = 2, steps = 5;
   int64_t batch = 4, seq = 256, rank = 16;
-  bool qlora = false, ia3 = false, prof = false, bf16 = false;
+  bool qlora = false, ia3 = false, prof = false, bf16 = false, mmap = false;
   for (int i = 1; i < argc; ++i) {
     std::string k = argv[i], v = i + 1 < argc ? argv[i + 1] : "";
     if (k == "--qlora") { qlora = true; continue; }
     if (k == "--ia3") { ia3 = true; continue; }
     if (k == "--profile") { prof = true; continue; }
     if (k == "--bf16") { bf16 = true; continue; }
+    if (k == "--mmap") { mmap = true; continue; }
     ++i;
     if (k == "--preset") preset = v;
     else if (k == "--threads") threads = std::stoi(v);
@@ -141,21 +144,23 @@ int main(int argc, char** argv) {
 
   const double peak_before = gemm_peak_gflops(1536, 5);
   const std::vector<int32_t> ids = bench::random_ids(batch * seq, cfg.vocab_size);
-  LoadOptions nf4;
+  LoadOptions dense;  // as `qpeft train` loads (TrainOptions::mmap)
+  dense.in_memory = !mmap;
+  LoadOptions nf4 = dense;
   nf4.quantize.format = "nf4";
   // LoRA in f32 first, alone, so that its peak RSS is its own.
-  TrainingRun lora(dir, LoadOptions{}, rank, DType::F32);
+  TrainingRun lora(dir, dense, rank, DType::F32);
   lora.step(ids, batch, seq, 0);
   const size_t lora_rss_mib = peak_rss_mib();
   std::vector<TrainingRun*> runs = {&lora};
   std::unique_ptr<TrainingRun> ql, ia, lora_bf16, ql_bf16;
   if (qlora) runs.push_back((ql = std::make_unique<TrainingRun>(dir, nf4, rank, DType::F32)).get());
-  if (ia3) runs.push_back((ia = std::make_unique<TrainingRun>(dir, LoadOptions{}, 0, DType::F32)).get());
+  if (ia3) runs.push_back((ia = std::make_unique<TrainingRun>(dir, dense, 0, DType::F32)).get());
   std::string bf16_note;
   if (bf16) {
     const ComputeDtypeScope probe(DType::BF16, &bf16_note);
     if (probe.in_effect() == DType::BF16) {
-      runs.push_back((lora_bf16 = std::make_unique<TrainingRun>(dir, LoadOptions{}, rank, DType::BF16)).get());
+      runs.push_back((lora_bf16 = std::make_unique<TrainingRun>(dir, dense, rank, DType::BF16)).get());
       if (qlora) runs.push_back((ql_bf16 = std::make_unique<TrainingRun>(dir, nf4, rank, DType::BF16)).get());
     }
   }
@@ -168,10 +173,12 @@ int main(int argc, char** argv) {
   const double flops_per_token = 2.0 * bench::forward_flops_per_token(cfg, seq);
   const double lora_s = lora.median_s();
   const double achieved = flops_per_token * tokens / lora_s / 1e9;
-  std::printf("bench_train: preset %s, LoRA r=%lld all-linear, batch %lld x %lld, %d threads, %d timed steps\n"
+  std::printf("bench_train: preset %s, LoRA r=%lld all-linear, batch %lld x %lld, %d threads, %d timed steps, "
+              "weights %s\n"
               "  (the configurations took their steps in turn, one each; times are medians, ratios the\n"
               "   median over rounds of the two step times in the same round)\n",
-              preset.c_str(), (long long)rank, (long long)batch, (long long)seq, threads, steps);
+              preset.c_str(), (long long)rank, (long long)batch, (long long)seq, threads, steps,
+              mmap ? "memory-mapped (--mmap)" : "in memory (as qpeft train loads them; --mmap maps them)");
   std::printf("  LoRA step time (median)  %.3f s  (steps:", lora_s);
   for (double t : lora.times) std::printf(" %.3f", t);
   std::printf(")\n");

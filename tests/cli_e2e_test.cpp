@@ -60,6 +60,12 @@ TEST(Cli, InitTrainEvalMergeEndToEnd) {
   ASSERT_EQ(bars.status, 0) << bars.output;
   EXPECT_NE(read_file(tmp / "bars.svg").find(">0.9 ± 0.02</text>"), std::string::npos);
   EXPECT_TRUE(fs::exists(tmp / "run/adapter_config.json") && fs::exists(tmp / "run/adapter_model.safetensors"));
+  // Training from the file's mapping instead of an in-memory copy gives the same bits.
+  RunResult mapped = run_cli("train --mmap --quiet --model " + (tmp / "tiny") + " --data " + (tmp / "data.jsonl") +
+                             " --out " + (tmp / "run_mmap") + " --rank 4 --alpha 8 --targets all-linear --steps 3 "
+                             "--batch 2 --seq-len 24 --lr 1e-2 --threads 2");
+  ASSERT_EQ(mapped.status, 0) << mapped.output;
+  EXPECT_EQ(read_file(tmp / "run_mmap/adapter_model.safetensors"), read_file(tmp / "run/adapter_model.safetensors"));
 
   RunResult ev = run_cli("eval --json --model " + (tmp / "tiny") + " --adapter " + (tmp / "run") + " --data " +
                          (tmp / "data.jsonl"));

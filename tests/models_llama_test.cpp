@@ -2,9 +2,13 @@
 
 #include <cmath>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 
 #include "core/error.h"
 #include "models/checkpoint.h"
+#include "io/safetensors.h"
+#include "models/gguf_model.h"
 #include "peft/adapter_io.h"
 #include "test_util.h"
 
@@ -86,6 +90,96 @@ TEST(Llama, Bf16CheckpointStaysBf16AndMatchesF32Closely) {
   save_model(*m, tmp / "f32", opt);
   Tensor b = load_model(tmp / "f32")->logits(ids, 1, 8);
   for (int64_t i = 0; i < a.numel(); ++i) EXPECT_NEAR(a.f32()[i], b.f32()[i], 1e-5);
+}
+
+namespace {
+
+// Every byte of the files under path (a file or a directory) set to zero, in place, so that a
+// model still reading their mapping sees zero weights.
+void zero_files_in_place(const std::filesystem::path& path) {
+  std::vector<std::filesystem::path> files;
+  if (std::filesystem::is_directory(path)) {
+    for (const auto& e : std::filesystem::directory_iterator(path))
+      if (e.path().extension() == ".safetensors") files.push_back(e.path());
+  } else {
+    files.push_back(path);
+  }
+  for (const auto& f : files) {
+    const std::string zeros(size_t(std::filesystem::file_size(f)), '\0');
+    std::fstream out(f, std::ios::in | std::ios::out | std::ios::binary);
+    out.write(zeros.data(), std::streamsize(zeros.size()));
+  }
+}
+
+}  // namespace
+
+// LoadOptions::in_memory (how `train` loads): the matrices kept as stored are copies, so the
+// logits equal those of the mapped load bit for bit and do not change when the files are
+// overwritten afterwards, while a mapped model's do. Dense bf16, bitsandbytes NF4 and GGUF
+// (bf16, and q8_0 with q/k rows permuted) files; tied embeddings, since an untied embedding
+// table stays mapped.
+TEST(Llama, InMemoryLoadKeepsNoViewOfTheFiles) {
+  TempDir tmp("in_memory");
+  ModelConfig cfg = ModelConfig::load(golden_dir("llama"));
+  cfg.tie_word_embeddings = true;
+  write_random_model(cfg, DType::BF16, 9, tmp / "bf16");
+  {
+    SaveOptions nf4;
+    nf4.quant = QuantizeOptions{"nf4", 64, true};
+    save_model(*load_model(tmp / "bf16"), tmp / "nf4", nf4);
+  }
+  // GGUF export needs a tokenizer: the shipped model's, on a tied random model of its shape.
+  const std::string austen = std::string(QPEFT_TEST_DATA) + "/../../models/austen-tiny";
+  ModelConfig tied = ModelConfig::load(austen);
+  tied.tie_word_embeddings = true;
+  write_random_model(tied, DType::BF16, 3, tmp / "tied");
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json"})
+    std::filesystem::copy_file(austen + "/" + f, tmp / ("tied/" + std::string(f)));
+  for (const char* dtype : {"bf16", "q8_0"}) {
+    GgufExportOptions g;
+    g.dtype = dtype;
+    export_gguf_model(*load_model(tmp / "tied"), tmp / "tied", tmp / (std::string(dtype) + ".gguf"), g);
+  }
+  const std::vector<int32_t> ids = {1, 5, 9, 13, 17, 21, 25, 29};
+  for (const char* name : {"bf16", "nf4", "bf16.gguf", "q8_0.gguf"}) {
+    SCOPED_TRACE(name);
+    const std::string path = tmp / name;
+    LoadOptions in_memory;
+    in_memory.in_memory = true;
+    auto copied = load_model(path, in_memory);
+    auto mapped = load_model(path);
+    if (std::string(name) == "bf16") {
+      auto* w = dynamic_cast<const DenseWeight*>(copied->layers()[0].q_proj.weight.get());
+      ASSERT_NE(w, nullptr);
+      EXPECT_EQ(w->tensor().dtype(), DType::BF16);  // copied as stored, not widened
+    }
+    const Tensor before = copied->logits(ids, 1, 8);
+    const Tensor mapped_before = mapped->logits(ids, 1, 8);
+    ASSERT_EQ(std::memcmp(before.raw(), mapped_before.raw(), before.nbytes()), 0);
+    zero_files_in_place(path);
+    const Tensor after = copied->logits(ids, 1, 8);
+    EXPECT_EQ(std::memcmp(before.raw(), after.raw(), before.nbytes()), 0);
+    const Tensor mapped_after = mapped->logits(ids, 1, 8);
+    EXPECT_NE(std::memcmp(before.raw(), mapped_after.raw(), before.nbytes()), 0) << "the mapped model should see the zeros";
+  }
+}
+
+// An untied embedding table stays a view of the mapping (a step reads only the looked-up
+// rows); the head and the layers are copies.
+TEST(Llama, InMemoryLoadLeavesAnUntiedEmbeddingMapped) {
+  TempDir tmp("in_memory_untied");
+  ModelConfig cfg = ModelConfig::load(golden_dir("llama"));
+  ASSERT_FALSE(cfg.tie_word_embeddings);
+  write_random_model(cfg, DType::BF16, 9, tmp / "m");
+  TensorStore store = TensorStore::open_dir(tmp / "m");
+  store.set_in_memory(true);
+  const SafetensorsFile& file = *store.files()[0];
+  EXPECT_FALSE(file.is_view(store.get("lm_head.weight")));
+  EXPECT_TRUE(file.is_view(store.get_mapped("model.embed_tokens.weight")));
+  EXPECT_TRUE(read_only_in_part(cfg, "model.embed_tokens.weight"));
+  EXPECT_FALSE(read_only_in_part(cfg, "lm_head.weight"));
+  cfg.tie_word_embeddings = true;
+  EXPECT_FALSE(read_only_in_part(cfg, "model.embed_tokens.weight"));
 }
 
 TEST(Llama, FullFineTuningGradientsMatchFiniteDifferences) {

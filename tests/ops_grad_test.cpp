@@ -58,6 +58,13 @@ TEST(OpsGrad, AttentionGroupedQueryAcrossTiles) {
   // T = 70 spans two query tiles of 64; 4 query heads share 2 kv heads.
   check_gradients("attention", {param({2, 70, 4, 8}, 14, 0.5f), param({2, 70, 2, 8}, 15, 0.5f), param({2, 70, 2, 8}, 16)},
                   [](Graph& g, const std::vector<Var>& in) { return causal_attention(g, in[0], in[1], in[2]); });
+  // q with a gradient already when attention's backward runs (the add's runs first): dq is
+  // added to it, not written over it.
+  check_gradients("attention_q_reused",
+                  {param({2, 70, 4, 8}, 20, 0.5f), param({2, 70, 2, 8}, 21, 0.5f), param({2, 70, 2, 8}, 22)},
+                  [](Graph& g, const std::vector<Var>& in) {
+                    return add(g, causal_attention(g, in[0], in[1], in[2]), in[0]);
+                  });
   // Queries continuing a cache: Tq = 3 new tokens after 5 cached.
   check_gradients("attention_cached", {param({1, 3, 2, 4}, 17), param({1, 8, 1, 4}, 18), param({1, 8, 1, 4}, 19)},
                   [](Graph& g, const std::vector<Var>& in) { return causal_attention(g, in[0], in[1], in[2]); });

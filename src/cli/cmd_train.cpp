@@ -106,6 +106,9 @@ void setup(CLI::App& app) {
   cmd->add_option("--metrics", o.metrics_path, "JSON lines file: one object per optimizer step");
   cmd->add_flag("--resume", o.resume, "Continue from the newest checkpoint in --out (bit-identical)");
   cmd->add_flag("--grad-checkpoint", o.grad_checkpoint, "Recompute block activations in backward to save memory");
+  cmd->add_flag("--mmap", o.mmap,
+                "Train from the model file's memory mapping instead of copying its weights into memory (less "
+                "resident memory; pages the kernel drops are read back from disk)");
   cmd->add_flag("--quiet", o.quiet, "No progress output");
   cmd->callback([a, cmd] {
     qpeft::set_num_threads(a->threads);

@@ -444,7 +444,17 @@ const SafetensorsFile::Entry* TensorStore::find(const std::string& name) const {
   return it == where_.end() ? nullptr : files_[it->second]->find(name);
 }
 
-Tensor TensorStore::get(const std::string& name) const { return files_[file_index(name)]->get(name); }
+Tensor TensorStore::get_mapped(const std::string& name) const { return files_[file_index(name)]->get(name); }
+
+Tensor TensorStore::get(const std::string& name) const {
+  if (!in_memory_) return get_mapped(name);
+  const SafetensorsFile& f = *files_[file_index(name)];
+  Tensor view = f.get(name);
+  if (!f.is_view(view)) return view;  // already a copy (unaligned data)
+  Tensor copy = view.clone();
+  f.release(name);
+  return copy;
+}
 
 void TensorStore::release(const std::string& name) const { files_[file_index(name)]->release(name); }
 

@@ -66,6 +66,8 @@ class SafetensorsFile {
   Tensor get(const Entry& e) const;
   // After a tensor's bytes were copied elsewhere: lets the OS drop its resident pages.
   void release(const std::string& name) const;
+  // Whether t is one of get()'s views into the mapping (not a copy).
+  bool is_view(const Tensor& t) const { return t.storage() == storage_; }
 
   // "__metadata__" (empty if absent).
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
@@ -105,7 +107,15 @@ class TensorStore {
   bool has(const std::string& name) const { return where_.count(name) != 0; }
   const SafetensorsFile::Entry* find(const std::string& name) const;  // nullptr if absent
   // Errors if missing: "tensor 'X' not found in DIR (N tensors; did you mean 'Y'?)".
+  // A zero-copy view, or after set_in_memory(true) a copy in process memory whose mapped
+  // pages are then released.
   Tensor get(const std::string& name) const;
+  // Always the zero-copy view: for a tensor read only in part (an embedding's looked-up rows).
+  Tensor get_mapped(const std::string& name) const;
+  // Copies tensors into process memory as get() hands them out. Mapped pages are file cache,
+  // which the kernel may drop and read back while they idle between uses; anonymous memory
+  // stays (see LoadOptions::in_memory).
+  void set_in_memory(bool on) { in_memory_ = on; }
   void release(const std::string& name) const;  // see SafetensorsFile::release
   DType dtype_of(const std::string& name) const;  // errors if missing or unsupported dtype
   Shape shape_of(const std::string& name) const;
@@ -117,6 +127,7 @@ class TensorStore {
   std::string source_;
   std::vector<std::shared_ptr<SafetensorsFile>> files_;
   std::map<std::string, size_t> where_;  // name -> index into files_
+  bool in_memory_ = false;
 };
 
 // Streams tensors into a safetensors file. Tensors are declared first (name, dtype, shape,

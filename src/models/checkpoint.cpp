@@ -99,6 +99,10 @@ void write_into(const std::string& dir, const std::string& config_json, const Sa
 
 }  // namespace
 
+bool read_only_in_part(const ModelConfig& cfg, const std::string& name) {
+  return !cfg.tie_word_embeddings && name == "model.embed_tokens.weight";
+}
+
 std::unique_ptr<LlamaModel> load_model(const std::string& dir, const LoadOptions& opt) {
   if (is_gguf_path(dir)) {
     QP_CHECK(file_exists(dir), "{}: no such GGUF file", dir);
@@ -112,6 +116,7 @@ std::unique_ptr<LlamaModel> load_model(const std::string& dir, const LoadOptions
   }
   ModelConfig cfg = ModelConfig::load(dir);
   TensorStore store = TensorStore::open_dir(dir);
+  store.set_in_memory(opt.in_memory);
   const auto quantized = find_quantized_weights(store);
   auto model = std::make_unique<LlamaModel>(cfg);
   model->visit_weights([&](WeightSlot& s) {
@@ -129,12 +134,16 @@ std::unique_ptr<LlamaModel> load_model(const std::string& dir, const LoadOptions
     const Shape got = store.shape_of(s.name);
     QP_CHECK(got == s.shape, "{}: tensor '{}' has shape {} but config.json implies {}", store.file_of(s.name), s.name,
              shape_str(got), shape_str(s.shape));
-    Tensor t = store.get(s.name);
+    // Viewed in the mapping even in_memory: weights quantized here and vectors (both read once
+    // into new storage below) and an untied embedding table.
+    const bool quantized_here = s.frozen && qf && s.linear;
+    const bool view = quantized_here || !s.frozen || read_only_in_part(cfg, s.name);
+    Tensor t = view ? store.get_mapped(s.name) : store.get(s.name);
     if (s.frozen) {
       QP_CHECK(t.dtype() == DType::F32 || t.dtype() == DType::BF16 || t.dtype() == DType::F16,
                "{}: tensor '{}' has dtype {}; expected F32, BF16 or F16", store.file_of(s.name), s.name,
                dtype_name(t.dtype()));
-      if (qf && s.linear) {
+      if (quantized_here) {
         // Tile by tile from the mapping: at most one f32 tile per thread at a time.
         *s.frozen = std::make_shared<QuantizedWeight>(
             QuantizedWeight::quantize(t, *qf, opt.quantize.block_size, opt.quantize.double_quant, s.name));

@@ -21,11 +21,20 @@ struct QuantizeOptions {
 struct LoadOptions {
   // Quantize dense linear weights on load (QLoRA); disabled = keep them as stored.
   QuantizeOptions quantize;
+  // Copy the matrices kept as stored into process memory instead of viewing the file's
+  // mapping. Mapped pages are file cache: the kernel may drop them while they idle between a
+  // step's forward and backward touches and read them back from disk (what training does
+  // to every weight each step). An untied embedding table stays mapped: a step reads only
+  // its looked-up rows.
+  bool in_memory = false;
 };
+// The weights LoadOptions::in_memory leaves mapped (an untied embedding table).
+bool read_only_in_part(const ModelConfig& cfg, const std::string& name);
 
 // Loads config.json + model.safetensors (or a sharded index) from dir. Matrices stay in the
-// file's dtype, memory-mapped (zero-copy); norms and biases become f32. Weights stored as
-// bitsandbytes 4-bit (io/bnb_checkpoint.h) become QuantizedWeight, whatever config.json says.
+// file's dtype, memory-mapped (zero-copy) unless opt.in_memory; norms and biases become f32.
+// Weights stored as bitsandbytes 4-bit (io/bnb_checkpoint.h) become QuantizedWeight, whatever
+// config.json says.
 // With opt.quantize, every other linear weight is quantized tile by tile from the mapping
 // (never a whole f32 copy); embeddings and lm_head stay as stored (as bitsandbytes and PEFT's
 // QLoRA leave them).

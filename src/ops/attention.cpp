@@ -64,9 +64,17 @@ void transpose_head(const VecKernels* vk, const float* x, int64_t T, int64_t D, 
   if (!vk) return;
   xt->resize(size_t(D * T));
   float* out = xt->data();
-  // Rows of xt in order: the T source lines (a head's D values each) stay in L1 across d.
-  for (int64_t d = 0; d < D; ++d)
-    for (int64_t t = 0; t < T; ++t) out[d * T + t] = x[t * stride + d];
+  // In 16 x 16 blocks: a head's rows are often a multiple of 2 KiB apart, so they share a few
+  // L1 sets, and a pass over all T of them per d (the plain loop) found each line evicted.
+  constexpr int64_t kBlock = 16;
+  for (int64_t t0 = 0; t0 < T; t0 += kBlock) {
+    const int64_t t1 = std::min(T, t0 + kBlock);
+    for (int64_t d0 = 0; d0 < D; d0 += kBlock) {
+      const int64_t d1 = std::min(D, d0 + kBlock);
+      for (int64_t d = d0; d < d1; ++d)
+        for (int64_t t = t0; t < t1; ++t) out[d * T + t] = x[t * stride + d];
+    }
+  }
 }
 
 // S[nq, nk] = scale · Q_tile K[0:nk]ᵀ with the causal mask; returns nk (keys visible to the tile).
@@ -138,12 +146,15 @@ Var causal_attention(Graph& g, const Var& q, const Var& k, const Var& v) {
       const float *qp = q.value().f32(), *kp = k.value().f32(), *vp = v.value().f32();
       const float *op = out.value().f32(), *dop = out.grad().f32();
       // All three gradients are written by the owner of the kv head, so allocate them here.
-      float* dq = q.grad_buffer();
+      // Each element of dq comes from one (head, query tile): written where q has no gradient
+      // yet, not zeroed and then added to; dk and dv sum over tiles and heads.
+      bool dq_accumulate = false;
+      float* dq = q.grad_for_update(&dq_accumulate);
       float* dk = k.grad_buffer();
       float* dv = v.grad_buffer();
       // Tasks: (batch, kv head): dK, dV of a kv head accumulate over its query heads and tiles
       // in a fixed order, so results do not depend on the thread count.
-      pool().run([&](int ith, int nth) {
+      pool().run([&, dq_accumulate](int ith, int nth) {
         int64_t t0, t1;
         split_range(s.B * s.Hkv, ith, nth, &t0, &t1);
         std::vector<float> P(size_t(kQueryTile * s.Tk)), dP(size_t(kQueryTile * s.Tk)), Dsum(kQueryTile), kt, vt;
@@ -174,13 +185,16 @@ Var causal_attention(Graph& g, const Var& q, const Var& k, const Var& v) {
               // dP[nq, nk] = dO_tile V[0:nk]ᵀ
               tile_nt(vk_tiles, nq, nk, s.D, 1.0f, dop + q_off, s.q_stride(), vp + kv_off, s.kv_stride(), vt.data(), s.Tk,
                       dP.data(), nk);
-              // dS = P ⊙ (dP − Dsum) · scale  (stored in dP)
-              for (int64_t i = 0; i < nq; ++i)
-                for (int64_t j = 0; j < nk; ++j)
-                  dP[i * nk + j] = P[i * nk + j] * (dP[i * nk + j] - Dsum[i]) * s.scale;
+              // dS = P ⊙ (dP − Dsum) · scale  (stored in dP; restrict lets the loop vectorise)
+              for (int64_t i = 0; i < nq; ++i) {
+                float* __restrict ds = dP.data() + i * nk;
+                const float* __restrict p = P.data() + i * nk;
+                const float di = Dsum[i], scale = s.scale;
+                for (int64_t j = 0; j < nk; ++j) ds[j] = p[j] * (ds[j] - di) * scale;
+              }
               // dQ_tile += dS K[0:nk]   [nq, D]
-              tile_nn(vk_tiles, nq, s.D, nk, 1.0f, dP.data(), nk, kp + kv_off, s.kv_stride(), true, dq + q_off,
-                      s.q_stride());
+              tile_nn(vk_tiles, nq, s.D, nk, 1.0f, dP.data(), nk, kp + kv_off, s.kv_stride(), dq_accumulate,
+                      dq + q_off, s.q_stride());
               // dK[0:nk] += dSᵀ Q_tile  [nk, D]
               tile_tn(vk_tiles, nk, s.D, nq, 1.0f, dP.data(), nk, qp + q_off, s.q_stride(), dk + kv_off, s.kv_stride());
             }

@@ -415,6 +415,7 @@ TrainResult train(const TrainOptions& opt) {
   }
 
   LoadOptions load;
+  load.in_memory = !opt.mmap;
   if (opt.method == "qlora" || (opt.method == "ia3" && opt.quantize_base)) {
     load.quantize = {opt.quant, opt.quant_block, opt.double_quant};
   }

@@ -51,6 +51,10 @@ struct TrainOptions {
   int64_t keep_checkpoints = 2;
   int64_t log_every = 1;
   bool grad_checkpoint = false;
+  // Keep the base's stored matrices in the file's mapping instead of copying them into
+  // memory (LoadOptions::in_memory): less resident memory, but pages the kernel drops
+  // between steps are read back from disk.
+  bool mmap = false;
   // The products with the frozen base: f32, or bf16 with f32 accumulation (ops/linear.h;
   // falls back to f32 where the CPU or the build lacks it, said once on stderr).
   DType compute_dtype = DType::F32;

@@ -103,6 +103,10 @@ bool read_only_in_part(const ModelConfig& cfg, const std::string& name) {
   return !cfg.tie_word_embeddings && name == "model.embed_tokens.weight";
 }
 
+bool copies_into_memory(const LoadOptions& opt, const ModelConfig& cfg, const WeightSlot& s, bool quantized_here) {
+  return opt.in_memory && s.frozen && !quantized_here && !read_only_in_part(cfg, s.name);
+}
+
 std::unique_ptr<LlamaModel> load_model(const std::string& dir, const LoadOptions& opt) {
   if (is_gguf_path(dir)) {
     QP_CHECK(file_exists(dir), "{}: no such GGUF file", dir);
@@ -134,11 +138,8 @@ std::unique_ptr<LlamaModel> load_model(const std::string& dir, const LoadOptions
     const Shape got = store.shape_of(s.name);
     QP_CHECK(got == s.shape, "{}: tensor '{}' has shape {} but config.json implies {}", store.file_of(s.name), s.name,
              shape_str(got), shape_str(s.shape));
-    // Viewed in the mapping even in_memory: weights quantized here and vectors (both read once
-    // into new storage below) and an untied embedding table.
     const bool quantized_here = s.frozen && qf && s.linear;
-    const bool view = quantized_here || !s.frozen || read_only_in_part(cfg, s.name);
-    Tensor t = view ? store.get_mapped(s.name) : store.get(s.name);
+    Tensor t = copies_into_memory(opt, cfg, s, quantized_here) ? store.get(s.name) : store.get_mapped(s.name);
     if (s.frozen) {
       QP_CHECK(t.dtype() == DType::F32 || t.dtype() == DType::BF16 || t.dtype() == DType::F16,
                "{}: tensor '{}' has dtype {}; expected F32, BF16 or F16", store.file_of(s.name), s.name,

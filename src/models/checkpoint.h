@@ -30,6 +30,9 @@ struct LoadOptions {
 };
 // The weights LoadOptions::in_memory leaves mapped (an untied embedding table).
 bool read_only_in_part(const ModelConfig& cfg, const std::string& name);
+// Whether a loader copies slot s into memory: with opt.in_memory, a matrix kept as stored (not
+// quantized_here) and read whole each step. Vectors become f32 copies anyway.
+bool copies_into_memory(const LoadOptions& opt, const ModelConfig& cfg, const WeightSlot& s, bool quantized_here);
 
 // Loads config.json + model.safetensors (or a sharded index) from dir. Matrices stay in the
 // file's dtype, memory-mapped (zero-copy) unless opt.in_memory; norms and biases become f32.

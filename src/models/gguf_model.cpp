@@ -428,7 +428,7 @@ std::unique_ptr<LlamaModel> load_gguf_model(const std::string& path, const LoadO
     if (ggml_type_from_id(t->type, &qtype)) {
       QP_CHECK(matrix, "[gguf] {}: tensor '{}' is {}; qpeft reads norms and biases in f32, f16 or bf16", path, name,
                ggml_type_name(t->type));
-      if (unpermute || (opt.in_memory && !read_only_in_part(cfg, s.name))) {
+      if (unpermute || copies_into_memory(opt, cfg, s, false)) {  // ggml weights are never requantized
         std::vector<uint8_t> bytes(t->data, t->data + t->nbytes);
         if (unpermute) permute_qk_rows(bytes.data(), heads, cfg.head_dim, row_bytes, true);
         g->mapping()->release(t->data, t->nbytes);
@@ -443,8 +443,7 @@ std::unique_ptr<LlamaModel> load_gguf_model(const std::string& path, const LoadO
                      : t->type == uint32_t(GgufTensorType::kF16) ? DType::F16
                                                                  : DType::BF16;
     Tensor view = Tensor::from_storage(Storage::wrap(const_cast<uint8_t*>(t->data), t->nbytes, keep), 0, s.shape, dt);
-    const bool kept_dense = matrix && !(qf && s.linear);
-    if (unpermute || (opt.in_memory && kept_dense && !read_only_in_part(cfg, s.name))) {
+    if (unpermute || copies_into_memory(opt, cfg, s, qf && s.linear)) {
       view = view.clone();
       if (unpermute) permute_qk_rows(static_cast<uint8_t*>(view.raw()), heads, cfg.head_dim, row_bytes, true);
       g->mapping()->release(t->data, t->nbytes);

@@ -154,7 +154,7 @@ Var causal_attention(Graph& g, const Var& q, const Var& k, const Var& v) {
       float* dv = v.grad_buffer();
       // Tasks: (batch, kv head): dK, dV of a kv head accumulate over its query heads and tiles
       // in a fixed order, so results do not depend on the thread count.
-      pool().run([&, dq_accumulate](int ith, int nth) {
+      pool().run([&](int ith, int nth) {
         int64_t t0, t1;
         split_range(s.B * s.Hkv, ith, nth, &t0, &t1);
         std::vector<float> P(size_t(kQueryTile * s.Tk)), dP(size_t(kQueryTile * s.Tk)), Dsum(kQueryTile), kt, vt;

@@ -54,6 +54,7 @@ int main(int argc, char** argv) {
     else { std::fprintf(stderr, "unknown option %s\n", k.c_str()); return 2; }
   }
   set_num_threads(threads);
+  bench::print_machine();
   const ModelConfig cfg = ModelConfig::preset(preset);
   bool made = false;
   if (model_dir.empty()) {

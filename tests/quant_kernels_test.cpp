@@ -237,11 +237,12 @@ TEST(QuantKernels, QuantizedWeightDecodesIdenticallyWithEveryTable) {
 }
 
 // quant_kernels() is one of the tables this CPU supports, the fastest unless QPEFT_QUANT_ISA
-// caps it; an override is undone when it goes out of scope.
+// or QPEFT_ISA caps it; an override is undone when it goes out of scope.
 TEST(QuantKernels, SelectionIsASupportedTable) {
   const std::string isa = quant_kernels().isa;
   const char* cap = std::getenv("QPEFT_QUANT_ISA");
-  if (!cap || !*cap) {
+  const char* cap_all = std::getenv("QPEFT_ISA");  // caps every kernel family
+  if ((!cap || !*cap) && (!cap_all || !*cap_all)) {
     const char* best = quant_kernels_avx512() ? "avx512" : quant_kernels_avx2() ? "avx2" : "scalar";
     EXPECT_EQ(isa, best);
   }
@@ -252,4 +253,43 @@ TEST(QuantKernels, SelectionIsASupportedTable) {
     EXPECT_STREQ(quant_kernels().isa, "scalar");
   }
   EXPECT_EQ(std::string(quant_kernels().isa), isa);
+}
+
+// pack4_rows (4-bit rows straight into oneDNN's packed B layout): the reference against the
+// decode reference placed by the layout's formula, then every table that has one against the
+// reference bit for bit. Odd row counts, starts inside a row, several blocks per span; the
+// last row's bytes end at a guard page, and columns outside the 16 written must stay as they were.
+TEST(QuantKernels, Pack4RowsMatchesDecodePlacedInThePackedLayout) {
+  const std::vector<const QuantKernels*> ks = tables();
+  GuardedBytes guard(1 << 16);
+  for (int64_t block : {32, 64, 128})
+    for (int64_t K : {block, 3 * block})
+      for (int64_t rows : {0, 1, 5, 16})
+        for (int64_t n0 : {0, 16, 48}) {
+          const int64_t row_elems = K + 2 * block, k0 = block;  // each row: a span starting one block in
+          const int64_t n = 16 * row_elems;
+          const Stream s = random_stream(4, block, n, uint64_t(block * 1000 + K + rows * 7 + n0));
+          const int64_t last = rows > 0 ? k0 + (rows - 1) * row_elems + K : 0;  // elements the rows cover
+          const size_t used = size_t(packed_bytes(std::max<int64_t>(last, 2), 4));
+          uint8_t* p = guard.tail(used);
+          std::memcpy(p, s.packed.data(), used);
+          // Row i's scales, block_scales-style: row i's span starts at block (k0 + i·row_elems) / block.
+          const int64_t stride = row_elems / block;
+          const float* scales = s.scales.data() + k0 / block;
+          std::vector<float> want(size_t(K / 16 * 1024), -7.0f), row(static_cast<size_t>(K));
+          for (int64_t i = 0; i < 16; ++i) {
+            if (i < rows)
+              decode(quant_kernels_ref(), 4, p, k0 + i * row_elems, K, s.lut.data(), scales + i * stride, block,
+                     row.data());
+            for (int64_t k = 0; k < K; ++k)
+              want[size_t((k / 16) * 1024 + (k % 16) * 64 + n0 + i)] = i < rows ? row[size_t(k)] : 0.0f;
+          }
+          for (const QuantKernels* k : ks) {
+            if (!k->pack4_rows) continue;
+            std::vector<float> got(want.size(), -7.0f);
+            k->pack4_rows(p, k0, row_elems, rows, K, s.lut.data(), scales, stride, block, n0, got.data());
+            ASSERT_EQ(std::memcmp(got.data(), want.data(), want.size() * 4), 0)
+                << k->isa << " pack4_rows block " << block << " K " << K << " rows " << rows << " n0 " << n0;
+          }
+        }
 }

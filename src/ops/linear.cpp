@@ -35,6 +35,11 @@ struct Bf16DecodeScratch;  // thread_scratch tags
 struct PanelScratch;
 struct Bf16PanelScratch;
 struct Bf16InputScratch;
+struct PackedRowsScratch;
+struct PackedPanelScratch;
+struct PackedOutScratch;
+struct PackedGradPanelScratch;
+struct PackedGradInputScratch;
 }  // namespace
 
 const uint16_t* FrozenWeight::decode_rows_bf16(int64_t r0, int64_t r1, uint16_t* scratch) const {
@@ -51,6 +56,17 @@ const uint16_t* FrozenWeight::decode_rows_bf16(int64_t r0, int64_t r1, uint16_t*
 const uint16_t* DenseWeight::decode_rows_bf16(int64_t r0, int64_t r1, uint16_t* scratch) const {
   if (is_bf16()) return static_cast<const uint16_t*>(t_.raw()) + r0 * t_.dim(1);
   return FrozenWeight::decode_rows_bf16(r0, r1, scratch);
+}
+
+void FrozenWeight::pack_rows_for_onednn(int64_t r0, int64_t rows, int64_t n0, float* staging, int64_t ld,
+                                        float* group) const {
+  const int64_t K = cols();
+  for (int64_t i = 0; i < rows; ++i) {
+    float* dst = staging + i * ld;
+    const float* src = decode_rows(r0 + i, r0 + i + 1, dst);
+    if (src != dst) std::memcpy(dst, src, size_t(K) * sizeof(float));
+  }
+  pack_b_rows()(staging, ld, rows, K, n0, group);
 }
 
 Tensor decode_to_f32(const FrozenWeight& w) {
@@ -231,12 +247,80 @@ bool DenseWeight::own_forward(const float* x, int64_t M, float* y) const {
   return true;
 }
 
+// Weight rows decoded and packed at a time by the forward's packed-B product: a panel of
+// about 2 MiB stays in L2/L3 between its packing and its use.
+constexpr int64_t kPackedPanelBytes = int64_t(2) << 20;
+
+// Whether a product with this weight decodes it into oneDNN's packed B layout (onednn_gemm.h)
+// rather than into plain rows that sgemm copies again.
+bool packs_for_onednn(const FrozenWeight& w, int64_t M) {
+  return M >= 2 && !w.is_f32() && onednn_f32_gemm_available() &&
+         double(M) * double(w.rows()) * double(w.cols()) >= kOnednnMinMacs;
+}
+
+// The forward's packed panels: each thread takes a contiguous run of 64-row groups and packs
+// it `panel` rows at a time.
+struct ForwardPanels {
+  int64_t panel;
+  void share(int64_t N, int ith, int nth, int64_t* n0, int64_t* n1) const {
+    int64_t g0, g1;
+    split_range((N + 63) / 64, ith, nth, &g0, &g1);
+    *n0 = std::min(N, g0 * 64);
+    *n1 = std::min(N, g1 * 64);
+  }
+  // Whether oneDNN takes every panel shape of every thread packed.
+  bool accepted(int64_t M, int64_t N, int64_t K) const {
+    const int nth = pool().size();
+    for (int ith = 0; ith < nth; ++ith) {
+      int64_t n0, n1;
+      share(N, ith, nth, &n0, &n1);
+      if (n0 >= n1) continue;
+      if (!onednn_f32_packed_b_accepted(M, std::min(panel, n1 - n0), K, K, 0.0f)) return false;
+      if ((n1 - n0) % panel && !onednn_f32_packed_b_accepted(M, (n1 - n0) % panel, K, K, 0.0f)) return false;
+    }
+    return true;
+  }
+};
+
+ForwardPanels forward_panels(int64_t K) {
+  return {std::max<int64_t>(1, kPackedPanelBytes / int64_t(sizeof(float)) / packed_b_k_padded(K) / 64) * 64};
+}
+
+// linear_forward for a weight decoded anyway (packs_for_onednn, shapes oneDNN takes packed):
+// each thread decodes its share of weight rows, 16 at a time, straight into oneDNN's packed B
+// layout, so the product does not copy B again; each panel's output columns come back dense
+// and are copied into y.
+void linear_forward_packed(const float* x, int64_t M, const FrozenWeight& w, const ForwardPanels& panels, float* y) {
+  const int64_t N = w.rows(), K = w.cols(), kp = packed_b_k_padded(K), panel = panels.panel;
+  const int64_t ld = kp + 16;  // staged rows one cache line off a multiple of 4 KiB: no L1 set conflicts
+  pool().run([&](int ith, int nth) {
+    int64_t n0, n1;
+    panels.share(N, ith, nth, &n0, &n1);
+    if (n0 >= n1) return;
+    const int64_t most = std::min(panel, n1 - n0);
+    float* staging = thread_scratch<PackedRowsScratch>(size_t(16 * ld));
+    float* packed = thread_scratch<PackedPanelScratch>(size_t(packed_b_floats(K, most)));
+    float* out = thread_scratch<PackedOutScratch>(size_t(M * most));
+    for (int64_t p0 = n0; p0 < n1; p0 += panel) {
+      const int64_t pn = std::min(panel, n1 - p0);
+      for (int64_t s = 0; s < (pn + 63) / 64 * 64; s += 16)  // whole groups: their padding too
+        w.pack_rows_for_onednn(p0 + s, std::clamp<int64_t>(pn - s, 0, 16), s % 64, staging, ld,
+                               packed + (s / 64) * kp * 64);
+      onednn_f32_gemm_packed_b(M, pn, K, x, K, packed, 0.0f, out);
+      for (int64_t m = 0; m < M; ++m) std::memcpy(y + m * N + p0, out + m * pn, size_t(pn) * sizeof(float));
+    }
+  });
+}
+
 // y[M, N] = x[M, K] Wᵀ. Each thread owns an equal, contiguous share of the output columns
 // (weight rows), so every weight row is decoded exactly once, and decodes it in panels.
 void linear_forward(const float* x, int64_t M, const FrozenWeight& w, float* y) {
   if (w.own_forward(x, M, y)) return;
   if (g_compute_dtype == DType::BF16) return linear_forward_bf16(x, M, w, y);
   const int64_t N = w.rows(), K = w.cols();
+  if (packs_for_onednn(w, M))
+    if (const ForwardPanels panels = forward_panels(K); panels.accepted(M, N, K))
+      return linear_forward_packed(x, M, w, panels, y);
   pool().run([&](int ith, int nth) {
     int64_t n0, n1;
     split_rows(N, ith, nth, &n0, &n1);
@@ -257,12 +341,72 @@ void linear_forward(const float* x, int64_t M, const FrozenWeight& w, float* y) 
   });
 }
 
+// Whether oneDNN takes packed every product linear_input_grad_packed makes: each thread's
+// share of dy's rows against each panel of weight rows (panel_rows), with beta 0 and 1.
+bool input_grad_accepted(int64_t M, int64_t N, int64_t K) {
+  const int64_t panel = panel_rows(N, K);
+  const int nth = pool().size();
+  for (int ith = 0; ith < std::min(nth, 2); ++ith) {  // shares differ by at most one row
+    int64_t m0, m1;
+    split_range(M, ith, nth, &m0, &m1);
+    if (m0 >= m1) continue;
+    for (const int64_t rows : {panel, N % panel})
+      for (const float beta : {0.0f, 1.0f})
+        if (rows > 0 && !onednn_f32_packed_b_accepted(m1 - m0, K, rows, rows, beta)) return false;
+  }
+  return true;
+}
+
+// linear_input_grad for a weight decoded anyway (packs_for_onednn, shapes oneDNN takes packed):
+// each panel of weight rows is decoded by all threads straight into oneDNN's packed layout of
+// B = W [rows, K] (there, 64-column groups of 16-row blocks: each row's 64-column pieces are
+// copied as they are), then every thread multiplies its rows of dy by it, accumulating in dx,
+// which oneDNN writes in place.
+void linear_input_grad_packed(const float* dy, int64_t M, const FrozenWeight& w, float* dx, bool accumulate) {
+  const int64_t N = w.rows(), K = w.cols();
+  const int64_t panel = panel_rows(N, K);
+  float* packed = thread_scratch<PackedGradPanelScratch>(size_t(packed_b_floats(panel, K)));
+  for (int64_t p0 = 0; p0 < N; p0 += panel) {
+    const int64_t rows = std::min(N, p0 + panel) - p0, rp = packed_b_k_padded(rows);
+    pool().run([&](int ith, int nth) {
+      int64_t r0, r1;
+      split_rows(rp, ith, nth, &r0, &r1);
+      float* row = thread_scratch<PackedRowsScratch>(size_t(K));
+      for (int64_t r = r0; r < r1; ++r) {
+        const float* src = r < rows ? w.decode_rows(p0 + r, p0 + r + 1, row) : nullptr;
+        for (int64_t c0 = 0; c0 < K; c0 += 64) {  // group c0 / 64: [rp, 64], row r at r · 64
+          float* dst = packed + (c0 / 64) * rp * 64 + r * 64;
+          const int64_t n = src ? std::min<int64_t>(64, K - c0) : 0;
+          if (n) std::memcpy(dst, src + c0, size_t(n) * sizeof(float));
+          std::fill(dst + n, dst + 64, 0.0f);
+        }
+      }
+    });
+    const float beta = (accumulate || p0 > 0) ? 1.0f : 0.0f;
+    pool().run([&](int ith, int nth) {
+      int64_t m0, m1;
+      split_range(M, ith, nth, &m0, &m1);
+      if (m0 >= m1) return;
+      // oneDNN's packed kernels want a dense A: this panel's columns of dy, copied unless whole.
+      const float* a = dy + m0 * N;
+      if (rows < N) {
+        float* copy = thread_scratch<PackedGradInputScratch>(size_t((m1 - m0) * rows));
+        for (int64_t m = m0; m < m1; ++m)
+          std::memcpy(copy + (m - m0) * rows, dy + m * N + p0, size_t(rows) * sizeof(float));
+        a = copy;
+      }
+      onednn_f32_gemm_packed_b(m1 - m0, K, rows, a, rows, packed, beta, dx + m0 * K);
+    });
+  }
+}
+
 // dx[M, K] (+)= dy[M, N] W[N, K]. Threads split the rows of dx; a packed weight is decoded
 // once per panel by all threads together into one shared panel, then every thread multiplies
 // its rows by it.
 void linear_input_grad(const float* dy, int64_t M, const FrozenWeight& w, float* dx, bool accumulate) {
   if (g_compute_dtype == DType::BF16) return linear_input_grad_bf16(dy, M, w, dx, accumulate);
   const int64_t N = w.rows(), K = w.cols();
+  if (packs_for_onednn(w, M) && input_grad_accepted(M, N, K)) return linear_input_grad_packed(dy, M, w, dx, accumulate);
   if (w.is_f32()) {
     const float* wp = w.decode_rows(0, N, nullptr);
     pool().run([&](int ith, int nth) {

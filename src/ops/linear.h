@@ -25,6 +25,13 @@ class FrozenWeight {
   // weight when it is stored as bf16; otherwise decoded and rounded (nearest even) into
   // scratch, which holds (r1 - r0) * cols values. The default decodes f32 tile by tile.
   virtual const uint16_t* decode_rows_bf16(int64_t r0, int64_t r1, uint16_t* scratch) const;
+  // Rows [r0, r0 + rows), rows <= 16, decoded into one 64-row group of oneDNN's packed B layout
+  // at column n0, as ops/onednn_gemm.h's pack_b_rows lays them out (zeros past `rows`; with
+  // rows 0, only zeros and r0 is not read). The
+  // default decodes each row into staging (16 rows ld >= cols floats apart), then packs; a
+  // format may decode straight into the group.
+  virtual void pack_rows_for_onednn(int64_t r0, int64_t rows, int64_t n0, float* staging, int64_t ld,
+                                    float* group) const;
   // Rows decoded per tile; formats with blocks make this a multiple of their block.
   virtual int64_t row_tile() const { return 64; }
   virtual bool is_f32() const { return false; }

@@ -48,7 +48,24 @@ void decode4_ref(const uint8_t* packed, int64_t e0, int64_t n, const float* lut1
   }
 }
 
-constexpr QuantKernels kRef = {"scalar", decode2_ref, decode3_ref, decode4_ref};
+void pack4_rows_ref(const uint8_t* packed, int64_t e0, int64_t row_elems, int64_t rows, int64_t K,
+                    const float* lut16, const float* scales, int64_t scale_stride, int64_t block, int64_t n0,
+                    float* group) {
+  for (int64_t k = 0; k < K; ++k) {
+    float* out = group + (k / 16) * 1024 + (k % 16) * 64 + n0;
+    for (int64_t i = 0; i < 16; ++i) {
+      if (i >= rows) {
+        out[i] = 0.0f;
+        continue;
+      }
+      const int64_t e = e0 + i * row_elems + k;
+      const uint8_t byte = packed[e >> 1];
+      out[i] = lut16[(e & 1) ? (byte & 15) : (byte >> 4)] * scales[i * scale_stride + k / block];
+    }
+  }
+}
+
+constexpr QuantKernels kRef = {"scalar", decode2_ref, decode3_ref, decode4_ref, pack4_rows_ref};
 
 std::atomic<const QuantKernels*> g_override{nullptr};
 

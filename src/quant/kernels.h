@@ -30,11 +30,22 @@ using Decode3Fn = void (*)(const uint8_t* packed, int64_t e0, int64_t n, const f
 using Decode4Fn = void (*)(const uint8_t* packed, int64_t e0, int64_t n, const float* lut16, const float* scales,
                            int64_t block, float* out);
 
+// 4-bit rows decoded straight into oneDNN's packed f32 B layout (ops/onednn_gemm.h), for the
+// forward's B = Wᵀ: row i < rows ≤ 16 holds elements e0 + i·row_elems + k, k < K, and
+//   group[(k / 16)·1024 + (k % 16)·64 + n0 + i] = lut16[code] * scales[i·scale_stride + k / block]
+// i.e. scales[i·scale_stride] is the scale of the block holding row i's element e0 + i·row_elems.
+// Columns n0 + i with i ≥ rows get zeros (rows may be 0). K, row_elems and e0 (in each row)
+// multiples of block, block a multiple of 16; n0 ∈ {0, 16, 32, 48}; group [K / 16 · 1024].
+using Pack4RowsFn = void (*)(const uint8_t* packed, int64_t e0, int64_t row_elems, int64_t rows, int64_t K,
+                             const float* lut16, const float* scales, int64_t scale_stride, int64_t block, int64_t n0,
+                             float* group);
+
 struct QuantKernels {
   const char* isa;  // "scalar", "avx2", "avx512"
   Decode2Fn decode2;
   Decode3Fn decode3;
   Decode4Fn decode4;
+  Pack4RowsFn pack4_rows;  // nullptr where the table has none (the caller decodes, then packs)
 };
 
 const QuantKernels& quant_kernels();      // the fastest this CPU supports, capped by QPEFT_QUANT_ISA

@@ -141,7 +141,8 @@ void decode3_avx2(const uint8_t* packed, int64_t e0, int64_t n, const float* lut
   detail::decode_by_block<3>(packed, e0, n, lut8, scales, block, out, decode3_run);
 }
 
-constexpr QuantKernels kAvx2 = {"avx2", decode2_avx2, decode3_avx2, decode4_avx2};
+// No pack4_rows: oneDNN's packed f32 products run only where AVX-512 is.
+constexpr QuantKernels kAvx2 = {"avx2", decode2_avx2, decode3_avx2, decode4_avx2, nullptr};
 
 }  // namespace
 

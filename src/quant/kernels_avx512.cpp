@@ -128,7 +128,61 @@ void decode4_avx512(const uint8_t* packed, int64_t e0, int64_t n, const float* l
   detail::decode_by_block<4>(packed, e0, n, lut16, scales, block, out, decode4_run);
 }
 
-constexpr QuantKernels kAvx512 = {"avx512", decode2_avx512, decode3_avx512, decode4_avx512};
+// ---- 4 bits straight into oneDNN's packed B layout ----
+
+// x[i]: 8 bytes (16 codes) of row i in the low half. Returns v[j] = byte j of rows 0..15, by the
+// usual unpack ladder (bytes, words, dwords, qwords).
+inline void transpose_bytes_16x8(const __m128i x[16], __m128i v[8]) {
+  __m128i a[8], b[8];
+  for (int p = 0; p < 8; ++p) a[p] = _mm_unpacklo_epi8(x[2 * p], x[2 * p + 1]);  // word j: rows 2p, 2p+1
+  for (int q = 0; q < 4; ++q) {  // dword j: rows 4q..4q+3 at byte j (b[2q]: j < 4, b[2q+1]: j >= 4)
+    b[2 * q] = _mm_unpacklo_epi16(a[2 * q], a[2 * q + 1]);
+    b[2 * q + 1] = _mm_unpackhi_epi16(a[2 * q], a[2 * q + 1]);
+  }
+  __m128i c[2][4];  // c[s][t] qword h: rows 8s..8s+7 at byte 2t + h
+  for (int s = 0; s < 2; ++s) {
+    c[s][0] = _mm_unpacklo_epi32(b[4 * s], b[4 * s + 2]);
+    c[s][1] = _mm_unpackhi_epi32(b[4 * s], b[4 * s + 2]);
+    c[s][2] = _mm_unpacklo_epi32(b[4 * s + 1], b[4 * s + 3]);
+    c[s][3] = _mm_unpackhi_epi32(b[4 * s + 1], b[4 * s + 3]);
+  }
+  for (int t = 0; t < 4; ++t) {
+    v[2 * t] = _mm_unpacklo_epi64(c[0][t], c[1][t]);
+    v[2 * t + 1] = _mm_unpackhi_epi64(c[0][t], c[1][t]);
+  }
+}
+
+// The codes are transposed (16 rows of 8 bytes) before the look-up, so every look-up yields one
+// output vector: 16 rows at one k, times the rows' scales.
+void pack4_rows_avx512(const uint8_t* packed, int64_t e0, int64_t row_elems, int64_t rows, int64_t K,
+                       const float* lut16, const float* scales, int64_t scale_stride, int64_t block, int64_t n0,
+                       float* group) {
+  const __m512 lut = _mm512_loadu_ps(lut16);
+  const __mmask16 live = rows >= 16 ? __mmask16(0xffff) : __mmask16((1u << rows) - 1);
+  const __m128i m0f = _mm_set1_epi8(0x0f);
+  const uint8_t* row[16];
+  for (int i = 0; i < 16; ++i) row[i] = i < rows ? packed + (e0 + i * row_elems) / 2 : nullptr;
+  alignas(64) float block_scales[16] = {};
+  __m512 scale = _mm512_setzero_ps();
+  for (int64_t k0 = 0; k0 < K; k0 += 16) {
+    if (k0 % block == 0) {
+      for (int i = 0; i < rows && i < 16; ++i) block_scales[i] = scales[i * scale_stride + k0 / block];
+      scale = _mm512_load_ps(block_scales);
+    }
+    __m128i x[16], v[8];
+    for (int i = 0; i < 16; ++i)
+      x[i] = row[i] ? _mm_loadl_epi64(reinterpret_cast<const __m128i*>(row[i] + k0 / 2)) : _mm_setzero_si128();
+    transpose_bytes_16x8(x, v);
+    float* out = group + (k0 / 16) * 1024 + n0;
+    for (int j = 0; j < 8; ++j) {  // byte j: element 2j high nibble, 2j + 1 low
+      const __m128i hi = _mm_and_si128(_mm_srli_epi16(v[j], 4), m0f), lo = _mm_and_si128(v[j], m0f);
+      _mm512_storeu_ps(out + (2 * j) * 64, _mm512_maskz_mul_ps(live, lookup4(lut, hi), scale));
+      _mm512_storeu_ps(out + (2 * j + 1) * 64, _mm512_maskz_mul_ps(live, lookup4(lut, lo), scale));
+    }
+  }
+}
+
+constexpr QuantKernels kAvx512 = {"avx512", decode2_avx512, decode3_avx512, decode4_avx512, pack4_rows_avx512};
 
 }  // namespace
 

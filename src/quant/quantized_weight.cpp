@@ -184,6 +184,20 @@ const float* QuantizedWeight::decode_rows(int64_t r0, int64_t r1, float* scratch
   return scratch;
 }
 
+void QuantizedWeight::pack_rows_for_onednn(int64_t r0, int64_t rows, int64_t n0, float* staging, int64_t ld,
+                                           float* group) const {
+  const QuantKernels& k = quant_kernels();
+  if (quant_bits(format_) != 4 || !k.pack4_rows || cols_ % block_ != 0 || block_ % 16 != 0)
+    return FrozenWeight::pack_rows_for_onednn(r0, rows, n0, staging, ld, group);
+  QP_CHECK(0 <= rows && rows <= 16 && (rows == 0 || (0 <= r0 && r0 + rows <= rows_)),
+           "[QuantizedWeight] '{}': rows [{}, {}) out of [0, {}) or more than 16", name_, r0, r0 + rows, rows_);
+  const int64_t per_row = cols_ / block_;
+  float* scales = staging;  // rows · per_row floats: far less than the 16 rows staging holds
+  if (rows > 0) block_scales(r0 * per_row, rows * per_row, scales);
+  k.pack4_rows(packed_.data(), r0 * cols_, cols_, rows, cols_, codebook(format_).data(), scales, per_row, block_, n0,
+               group);
+}
+
 Tensor QuantizedWeight::dequantize() const {
   Tensor t = Tensor::empty({rows_, cols_});
   float* p = t.f32();

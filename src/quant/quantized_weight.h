@@ -63,6 +63,10 @@ class QuantizedWeight final : public FrozenWeight {
   int64_t rows() const override { return rows_; }
   int64_t cols() const override { return cols_; }
   const float* decode_rows(int64_t r0, int64_t r1, float* scratch) const override;
+  // 4-bit rows whose blocks tile them (cols a multiple of the block) decode straight into the
+  // packed group (QuantKernels::pack4_rows); other formats stage rows like the default.
+  void pack_rows_for_onednn(int64_t r0, int64_t rows, int64_t n0, float* staging, int64_t ld,
+                            float* group) const override;
   int64_t row_tile() const override { return row_tile_; }
   std::string describe() const override;  // "q_proj.weight nf4[4096, 4096] block 64 dq"
 

@@ -38,8 +38,6 @@ struct Bf16InputScratch;
 struct PackedRowsScratch;
 struct PackedPanelScratch;
 struct PackedOutScratch;
-struct PackedGradPanelScratch;
-struct PackedGradInputScratch;
 }  // namespace
 
 const uint16_t* FrozenWeight::decode_rows_bf16(int64_t r0, int64_t r1, uint16_t* scratch) const {
@@ -341,72 +339,12 @@ void linear_forward(const float* x, int64_t M, const FrozenWeight& w, float* y) 
   });
 }
 
-// Whether oneDNN takes packed every product linear_input_grad_packed makes: each thread's
-// share of dy's rows against each panel of weight rows (panel_rows), with beta 0 and 1.
-bool input_grad_accepted(int64_t M, int64_t N, int64_t K) {
-  const int64_t panel = panel_rows(N, K);
-  const int nth = pool().size();
-  for (int ith = 0; ith < std::min(nth, 2); ++ith) {  // shares differ by at most one row
-    int64_t m0, m1;
-    split_range(M, ith, nth, &m0, &m1);
-    if (m0 >= m1) continue;
-    for (const int64_t rows : {panel, N % panel})
-      for (const float beta : {0.0f, 1.0f})
-        if (rows > 0 && !onednn_f32_packed_b_accepted(m1 - m0, K, rows, rows, beta)) return false;
-  }
-  return true;
-}
-
-// linear_input_grad for a weight decoded anyway (packs_for_onednn, shapes oneDNN takes packed):
-// each panel of weight rows is decoded by all threads straight into oneDNN's packed layout of
-// B = W [rows, K] (there, 64-column groups of 16-row blocks: each row's 64-column pieces are
-// copied as they are), then every thread multiplies its rows of dy by it, accumulating in dx,
-// which oneDNN writes in place.
-void linear_input_grad_packed(const float* dy, int64_t M, const FrozenWeight& w, float* dx, bool accumulate) {
-  const int64_t N = w.rows(), K = w.cols();
-  const int64_t panel = panel_rows(N, K);
-  float* packed = thread_scratch<PackedGradPanelScratch>(size_t(packed_b_floats(panel, K)));
-  for (int64_t p0 = 0; p0 < N; p0 += panel) {
-    const int64_t rows = std::min(N, p0 + panel) - p0, rp = packed_b_k_padded(rows);
-    pool().run([&](int ith, int nth) {
-      int64_t r0, r1;
-      split_rows(rp, ith, nth, &r0, &r1);
-      float* row = thread_scratch<PackedRowsScratch>(size_t(K));
-      for (int64_t r = r0; r < r1; ++r) {
-        const float* src = r < rows ? w.decode_rows(p0 + r, p0 + r + 1, row) : nullptr;
-        for (int64_t c0 = 0; c0 < K; c0 += 64) {  // group c0 / 64: [rp, 64], row r at r · 64
-          float* dst = packed + (c0 / 64) * rp * 64 + r * 64;
-          const int64_t n = src ? std::min<int64_t>(64, K - c0) : 0;
-          if (n) std::memcpy(dst, src + c0, size_t(n) * sizeof(float));
-          std::fill(dst + n, dst + 64, 0.0f);
-        }
-      }
-    });
-    const float beta = (accumulate || p0 > 0) ? 1.0f : 0.0f;
-    pool().run([&](int ith, int nth) {
-      int64_t m0, m1;
-      split_range(M, ith, nth, &m0, &m1);
-      if (m0 >= m1) return;
-      // oneDNN's packed kernels want a dense A: this panel's columns of dy, copied unless whole.
-      const float* a = dy + m0 * N;
-      if (rows < N) {
-        float* copy = thread_scratch<PackedGradInputScratch>(size_t((m1 - m0) * rows));
-        for (int64_t m = m0; m < m1; ++m)
-          std::memcpy(copy + (m - m0) * rows, dy + m * N + p0, size_t(rows) * sizeof(float));
-        a = copy;
-      }
-      onednn_f32_gemm_packed_b(m1 - m0, K, rows, a, rows, packed, beta, dx + m0 * K);
-    });
-  }
-}
-
 // dx[M, K] (+)= dy[M, N] W[N, K]. Threads split the rows of dx; a packed weight is decoded
 // once per panel by all threads together into one shared panel, then every thread multiplies
 // its rows by it.
 void linear_input_grad(const float* dy, int64_t M, const FrozenWeight& w, float* dx, bool accumulate) {
   if (g_compute_dtype == DType::BF16) return linear_input_grad_bf16(dy, M, w, dx, accumulate);
   const int64_t N = w.rows(), K = w.cols();
-  if (packs_for_onednn(w, M) && input_grad_accepted(M, N, K)) return linear_input_grad_packed(dy, M, w, dx, accumulate);
   if (w.is_f32()) {
     const float* wp = w.decode_rows(0, N, nullptr);
     pool().run([&](int ith, int nth) {

@@ -174,11 +174,11 @@ TEST(QuantizedWeight, LinearForwardAndInputGradMatchDequantizedDense) {
   }
 }
 
-// Products large enough for oneDNN's packed-B path (linear.cpp packs weights it decodes
-// anyway): NF4 whose blocks tile the rows (the fused 4-bit packing), NF4 whose blocks straddle
-// rows and a bf16 weight (rows staged, then packed), with row counts that are not multiples of
-// 16 or 64. Forward and input gradient against a double reference on the decoded weight;
-// every quant table gives the forward the same bits.
+// Products large enough for the forward's oneDNN packed-B path (linear.cpp packs weights it
+// decodes anyway): NF4 whose blocks tile the rows (the fused 4-bit packing), NF4 whose blocks
+// straddle rows and a bf16 weight (rows staged, then packed), with row counts that are not
+// multiples of 16 or 64. Forward and input gradient (plain panels) against a double reference
+// on the decoded weight; every quant table gives the forward the same bits.
 TEST(QuantizedWeight, LinearThroughPackedProductsMatchesDecodedReference) {
   struct Case {
     const char* what;

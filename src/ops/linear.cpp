@@ -124,13 +124,13 @@ size_t g_panel_bytes = size_t(8) << 20;
 // happiest with multiples of 16, and every format decodes from any row.
 constexpr int64_t kRowAlign = 16;
 
-// Part ith of nth of [0, n), cut at multiples of kRowAlign, sizes within one unit of each other.
-void split_rows(int64_t n, int ith, int nth, int64_t* r0, int64_t* r1) {
-  const int64_t units = (n + kRowAlign - 1) / kRowAlign;
+// Part ith of nth of [0, n), cut at multiples of `align`, sizes within one unit of each other.
+void split_rows(int64_t n, int ith, int nth, int64_t* r0, int64_t* r1, int64_t align = kRowAlign) {
+  const int64_t units = (n + align - 1) / align;
   int64_t u0, u1;
   split_range(units, ith, nth, &u0, &u1);
-  *r0 = std::min(n, u0 * kRowAlign);
-  *r1 = std::min(n, u1 * kRowAlign);
+  *r0 = std::min(n, u0 * align);
+  *r1 = std::min(n, u1 * align);
 }
 
 // Rows per decoded panel for `rows` rows of a packed weight with `cols` columns: equal panels
@@ -260,12 +260,7 @@ bool packs_for_onednn(const FrozenWeight& w, int64_t M) {
 // it `panel` rows at a time.
 struct ForwardPanels {
   int64_t panel;
-  void share(int64_t N, int ith, int nth, int64_t* n0, int64_t* n1) const {
-    int64_t g0, g1;
-    split_range((N + 63) / 64, ith, nth, &g0, &g1);
-    *n0 = std::min(N, g0 * 64);
-    *n1 = std::min(N, g1 * 64);
-  }
+  void share(int64_t N, int ith, int nth, int64_t* n0, int64_t* n1) const { split_rows(N, ith, nth, n0, n1, 64); }
   // Whether oneDNN takes every panel shape of every thread packed.
   bool accepted(int64_t M, int64_t N, int64_t K) const {
     const int nth = pool().size();
@@ -273,8 +268,8 @@ struct ForwardPanels {
       int64_t n0, n1;
       share(N, ith, nth, &n0, &n1);
       if (n0 >= n1) continue;
-      if (!onednn_f32_packed_b_accepted(M, std::min(panel, n1 - n0), K, K, 0.0f)) return false;
-      if ((n1 - n0) % panel && !onednn_f32_packed_b_accepted(M, (n1 - n0) % panel, K, K, 0.0f)) return false;
+      if (!onednn_f32_packed_b_accepted(M, std::min(panel, n1 - n0), K)) return false;
+      if ((n1 - n0) % panel && !onednn_f32_packed_b_accepted(M, (n1 - n0) % panel, K)) return false;
     }
     return true;
   }
@@ -304,7 +299,7 @@ void linear_forward_packed(const float* x, int64_t M, const FrozenWeight& w, con
       for (int64_t s = 0; s < (pn + 63) / 64 * 64; s += 16)  // whole groups: their padding too
         w.pack_rows_for_onednn(p0 + s, std::clamp<int64_t>(pn - s, 0, 16), s % 64, staging, ld,
                                packed + (s / 64) * kp * 64);
-      onednn_f32_gemm_packed_b(M, pn, K, x, K, packed, 0.0f, out);
+      onednn_f32_gemm_packed_b(M, pn, K, x, packed, out);
       for (int64_t m = 0; m < M; ++m) std::memcpy(y + m * N + p0, out + m * pn, size_t(pn) * sizeof(float));
     }
   });

@@ -69,18 +69,6 @@ void use_one_onednn_thread() {
   (void)single_threaded;
 }
 
-// C = alpha · (product) + beta · C as oneDNN attributes.
-dnnl::primitive_attr scale_and_sum(float alpha, float beta) {
-  dnnl::primitive_attr attr;
-  if (alpha != 1.0f) attr.set_output_scales(0, {alpha});
-  if (beta != 0.0f) {
-    dnnl::post_ops ops;
-    ops.append_sum(beta);
-    attr.set_post_ops(ops);
-  }
-  return attr;
-}
-
 // C = alpha · op(A) op(B) + beta · C through one single-threaded oneDNN matmul; A and B of
 // type `ab`, C f32. Transposes are strides: oneDNN reads any layout.
 void matmul(dnnl::memory::data_type ab, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
@@ -90,9 +78,16 @@ void matmul(dnnl::memory::data_type ab, bool trans_a, bool trans_b, int64_t M, i
   const memory::desc a_md({M, K}, ab, trans_a ? memory::dims{1, lda} : memory::dims{lda, 1});
   const memory::desc b_md({K, N}, ab, trans_b ? memory::dims{1, ldb} : memory::dims{ldb, 1});
   const memory::desc c_md({M, N}, memory::data_type::f32, memory::dims{ldc, 1});
+  dnnl::primitive_attr attr;
+  if (alpha != 1.0f) attr.set_output_scales(0, {alpha});
+  if (beta != 0.0f) {
+    dnnl::post_ops ops;
+    ops.append_sum(beta);
+    attr.set_post_ops(ops);
+  }
   // oneDNN keeps created primitives in its own cache: the same shape again costs microseconds.
   const dnnl::engine& eng = cpu_engine();
-  const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, b_md, c_md), scale_and_sum(alpha, beta), eng);
+  const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, b_md, c_md), attr, eng);
   const dnnl::matmul mm(pd);
   memory a(a_md, eng, const_cast<void*>(A)), b(b_md, eng, const_cast<void*>(B)), c(c_md, eng, C);
   dnnl::stream s(eng);
@@ -138,28 +133,25 @@ void onednn_f32_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K
 // B layout for it. Kept per thread (newest last, a few dozen shapes): the products come in
 // panels of the same few shapes, and creating a primitive descriptor costs ~13 µs.
 struct PackedMatmul {
-  int64_t M, N, K, lda;
-  float beta;
+  int64_t M, N, K;
   bool packed = false;
   dnnl::memory::desc a_md, b_md, c_md;
   dnnl::matmul prim;
 };
 
-const PackedMatmul& packed_b_matmul(int64_t M, int64_t N, int64_t K, int64_t lda, float beta) {
+const PackedMatmul& packed_b_matmul(int64_t M, int64_t N, int64_t K) {
   using dnnl::memory;
-  QP_CHECK(beta == 0.0f || beta == 1.0f, "[onednn_f32_gemm_packed_b] beta must be 0 or 1, got {}", beta);
   thread_local std::vector<std::unique_ptr<PackedMatmul>> cache;
   for (const auto& e : cache)
-    if (e->M == M && e->N == N && e->K == K && e->lda == lda && e->beta == beta) return *e;
+    if (e->M == M && e->N == N && e->K == K) return *e;
   if (cache.size() >= 48) cache.erase(cache.begin());
   auto e = std::make_unique<PackedMatmul>();
-  e->M = M, e->N = N, e->K = K, e->lda = lda, e->beta = beta;
-  e->a_md = memory::desc({M, K}, memory::data_type::f32, memory::dims{lda, 1});
+  e->M = M, e->N = N, e->K = K;
+  e->a_md = memory::desc({M, K}, memory::data_type::f32, memory::dims{K, 1});
   const memory::desc b_any({K, N}, memory::data_type::f32, memory::format_tag::any);
-  // A dense C: with a strided one oneDNN 2.6 leaves its brgemm kernels for a plain-layout gemm.
+  // Dense A and C: with strides oneDNN 2.6 leaves its brgemm kernels for a plain-layout gemm.
   e->c_md = memory::desc({M, N}, memory::data_type::f32, memory::dims{N, 1});
-  const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(e->a_md, b_any, e->c_md), scale_and_sum(1.0f, beta),
-                                        cpu_engine());
+  const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(e->a_md, b_any, e->c_md), cpu_engine());
   e->b_md = pd.weights_desc();
   e->packed = is_packed_b_layout(e->b_md, K, N);
   if (e->packed) e->prim = dnnl::matmul(pd);
@@ -167,19 +159,18 @@ const PackedMatmul& packed_b_matmul(int64_t M, int64_t N, int64_t K, int64_t lda
   return *cache.back();
 }
 
-bool onednn_f32_packed_b_accepted(int64_t M, int64_t N, int64_t K, int64_t lda, float beta) {
+bool onednn_f32_packed_b_accepted(int64_t M, int64_t N, int64_t K) {
   if (!onednn_f32_gemm_available() || M <= 0 || N <= 0 || K <= 0) return false;
   use_one_onednn_thread();  // oneDNN's choice of blocking depends on its thread count
-  return packed_b_matmul(M, N, K, lda, beta).packed;
+  return packed_b_matmul(M, N, K).packed;
 }
 
-void onednn_f32_gemm_packed_b(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* Bp,
-                              float beta, float* C) {
+void onednn_f32_gemm_packed_b(int64_t M, int64_t N, int64_t K, const float* A, const float* Bp, float* C) {
   if (M == 0 || N == 0) return;
   use_one_onednn_thread();
-  const PackedMatmul& mm = packed_b_matmul(M, N, K, lda, beta);
-  QP_CHECK(mm.packed, "[onednn_f32_gemm_packed_b] oneDNN does not take the packed B layout for [{}, {}] x [{}, {}] "
-           "(lda {}); ask onednn_f32_packed_b_accepted first", M, K, K, N, lda);
+  const PackedMatmul& mm = packed_b_matmul(M, N, K);
+  QP_CHECK(mm.packed, "[onednn_f32_gemm_packed_b] oneDNN does not take the packed B layout for [{}, {}] x [{}, {}]; "
+           "ask onednn_f32_packed_b_accepted first", M, K, K, N);
   const dnnl::engine& eng = cpu_engine();
   dnnl::memory a(mm.a_md, eng, const_cast<float*>(A)), b(mm.b_md, eng, const_cast<float*>(Bp)), c(mm.c_md, eng, C);
   thread_local dnnl::stream s(eng);
@@ -189,9 +180,9 @@ void onednn_f32_gemm_packed_b(int64_t M, int64_t N, int64_t K, const float* A, i
 
 #else
 
-bool onednn_f32_packed_b_accepted(int64_t, int64_t, int64_t, int64_t, float) { return false; }
+bool onednn_f32_packed_b_accepted(int64_t, int64_t, int64_t) { return false; }
 
-void onednn_f32_gemm_packed_b(int64_t, int64_t, int64_t, const float*, int64_t, const float*, float, float*) {
+void onednn_f32_gemm_packed_b(int64_t, int64_t, int64_t, const float*, const float*, float*) {
   fail("[onednn_f32_gemm_packed_b] qpeft was built without oneDNN");
 }
 

@@ -47,15 +47,15 @@ PackBRowsFn pack_b_rows();            // the fastest this CPU supports (capped b
 PackBRowsFn pack_b_rows_reference();  // portable
 PackBRowsFn pack_b_rows_avx512();     // nullptr if the CPU lacks AVX-512
 
-// Whether oneDNN's f32 matmul takes B packed as above for C[M, N] = A[M, K] · B + beta · C with
-// a dense C (another oneDNN version or CPU may choose another layout): false leaves the caller
-// to multiply unpacked. beta 0 or 1.
-bool onednn_f32_packed_b_accepted(int64_t M, int64_t N, int64_t K, int64_t lda, float beta);
+// Whether oneDNN's f32 matmul takes B packed as above for C[M, N] = A[M, K] · B, A and C dense
+// (another oneDNN version or CPU may choose another layout): false leaves the caller to
+// multiply unpacked.
+bool onednn_f32_packed_b_accepted(int64_t M, int64_t N, int64_t K);
 
-// C[M, N] = A[M, K] · B + beta · C for B packed as above (Bp [packed_b_floats(K, N)]), C dense
-// (ldc = N); single-threaded like the others. Only for shapes onednn_f32_packed_b_accepted.
-void onednn_f32_gemm_packed_b(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* Bp,
-                              float beta, float* C);
+// C[M, N] = A[M, K] · B for B packed as above (Bp [packed_b_floats(K, N)]), A and C dense (oneDNN
+// 2.6's packed kernels take no other: with strides it falls back to a plain-layout gemm);
+// single-threaded like the others. Only for shapes onednn_f32_packed_b_accepted.
+void onednn_f32_gemm_packed_b(int64_t M, int64_t N, int64_t K, const float* A, const float* Bp, float* C);
 
 namespace detail {
 PackBRowsFn pack_b_rows_avx512_kernel();  // onednn_pack_avx512.cpp (no CPU check)
